@@ -1,0 +1,1 @@
+"""Cohort data: the demo dataset, ingest and validation, preprocessing, cross-validation splits."""

@@ -1,0 +1,104 @@
+"""Label-driven patch placement (``balance``): more patches where the labels are.
+
+Each tree of patches is a *foreground tree* with probability ``ratio``. A foreground tree picks one
+labelled voxel ``x*`` with probability ``P(i) ∝ sum_l w_l y_l(i)`` (``y_l(i)`` the value of label ``l`` at
+voxel ``i``), and every level of the tree then places its patch so that ``x*`` lies inside it (see
+:func:`patchwork.dnp.placement.around_targets`); so about ``ratio`` of the finest patches contain
+foreground, whatever the size of the labelled region. The other trees are placed uniformly.
+
+Label weights: ``w_l = label_weight_l`` (default 1); with ``autoweight`` they are divided by the label's
+volume ``V_l = sum_i y_l(i)``, so every present label gets the same share of foreground trees — rare labels
+(a small lesion next to a large organ) are weighted up.
+
+Example::
+
+    Balance(ratio=0.5, autoweight=True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+
+import torch
+
+from patchwork.errors import PatchworkError
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Balance:
+    """``ratio`` in [0, 1], optional ``label_weight`` (one non-negative float per label), ``autoweight``."""
+
+    ratio: float = 0.5
+    label_weight: tuple[float, ...] | None = None
+    autoweight: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.ratio, (int, float)) or not 0.0 <= self.ratio <= 1.0:
+            raise PatchworkError(f"balance.ratio must be in [0, 1], got {self.ratio!r}")
+        if self.label_weight is not None:
+            weights = tuple(float(w) for w in self.label_weight)
+            if not weights or any(w < 0 for w in weights):
+                raise PatchworkError(
+                    f"balance.label_weight must be non-negative floats, got {self.label_weight!r}"
+                )
+            object.__setattr__(self, "label_weight", weights)
+        object.__setattr__(self, "autoweight", bool(self.autoweight))
+
+    @classmethod
+    def from_value(cls, value: Balance | Mapping[str, object]) -> Balance:
+        """Accept a :class:`Balance` or the paper's dictionary."""
+        if isinstance(value, Balance):
+            return value
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(value) - known)
+        if unknown:
+            raise PatchworkError(f"balance: unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**value)  # type: ignore[arg-type]
+
+    def weights(self, volumes: Tensor) -> Tensor:
+        """Per-label weights ``w_l`` for label volumes ``V_l`` (float64 ``[L]``)."""
+        count = volumes.shape[0]
+        if self.label_weight is not None and len(self.label_weight) != count:
+            raise PatchworkError(
+                f"balance.label_weight has {len(self.label_weight)} entries for {count} labels"
+            )
+        weights = torch.tensor(self.label_weight or (1.0,) * count, dtype=torch.float64)
+        if self.autoweight:
+            weights = torch.where(volumes > 0, weights / volumes.clamp(min=1e-12), torch.zeros_like(weights))
+        return weights
+
+
+@dataclass(frozen=True)
+class ForegroundSites:
+    """Labelled voxels of an image: indices ``[M, d]`` (long), label values ``[M, L]`` (float64), CPU."""
+
+    index: Tensor
+    values: Tensor
+
+    @classmethod
+    def from_labels(cls, labels: Tensor) -> ForegroundSites:
+        """Collect the voxels where any channel of ``labels`` [L, *S] is positive (negative = don't care)."""
+        flat = labels.detach().reshape(labels.shape[0], -1).clamp(min=0)
+        where = (flat > 0).any(dim=0).nonzero().squeeze(1)
+        index = torch.stack(torch.unravel_index(where, tuple(labels.shape[1:])), dim=-1)
+        return cls(index.cpu(), flat[:, where].T.to(device="cpu", dtype=torch.float64))
+
+    def draw(self, balance: Balance, count: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """Decide ``count`` trees: ``(foreground [count] bool, target voxel [count, d] float64)``.
+
+        Targets of non-foreground trees are meaningless. Without labelled voxels no tree is foreground.
+        """
+        chosen = torch.rand(count, generator=generator, dtype=torch.float64) < balance.ratio
+        pick = torch.rand(count, generator=generator, dtype=torch.float64)
+        d = self.index.shape[1]
+        if self.index.shape[0] == 0:
+            return torch.zeros(count, dtype=torch.bool), torch.zeros(count, d, dtype=torch.float64)
+        mass = self.values @ balance.weights(self.values.sum(dim=0))
+        cdf = mass.cumsum(0)
+        if cdf[-1] <= 0:
+            return torch.zeros(count, dtype=torch.bool), torch.zeros(count, d, dtype=torch.float64)
+        slot = torch.searchsorted(cdf, pick * cdf[-1], right=True).clamp(max=len(cdf) - 1)
+        return chosen, self.index[slot].to(torch.float64)

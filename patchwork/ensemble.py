@@ -1,0 +1,185 @@
+"""Combining model outputs into one segmentation, and the post-processing that goes with it.
+
+Two ways to combine the probability maps p_1..p_M of M models with weights w_1..w_M
+(normalised to sum to one, so only their ratios matter):
+
+``mean`` (nnU-Net's way)
+    p = sum_m w_m p_m; foreground where p >= ``threshold``.
+
+``vote`` (the ATLAS R2.0 recipe, see ``ATLAS2_RECIPE.md``)
+    each model is first turned into a mask b_m = [p_m >= t_m] at its own threshold t_m, components
+    smaller than ``min_component_voxels`` are removed from each b_m, and the returned "probability"
+    is the weighted vote fraction v = sum_m w_m b_m; foreground where v >= ``threshold`` (0.5).
+    With weights (2, 1, 1) and threshold 0.5 this is b_1 OR (b_2 AND b_3): the first model alone,
+    or the other two together.
+
+In both modes the final mask loses its components smaller than ``min_component_voxels``.
+Components are 26-connected in 3D (voxels touching by a face, an edge or a corner belong
+together; in general the full 3^d neighbourhood), as in the ATLAS R2.0 code's 3x3x3 max-pool labelling.
+
+Example::
+
+    prob, seg = combine([p_dnp, p_unet1, p_unet2], [2, 1, 1], mode="vote",
+                        model_thresholds=[0.35, 0.25, 0.5], min_component_voxels=27)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from scipy import ndimage
+
+from patchwork.errors import PatchworkError
+from patchwork.io import read_image, save_image
+
+MODES = ("mean", "vote")
+
+# Affines of one grid written by different tools differ by float32 rounding; 1e-3 mm is far below
+# any voxel size and far above that rounding.
+AFFINE_TOLERANCE_MM = 1e-3
+
+# Vote fractions are sums of normalised weights, so an exact tie (2 of 4 equal votes = 0.5) can land
+# a few ulp below the threshold; comparisons allow this much slack.
+_TIE_TOLERANCE = 1e-9
+
+
+def check_same_grid(
+    path: Path,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    ref_path: Path,
+    ref_shape: tuple[int, ...],
+    ref_affine: np.ndarray,
+) -> None:
+    """Raise a :class:`PatchworkError` naming ``path`` unless it has ``ref_path``'s shape and affine.
+
+    Affines are compared element-wise with an absolute tolerance of ``AFFINE_TOLERANCE_MM``.
+    """
+    if tuple(shape) != tuple(ref_shape):
+        raise PatchworkError(f"{path}: shape {tuple(shape)} differs from {ref_path} {tuple(ref_shape)}")
+    if not np.allclose(affine, ref_affine, rtol=0.0, atol=AFFINE_TOLERANCE_MM):
+        raise PatchworkError(
+            f"{path}: affine differs from {ref_path} "
+            f"(largest difference {np.abs(affine - ref_affine).max():.4g}); the images are not on one grid"
+        )
+
+
+def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """Label the connected components of a boolean mask with full (26 in 3D) connectivity.
+
+    Returns ``(labels, n)``: an int array with 0 for background and 1..n for the components.
+    """
+    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
+    labels, n = ndimage.label(np.asarray(mask, dtype=bool), structure=structure)
+    return labels, int(n)
+
+
+def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Return a boolean copy of ``mask`` without the components of fewer than ``min_voxels`` voxels.
+
+    Component sizes come from one ``bincount`` over the label image, and the kept set is a
+    lookup table indexed by label, so the cost does not grow with the number of components.
+    ``min_voxels <= 1`` keeps everything.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if min_voxels <= 1:
+        return mask.copy()
+    labels, n = label_components(mask)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[labels]
+
+
+def _normalised_weights(weights: Sequence[float], n_models: int) -> np.ndarray:
+    """Check the weights (one per model, finite, >= 0, not all 0) and scale them to sum to one."""
+    w = np.asarray(weights, dtype=np.float64).ravel()
+    if w.size != n_models:
+        raise PatchworkError(f"ensemble: {n_models} probability maps but {w.size} weights")
+    if not np.all(np.isfinite(w)) or np.any(w < 0):
+        raise PatchworkError(f"ensemble: weights must be finite and non-negative, got {w.tolist()}")
+    if w.sum() == 0:
+        raise PatchworkError("ensemble: the weights sum to zero")
+    return w / w.sum()
+
+
+def combine(
+    probs: Sequence[np.ndarray],
+    weights: Sequence[float],
+    threshold: float = 0.5,
+    min_component_voxels: int = 0,
+    mode: str = "mean",
+    model_thresholds: Sequence[float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Combine the probability maps of several models (see the module docstring for the maths).
+
+    Args:
+        probs: one foreground-probability array per model, all of one shape.
+        weights: one non-negative weight per model; normalised to sum to one.
+        threshold: foreground where the combined value is >= this.
+        min_component_voxels: components smaller than this are removed (0 or 1: none).
+        mode: ``"mean"`` or ``"vote"``.
+        model_thresholds: ``vote`` only (ignored by ``mean``): each model's own threshold;
+            default 0.5 for every model.
+
+    Returns:
+        ``(probability, segmentation)``: the weighted mean probability (``mean``) or weighted vote
+        fraction (``vote``) as float32, and the final mask as uint8 (0/1).
+    """
+    if mode not in MODES:
+        raise PatchworkError(f"ensemble: mode must be one of {MODES}, got {mode!r}")
+    if len(probs) == 0:
+        raise PatchworkError("ensemble: no probability maps given")
+    shape = np.shape(probs[0])
+    for m, p in enumerate(probs):
+        if np.shape(p) != shape:
+            raise PatchworkError(f"ensemble: map {m} has shape {np.shape(p)}, map 0 has {shape}")
+    w = _normalised_weights(weights, len(probs))
+
+    if mode == "vote":
+        cuts = [0.5] * len(probs) if model_thresholds is None else list(model_thresholds)
+        if len(cuts) != len(probs):
+            raise PatchworkError(f"ensemble: {len(probs)} probability maps but {len(cuts)} model thresholds")
+        layers = [
+            remove_small_components(np.asarray(p) >= t, min_component_voxels)
+            for p, t in zip(probs, cuts, strict=True)
+        ]
+    else:
+        layers = list(probs)
+
+    fused = np.zeros(shape, dtype=np.float64)
+    for wm, layer in zip(w, layers, strict=True):
+        fused += wm * np.asarray(layer, dtype=np.float64)
+    seg = remove_small_components(fused >= threshold - _TIE_TOLERANCE, min_component_voxels)
+    return fused.astype(np.float32), seg.astype(np.uint8)
+
+
+def ensemble_files(
+    prob_paths: Sequence[Path],
+    weights: Sequence[float],
+    out_prob: Path,
+    out_seg: Path,
+    **combine_kwargs: Any,
+) -> None:
+    """Combine probability NIfTIs with :func:`combine` and write the probability and the mask.
+
+    All inputs must share the first one's shape and affine (the error names the odd file). The
+    outputs get that affine: ``out_prob`` as float32, ``out_seg`` as uint8, both written atomically.
+    """
+    if len(prob_paths) == 0:
+        raise PatchworkError("ensemble: no probability maps given")
+    probs: list[np.ndarray] = []
+    affine = np.eye(4)
+    for path in prob_paths:
+        data, aff = read_image(path)
+        if probs:
+            check_same_grid(path, data.shape, aff, prob_paths[0], probs[0].shape, affine)
+        else:
+            affine = aff
+        probs.append(data)
+    prob, seg = combine(probs, weights, **combine_kwargs)
+    save_image(prob, affine, out_prob, dtype=np.float32)
+    save_image(seg, affine, out_seg, dtype=np.uint8)

@@ -1,0 +1,135 @@
+"""Patch sampling with foreground oversampling, as nnU-Net's data loader does it.
+
+A batch of ``B`` patches draws its images uniformly with replacement. ``n_fg`` of the patches are
+centred on a foreground voxel (a class present in the image is chosen uniformly, then one of its
+voxels uniformly); the others are placed uniformly so that the patch lies inside the image where
+the image is large enough. ``n_fg = floor(B p) + Bernoulli(B p - floor(B p))`` for the oversampling
+fraction ``p``, so ``E[n_fg] = B p`` for every batch size (nnU-Net rounds ``B p``, which gives 1/2
+instead of 1/3 at ``B = 2``).
+
+The sampler can cut a ``crop_size`` region larger than the patch around the patch centre, so that
+rotation and scaling in :mod:`patchwork.unet.augment` find real image content in the corners.
+Voxels outside the image are filled with the channel's minimum (the background of MR and CT) for
+the image and 0 (background) for the label.
+
+Each batch is a pure function of ``(seed, index)``, so a resumed training draws the same batches
+as an uninterrupted one without storing any RNG state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from patchwork.errors import PatchworkError
+from patchwork.unet.seeding import STREAM_FOREGROUND_SUBSET, STREAM_PATCHES, numpy_rng
+
+MAX_VOXELS_PER_CLASS = 10_000  # nnU-Net also keeps a random subset of each class's voxels
+
+
+def crop(
+    array: np.ndarray, lower: Sequence[int], size: Sequence[int], fill: np.ndarray | float
+) -> np.ndarray:
+    """Cut ``array[..., lower:lower+size]`` over the last 3 axes, filling what lies outside with ``fill``.
+
+    ``fill`` is a scalar or one value per leading index (e.g. per channel).
+    """
+    lead = array.shape[:-3]
+    out = np.empty((*lead, *size), dtype=array.dtype)
+    out[...] = np.reshape(fill, (*np.shape(fill), 1, 1, 1)) if np.ndim(fill) else fill
+    src, dst = [], []
+    for lo, n, dim in zip(lower, size, array.shape[-3:], strict=True):
+        a, b = max(lo, 0), min(lo + n, dim)
+        if a >= b:
+            return out
+        src.append(slice(a, b))
+        dst.append(slice(a - lo, b - lo))
+    out[(..., *dst)] = array[(..., *src)]
+    return out
+
+
+class PatchSampler:
+    """Draws batches of (image, label) patches with foreground oversampling.
+
+    ``images``: ``[C, X, Y, Z]`` float32 arrays; ``labels``: ``[X, Y, Z]`` integer arrays (0 =
+    background). ``patch_size`` is the final patch, ``crop_size`` (default ``patch_size``) the cut
+    region around its centre; ``crop_size - patch_size`` must be even so both share a centre voxel.
+    Batch ``index`` is drawn from random ``stream`` ``(seed, index, stream)``.
+    """
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        patch_size: Sequence[int],
+        batch_size: int,
+        oversample_foreground: float,
+        seed: int,
+        crop_size: Sequence[int] | None = None,
+        stream: int = STREAM_PATCHES,
+    ) -> None:
+        self.patch_size = tuple(int(s) for s in patch_size)
+        self.crop_size = tuple(int(s) for s in crop_size) if crop_size is not None else self.patch_size
+        if any((c - p) % 2 or c < p for c, p in zip(self.crop_size, self.patch_size, strict=True)):
+            raise PatchworkError(
+                f"crop size {self.crop_size} must exceed patch size {self.patch_size} by an even number"
+            )
+        self.images = list(images)
+        self.labels = list(labels)
+        self.batch_size = batch_size
+        self.oversample_foreground = oversample_foreground
+        self.seed = seed
+        self.stream = stream
+        self.fill = [img.reshape(img.shape[0], -1).min(axis=1) for img in self.images]
+        rng = numpy_rng(seed, stream, STREAM_FOREGROUND_SUBSET)
+        self.foreground = [self._foreground_voxels(lab, rng) for lab in self.labels]
+
+    @staticmethod
+    def _foreground_voxels(label: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+        """Coordinates ``[N, 3]`` of (at most ``MAX_VOXELS_PER_CLASS``) voxels of each class > 0 present."""
+        voxels = []
+        for cls in np.unique(label):
+            if cls == 0:
+                continue
+            idx = np.argwhere(label == cls)
+            if len(idx) > MAX_VOXELS_PER_CLASS:
+                idx = idx[np.sort(rng.choice(len(idx), MAX_VOXELS_PER_CLASS, replace=False))]
+            voxels.append(idx)
+        return voxels
+
+    def centres(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Image indices ``[B]``, patch centres ``[B, 3]`` and foreground flags ``[B]`` of batch ``index``.
+
+        The centre of a patch of size ``n`` starting at ``lo`` is ``lo + n // 2``.
+        """
+        rng = numpy_rng(self.seed, index, self.stream)
+        b, p = self.batch_size, self.oversample_foreground
+        n_fg = int(np.floor(b * p)) + int(rng.random() < b * p - np.floor(b * p))
+        which = rng.integers(0, len(self.images), size=b)
+        centres = np.empty((b, 3), dtype=np.int64)
+        forced = np.zeros(b, dtype=bool)
+        half = np.array(self.patch_size) // 2
+        for i, k in enumerate(which):
+            shape = np.array(self.images[k].shape[1:])
+            fg = self.foreground[k]
+            if i < n_fg and fg:
+                voxels = fg[rng.integers(len(fg))]
+                centres[i] = voxels[rng.integers(len(voxels))]
+                forced[i] = True
+            else:
+                slack = shape - np.array(self.patch_size)
+                lower = rng.integers(np.minimum(slack, 0), np.maximum(slack, 0) + 1)
+                centres[i] = lower + half
+        return which, centres, forced
+
+    def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``index``: images ``[B, C, *crop_size]`` float32 and labels ``[B, *crop_size]`` uint8."""
+        which, centres, _ = self.centres(index)
+        half = np.array(self.crop_size) // 2
+        xs, ys = [], []
+        for k, centre in zip(which, centres, strict=True):
+            lower = centre - half
+            xs.append(crop(self.images[k], lower, self.crop_size, self.fill[k]))
+            ys.append(crop(self.labels[k], lower, self.crop_size, 0))
+        return np.stack(xs).astype(np.float32, copy=False), np.stack(ys).astype(np.uint8, copy=False)

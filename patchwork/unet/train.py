@@ -1,0 +1,363 @@
+"""Training loop of the U-Net baseline: patches, augmentation, Dice + CE, poly LR, checkpoints.
+
+Iteration ``i`` (0-based) draws a batch with foreground oversampling (:mod:`.sampler`), augments it
+on the device (:mod:`.augment`), and takes one optimiser step at learning rate
+
+    lr_i = lr * (1 - i / iterations) ** 0.9          (nnU-Net's poly schedule),
+
+with the gradient norm clipped to ``grad_clip``. Mixed precision (float16 autocast + GradScaler) is
+used on CUDA only. Every ``val_every`` iterations a row is added to ``train_log.tsv``; the
+validation loss and pseudo-Dice are computed on a fixed set of ``val_patches`` patches of the
+validation images, drawn once with the same foreground oversampling (as nnU-Net reports during
+training; whole-image scores come from the prediction stage).
+
+Every ``checkpoint_every`` iterations ``checkpoint.pt`` is written atomically. Because every random
+draw is a function of ``(seed, iteration)`` (:mod:`.seeding`), a run restarted with the same
+arguments continues from its last checkpoint and ends with the same weights as an uninterrupted run
+(bitwise on CPU). ``model.pt`` is written at the end and the checkpoint removed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from patchwork.errors import PatchworkError
+from patchwork.io import atomic_path
+from patchwork.unet.augment import Augmenter
+from patchwork.unet.inference import foreground_probability
+from patchwork.unet.loss import deep_supervision_loss, dice_ce_loss
+from patchwork.unet.modelfile import build_network, read_model, resolve_device, save_model
+from patchwork.unet.network import UNet3D, init_weights
+from patchwork.unet.params import UNetParams
+from patchwork.unet.sampler import PatchSampler
+from patchwork.unet.seeding import STREAM_AUGMENT, STREAM_INIT, STREAM_VALIDATION, torch_generator
+from patchwork.unet.trainlog import plot_curve, write_train_log
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT_FORMAT = "patchwork-unet-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def poly_lr(base_lr: float, iteration: int, total: int, exponent: float = 0.9) -> float:
+    """nnU-Net's poly schedule ``base_lr * (1 - iteration / total) ** exponent``."""
+    return base_lr * (1 - iteration / total) ** exponent
+
+
+def make_optimizer(params: UNetParams, model: torch.nn.Module) -> torch.optim.Optimizer:
+    """AdamW, or SGD with Nesterov momentum (nnU-Net), at ``params.lr``."""
+    if params.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(),
+            lr=params.lr,
+            momentum=params.momentum,
+            nesterov=True,
+            weight_decay=params.weight_decay,
+        )
+    return torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+
+
+def check_data(
+    images: Sequence[np.ndarray], labels: Sequence[np.ndarray], params: UNetParams, what: str
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Validate ``[C, X, Y, Z]`` images and ``[X, Y, Z]`` label maps; return them as float32 and uint8."""
+    if not images:
+        raise PatchworkError(f"{what} set: no images")
+    if len(images) != len(labels):
+        raise PatchworkError(f"{what} set: {len(images)} images but {len(labels)} label maps")
+    channels = images[0].shape[0] if images[0].ndim == 4 else None
+    out_images, out_labels = [], []
+    for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
+        name = f"{what} case {i}"
+        if img.ndim != 4 or img.shape[0] != channels:
+            raise PatchworkError(f"{name}: image shape {list(img.shape)}, expected [C={channels}, X, Y, Z]")
+        if lab.shape != img.shape[1:]:
+            raise PatchworkError(
+                f"{name}: label shape {list(lab.shape)} differs from image {list(img.shape[1:])}"
+            )
+        if not np.isfinite(img).all():
+            raise PatchworkError(f"{name}: image contains NaN or infinite values")
+        values = np.unique(lab)
+        if np.any(values < 0) or np.any(values != np.round(values)):
+            raise PatchworkError(
+                f"{name}: labels must be non-negative integers, found {values[:10].tolist()}"
+            )
+        top = params.num_classes - 1 if params.head == "softmax" else 255
+        if values.max() > top:
+            raise PatchworkError(f"{name}: label {int(values.max())} exceeds num_classes-1 = {top}")
+        out_images.append(np.ascontiguousarray(img, dtype=np.float32))
+        out_labels.append(np.ascontiguousarray(lab, dtype=np.uint8))
+    return out_images, out_labels
+
+
+def data_fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> list[int]:
+    """``[cases, channels, voxels, foreground voxels]``: a cheap check that a resume sees the same data."""
+    return [
+        len(images),
+        int(images[0].shape[0]),
+        int(sum(lab.size for lab in labels)),
+        int(sum(np.count_nonzero(lab) for lab in labels)),
+    ]
+
+
+@dataclass
+class Progress:
+    """What a checkpoint restores besides the weights: iterations done, log rows, the running loss mean."""
+
+    iteration: int = 0
+    rows: list[dict[str, float]] = field(default_factory=list)
+    loss_sum: float = 0.0
+    loss_count: int = 0
+    seconds: float = 0.0
+
+
+def _save_checkpoint(
+    path: Path,
+    identity: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    progress: Progress,
+) -> None:
+    """Write a resumable checkpoint (plain dict, loadable with ``weights_only=True``) atomically."""
+    obj = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        **identity,
+        "iteration": progress.iteration,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "rows": progress.rows,
+        "loss_sum": progress.loss_sum,
+        "loss_count": progress.loss_count,
+        "seconds": progress.seconds,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _restore_checkpoint(
+    path: Path,
+    identity: dict[str, Any],
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+) -> Progress:
+    """Load ``path`` into model, optimiser and scaler if it exists; refuse one from another run."""
+    if not path.exists():
+        return Progress()
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # a foreign or damaged file: say which and how to recover
+        raise PatchworkError(
+            f"{path}: cannot read checkpoint ({type(err).__name__}); delete it to start over"
+        ) from None
+    if (
+        not isinstance(obj, dict)
+        or obj.get("format") != CHECKPOINT_FORMAT
+        or obj.get("version") != CHECKPOINT_VERSION
+    ):
+        raise PatchworkError(f"{path}: not a patchwork U-Net checkpoint of version {CHECKPOINT_VERSION}")
+    differ = [key for key, value in identity.items() if obj.get(key) != value]
+    if differ:
+        raise PatchworkError(
+            f"{path}: written by a training with different {', '.join(differ)}; delete it to start over"
+        )
+    model.load_state_dict(obj["model"])
+    optimizer.load_state_dict(obj["optimizer"])
+    scaler.load_state_dict(obj["scaler"])
+    log.info("resuming %s at iteration %d", path, obj["iteration"])
+    return Progress(obj["iteration"], obj["rows"], obj["loss_sum"], obj["loss_count"], obj["seconds"])
+
+
+def _existing_model(path: Path, identity: dict[str, Any]) -> bool:
+    """Whether ``path`` holds a finished model of this very training (same params and seed)."""
+    if not path.exists():
+        return False
+    try:
+        obj = read_model(path)
+    except PatchworkError as err:
+        log.warning("%s; training again", err)
+        return False
+    if obj["params"] != identity["params"] or obj["seed"] != identity["seed"]:
+        raise PatchworkError(
+            f"{path}: exists but was trained with other params or seed; delete it to retrain"
+        )
+    return True
+
+
+@torch.inference_mode()
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, params: UNetParams, device: torch.device
+) -> tuple[float, float]:
+    """Mean loss and pseudo-Dice ``2TP / (2TP + FP + FN)`` (foreground probability ≥ 0.5) over patches.
+
+    TP, FP and FN are summed over all patches; with no foreground anywhere the Dice is 1 if nothing
+    is predicted and 0 otherwise.
+    """
+    model.eval()
+    losses, tp, fp, fn = [], 0, 0, 0
+    for first in range(0, len(x), params.batch_size):
+        xb = x[first : first + params.batch_size].to(device)
+        yb = y[first : first + params.batch_size].to(device)
+        with _autocast(device):
+            logits = model(xb)
+        losses.append(float(dice_ce_loss(logits, yb, params.head)) * len(xb))
+        pred = foreground_probability(logits.float(), params.head, dim=1) >= 0.5
+        truth = yb > 0
+        tp += int((pred & truth).sum())
+        fp += int((pred & ~truth).sum())
+        fn += int((~pred & truth).sum())
+    model.train()
+    dice = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    return sum(losses) / len(x), dice
+
+
+def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """float16 autocast on CUDA, nothing elsewhere."""
+    return (
+        torch.autocast(device_type="cuda", dtype=torch.float16)
+        if device.type == "cuda"
+        else contextlib.nullcontext()
+    )
+
+
+def train_unet(
+    params: UNetParams,
+    images: list[np.ndarray],
+    labels: list[np.ndarray],
+    out_dir: Path,
+    seed: int,
+    device: str | None = None,
+    val_images: list[np.ndarray] | None = None,
+    val_labels: list[np.ndarray] | None = None,
+) -> Path:
+    """Train a U-Net on ``images [C, X, Y, Z]`` / ``labels [X, Y, Z]`` into ``out_dir``; return ``model.pt``.
+
+    Writes ``checkpoint.pt`` (every ``checkpoint_every`` iterations, removed at the end),
+    ``model.pt``, ``train_log.tsv`` and ``curve.png``. Resumes from ``checkpoint.pt`` when one of the
+    same params, seed and data is there; returns at once when ``model.pt`` of this training exists.
+    """
+    out_dir = Path(out_dir)
+    model_path, ckpt_path = out_dir / "model.pt", out_dir / "checkpoint.pt"
+    images, labels = check_data(images, labels, params, "training")
+    identity = {"params": params.to_dict(), "seed": int(seed), "data": data_fingerprint(images, labels)}
+    if _existing_model(model_path, identity):
+        return model_path
+    val: tuple[torch.Tensor, torch.Tensor] | None = None
+    if val_images:
+        if val_labels is None:
+            raise PatchworkError("validation set: images given without label maps")
+        v_images, v_labels = check_data(val_images, val_labels, params, "validation")
+        if v_images[0].shape[0] != images[0].shape[0]:
+            raise PatchworkError("validation set: channel count differs from the training images")
+        vx, vy = PatchSampler(
+            v_images, v_labels, params.patch_size, params.val_patches, params.oversample_foreground, seed,
+            stream=STREAM_VALIDATION,
+        ).batch(0)  # fmt: skip
+        val = torch.from_numpy(vx), torch.from_numpy(vy)
+
+    dev = resolve_device(device)
+    in_channels = images[0].shape[0]
+    model = build_network(params, in_channels)
+    init_weights(model, torch_generator(seed, 0, STREAM_INIT))
+    model.to(dev).train()
+    optimizer = make_optimizer(params, model)
+    scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
+    progress = _restore_checkpoint(ckpt_path, identity, model, optimizer, scaler)
+
+    augmenter = Augmenter(params.rotation_deg, params.scale_range, params.mirror, params.gamma)
+    crop_size = augmenter.crop_size(params.patch_size) if params.augment else params.patch_size
+    sampler = PatchSampler(
+        images,
+        labels,
+        params.patch_size,
+        params.batch_size,
+        params.oversample_foreground,
+        seed,
+        crop_size=crop_size,
+    )
+    bar = tqdm(total=params.iterations, initial=progress.iteration, desc=f"unet {out_dir.name}", disable=None)
+    started = time.perf_counter() - progress.seconds
+    while progress.iteration < params.iterations:
+        it = progress.iteration
+        lr = poly_lr(params.lr, it, params.iterations)
+        loss = _train_step(
+            model,
+            optimizer,
+            scaler,
+            sampler,
+            augmenter if params.augment else None,
+            params,
+            lr,
+            dev,
+            seed,
+            it,
+        )
+        progress.iteration, progress.loss_sum, progress.loss_count = (
+            it + 1,
+            progress.loss_sum + loss,
+            progress.loss_count + 1,
+        )
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}")
+        if progress.iteration % params.val_every == 0 or progress.iteration == params.iterations:
+            val_loss, val_dice = evaluate(model, *val, params, dev) if val else (math.nan, math.nan)
+            progress.seconds = time.perf_counter() - started
+            progress.rows.append({
+                "iteration": progress.iteration, "train_loss": progress.loss_sum / progress.loss_count,
+                "val_loss": val_loss, "val_dice": val_dice, "lr": lr, "seconds": progress.seconds,
+            })  # fmt: skip
+            progress.loss_sum, progress.loss_count = 0.0, 0
+            write_train_log(out_dir / "train_log.tsv", progress.rows)
+        if progress.iteration % params.checkpoint_every == 0 and progress.iteration < params.iterations:
+            progress.seconds = time.perf_counter() - started
+            _save_checkpoint(ckpt_path, identity, model, optimizer, scaler, progress)
+    bar.close()
+    plot_curve(out_dir / "curve.png", progress.rows, title=f"U-Net ({params.head}) {out_dir.name}")
+    save_model(model_path, params, in_channels, int(seed), model)
+    ckpt_path.unlink(missing_ok=True)
+    return model_path
+
+
+def _train_step(
+    model: UNet3D,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    sampler: PatchSampler,
+    augmenter: Augmenter | None,
+    params: UNetParams,
+    lr: float,
+    device: torch.device,
+    seed: int,
+    iteration: int,
+) -> float:
+    """One optimiser step on batch ``iteration``; returns its loss."""
+    x_np, y_np = sampler.batch(iteration)
+    x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
+    if augmenter is not None:
+        x, y = augmenter(x, y, params.patch_size, torch_generator(seed, iteration, STREAM_AUGMENT))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
+    with _autocast(device):
+        outputs = model.forward_deep(x)
+    loss = deep_supervision_loss(outputs, y, params.head)
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
+    scaler.step(optimizer)
+    scaler.update()
+    return float(loss.detach())
