@@ -24,7 +24,7 @@ include: "workflow/rules/common.smk"
 
 wildcard_constraints:
     subject=r"[A-Za-z0-9][A-Za-z0-9._-]*",
-    model="|".join(re.escape(name) for name in MODELS),
+    model=model_pattern(MODELS),
     fold=r"\d+|all",
     stage=r"predictions|submission/predictions",
 

@@ -106,6 +106,8 @@ def cmd_splits(args: argparse.Namespace) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import numpy as np
+
     from patchwork.data.cohort import read_subjects
     from patchwork.data.preprocess import load_preprocessed
     from patchwork.io import read_json
@@ -121,22 +123,13 @@ def cmd_train(args: argparse.Namespace) -> None:
             raise PatchworkError(f"{args.splits}: no fold {fold} (the file has {len(splits)})")
         train_ids, val_ids = splits[fold]["train"], splits[fold]["val"]
 
-    def load(ids: Sequence[str]) -> tuple[list, list]:
+    def load(ids: Sequence[str]) -> tuple[list, list, list]:
+        """Images, labels and grid affines of preprocessed subjects."""
         cases = [load_preprocessed(Path(args.preprocessed), i) for i in ids]
-        return [c[0] for c in cases], [c[1] for c in cases]
+        return [c[0] for c in cases], [c[1] for c in cases], [np.asarray(c[2]["affine"]) for c in cases]
 
-    images, labels = load(train_ids)
-    val_images, val_labels = load(val_ids)
-    train_model(
-        args.spec,
-        images,
-        labels,
-        Path(args.out_dir),
-        seed=args.seed,
-        val_images=val_images or None,
-        val_labels=val_labels or None,
-        device=args.device,
-    )
+    val = load(val_ids) if val_ids else None
+    train_model(args.spec, *load(train_ids), Path(args.out_dir), seed=args.seed, val=val, device=args.device)
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
@@ -148,27 +141,68 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     _set_threads(args.threads)
     image, _, record = load_preprocessed(Path(args.preprocessed), args.subject)
-    prob = predict_model(Path(args.model), image, device=args.device)
+    prob, spread = predict_model(
+        Path(args.model), image, np.asarray(record["affine"]), device=args.device, seed=args.seed
+    )
     prob_orig, affine = to_original(prob, record, interpolation="linear", fill=0.0)
     prob_orig = np.clip(prob_orig, 0.0, 1.0).astype(np.float32)
     save_image(prob_orig, affine, args.out_prob, dtype=np.float32)
     save_image(prob_orig >= args.threshold, affine, args.out_seg, dtype=np.uint8)
+    if args.out_std:
+        if spread is None:
+            raise PatchworkError(f"{args.model}: this model type gives no uncertainty map (--out-std)")
+        save_image(
+            to_original(spread, record, interpolation="linear", fill=0.0)[0], affine, args.out_std, np.float32
+        )
+
+
+def _ensemble_settings(args: argparse.Namespace) -> dict:
+    """The hand-set ensemble settings given on the command line."""
+    return {
+        "weights": args.weights,
+        "threshold": args.threshold,
+        "min_component_voxels": args.min_component_voxels,
+        "mode": args.mode,
+        "model_thresholds": args.model_thresholds,
+    }
 
 
 def cmd_ensemble(args: argparse.Namespace) -> None:
     from patchwork.ensemble import ensemble_files
+    from patchwork.io import read_json
 
-    if len(args.weights) != len(args.probs):
-        raise PatchworkError(f"ensemble: {len(args.probs)} probability maps but {len(args.weights)} weights")
+    settings = _ensemble_settings(args)
+    if args.params_json:
+        tuned = read_json(args.params_json)
+        settings.update({k: tuned[k] for k in ("threshold", "min_component_voxels", "mode")})
+        settings["weights"] = list(tuned["weights"].values())
     ensemble_files(
         [Path(p) for p in args.probs],
-        args.weights,
+        settings.pop("weights"),
         Path(args.out_prob),
         Path(args.out_seg),
-        threshold=args.threshold,
-        min_component_voxels=args.min_component_voxels,
-        mode=args.mode,
-        model_thresholds=args.model_thresholds,
+        **settings,
+    )
+
+
+def cmd_tune_ensemble(args: argparse.Namespace) -> None:
+    from patchwork.data.cohort import read_subjects
+    from patchwork.ensemble_tuning import THRESHOLDS, load_case, tune_ensemble
+    from patchwork.io import write_json
+
+    subjects = read_subjects(args.subjects, role="train")
+    cases = [
+        load_case(
+            [Path(args.predictions) / m / f"{s.subject}_prob.nii.gz" for m in args.models],
+            s.label,
+            lowest_threshold=min(THRESHOLDS),
+        )
+        for s in subjects
+    ]
+    result = tune_ensemble(cases, args.models, _ensemble_settings(args))
+    write_json(args.out, result)
+    log.info(
+        "tuned ensemble: mean Dice %.4f (hand-set %.4f)", result["mean_dice"], result["hand_set"]["mean_dice"]
     )
 
 
@@ -193,9 +227,21 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
     labels = {k: v for k, v in read_json(args.fingerprint)["labels"].items() if v != 0}
     segs = _named_paths(args.seg)
-    metrics = evaluate_subject(args.subject, Path(args.reference), segs, labels=labels)
+    tolerance = args.surface_tolerance
+    metrics = evaluate_subject(
+        args.subject, Path(args.reference), segs, labels=labels, tolerance_mm=tolerance
+    )
     write_text(args.out_tsv, metrics.to_csv(sep="\t", index=False))
-    subject_report(args.subject, Path(args.image), Path(args.reference), segs, metrics, Path(args.out_html))
+    subject_report(
+        args.subject,
+        Path(args.image),
+        Path(args.reference),
+        segs,
+        metrics,
+        Path(args.out_html),
+        uncertainty=_named_paths(args.std),
+        tolerance_mm=tolerance,
+    )
 
 
 def cmd_summarise(args: argparse.Namespace) -> None:
@@ -207,6 +253,29 @@ def cmd_summarise(args: argparse.Namespace) -> None:
     metrics = pd.concat([pd.read_csv(p, sep="\t") for p in args.metrics], ignore_index=True)
     write_text(args.out_metrics, metrics.to_csv(sep="\t", index=False))
     write_text(args.out_summary, summarise(metrics).to_csv(sep="\t", index=False))
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    import os
+
+    import pandas as pd
+
+    from patchwork.report import cohort_report, read_train_logs
+
+    out = Path(args.out_html)
+    subject_reports = {
+        Path(p).name.removesuffix(".html"): os.path.relpath(p, out.parent) for p in args.subject_reports
+    }
+    figures = {"metrics": args.out_metrics_png, "learning_curves": args.out_curves_png}
+    cohort_report(
+        pd.read_csv(args.metrics, sep="\t"),
+        pd.read_csv(args.summary, sep="\t"),
+        out,
+        subject_reports=subject_reports,
+        train_logs=read_train_logs([Path(p) for p in args.train_logs]),
+        tolerance_mm=args.surface_tolerance,
+        figure_paths={name: Path(path) for name, path in figures.items() if path},
+    )
 
 
 def cmd_package(args: argparse.Namespace) -> None:
@@ -288,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-prob", required=True)
     p.add_argument("--out-seg", required=True)
     p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--out-std", default=None, help="also write the per-voxel spread (DNP models)")
+    p.add_argument("--seed", type=int, default=0, help="seed of stochastic application (DNP)")
     add_compute(p)
 
     p = add("ensemble", cmd_ensemble, "combine model probabilities of one subject")
@@ -297,8 +368,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5)
     p.add_argument("--model-thresholds", type=float, nargs="+", default=None)
     p.add_argument("--min-component-voxels", type=int, default=0)
+    p.add_argument("--params-json", default=None, help="tuned settings (tune-ensemble) to use instead")
     p.add_argument("--out-prob", required=True)
     p.add_argument("--out-seg", required=True)
+
+    p = add(
+        "tune-ensemble", cmd_tune_ensemble, "choose ensemble weights/threshold on out-of-fold predictions"
+    )
+    p.add_argument("--subjects", required=True)
+    p.add_argument("--predictions", required=True, help="folder with {model}/{subject}_prob.nii.gz")
+    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument("--weights", type=float, nargs="+", required=True, help="hand-set weights, for comparison")
+    p.add_argument("--mode", default="mean", choices=["mean", "vote"])
+    p.add_argument("--threshold", type=float, default=0.5)
+    p.add_argument("--model-thresholds", type=float, nargs="+", default=None)
+    p.add_argument("--min-component-voxels", type=int, default=0)
+    p.add_argument("--out", required=True, help="ensemble_params.json to write")
 
     p = add("evaluate", cmd_evaluate, "metrics and HTML report of one subject")
     p.add_argument("--subject", required=True)
@@ -306,6 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reference", required=True)
     p.add_argument("--fingerprint", required=True)
     p.add_argument("--seg", nargs="+", required=True, help="MODEL=PATH of each segmentation")
+    p.add_argument("--std", nargs="+", default=[], help="MODEL=PATH of each uncertainty (spread) map")
+    p.add_argument("--surface-tolerance", type=float, default=2.0, help="surface Dice tolerance (mm)")
     p.add_argument("--out-tsv", required=True)
     p.add_argument("--out-html", required=True)
 
@@ -313,6 +400,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", nargs="+", required=True)
     p.add_argument("--out-metrics", required=True)
     p.add_argument("--out-summary", required=True)
+
+    p = add("report", cmd_report, "cohort HTML report: results table, plots, learning curves, subject links")
+    p.add_argument("--metrics", required=True, help="the cohort's metrics.tsv")
+    p.add_argument("--summary", required=True, help="summary.tsv of the same metrics")
+    p.add_argument("--subject-reports", nargs="*", default=[], help="subject pages ({subject}.html)")
+    p.add_argument(
+        "--train-logs", nargs="*", default=[], help="train_log.tsv files, each in models/MODEL/FOLD/"
+    )
+    p.add_argument("--surface-tolerance", type=float, default=2.0, help="surface Dice tolerance (mm)")
+    p.add_argument("--out-html", required=True)
+    p.add_argument("--out-metrics-png", default=None, help="also write the per-subject plots here")
+    p.add_argument("--out-curves-png", default=None, help="also write the learning curves here")
 
     p = add("package", cmd_package, "package a challenge entry: final models, config, manifest")
     p.add_argument("--model", nargs="+", required=True, help="NAME=PATH of each final model.pt")

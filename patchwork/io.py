@@ -12,7 +12,7 @@ import json
 import os
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,9 @@ import nibabel as nib
 import numpy as np
 
 from patchwork.errors import PatchworkError
+
+NIFTI_COMMENT = 6  # NIfTI-1 extension code of a free-text comment
+LABEL_NAMES_KEY = "label_names"
 
 
 @contextlib.contextmanager
@@ -97,16 +100,40 @@ def save_image(
     affine: np.ndarray,
     path: str | os.PathLike[str],
     dtype: type | None = None,
+    *,
+    label_names: Mapping[int, str] | None = None,
 ) -> None:
     """Write ``data`` with ``affine`` (sform and qform) to ``path`` atomically.
 
     ``dtype`` sets the on-disk type (default: the array's). Labels and masks should pass
-    ``np.uint8`` so they compress well and read back as integers.
+    ``np.uint8`` so they compress well and read back as integers. ``label_names`` (label value ->
+    name) go into a header extension (see :func:`read_label_names`).
     """
     arr = np.asarray(data if dtype is None else data.astype(dtype))
     img = nib.Nifti1Image(arr, np.asarray(affine, dtype=np.float64))
     img.header.set_data_dtype(arr.dtype)
     img.set_qform(img.affine, code=1)
     img.set_sform(img.affine, code=1)
+    if label_names is not None:
+        text = json.dumps({LABEL_NAMES_KEY: {str(int(k)): str(v) for k, v in label_names.items()}})
+        img.header.extensions.append(nib.nifti1.Nifti1Extension(NIFTI_COMMENT, text.encode()))
     with atomic_path(path) as tmp:
         nib.save(img, str(tmp))
+
+
+def read_label_names(path: str | os.PathLike[str]) -> dict[int, str] | None:
+    """Label value -> name stored by :func:`save_image` in a NIfTI header extension, or ``None``.
+
+    The names are a JSON object ``{"label_names": {"1": "lesion", ...}}`` in a comment extension
+    (ecode 6), which any NIfTI reader keeps and ``nib-ls -H`` shows; other extensions are ignored.
+    """
+    for extension in load_nifti(path).header.extensions:
+        if extension.get_code() != NIFTI_COMMENT:
+            continue
+        try:
+            content = json.loads(extension.get_content())
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(content, dict) and isinstance(content.get(LABEL_NAMES_KEY), dict):
+            return {int(k): str(v) for k, v in content[LABEL_NAMES_KEY].items()}
+    return None

@@ -1,60 +1,97 @@
 """Segmentation metrics per subject and label, in physical units, and their cohort summary.
 
-For a predicted mask P and a reference mask R (one foreground label each):
+For a predicted mask P and a reference mask R (one foreground label each), :func:`mask_metrics`
+gives, under the names of :data:`METRICS`:
 
-* Dice = 2 |P ∩ R| / (|P| + |R|).
-* Surface distances: the surface of a mask is its voxels with a face neighbour outside it (the mask
-  minus its 6-connected erosion; voxels on the image border count as surface). For every surface
-  voxel of P, d(p, ∂R) is the Euclidean distance in mm to the nearest surface voxel of R, and
-  vice versa. Distances come from ``scipy.ndimage.distance_transform_edt`` with
-  ``sampling`` = the voxel spacing, on a crop to the bounding box of P ∪ R plus one voxel (all
-  surface voxels lie inside it, so the distances are exact), never by resampling.
-* Hausdorff at percentile q: max(q-th percentile of d(P→R), q-th percentile of d(R→P)) — the
-  symmetric form used by MONAI; q = 100 is the classic Hausdorff distance, q = 95 is HD95.
-* Volumes in ml: voxel count times the product of the spacings (the column lengths of the affine,
-  which for a non-sheared affine A is |det A|); lesion counts are the numbers of 26-connected
-  components (the connectivity of :mod:`patchwork.ensemble`).
+* ``dice`` = 2 |P ∩ R| / (|P| + |R|);
+* ``per_blob_dice``, ``lesion_precision``, ``lesion_recall``, ``lesion_f1``: lesion-wise scores
+  of the 26-connected components, see :mod:`patchwork.lesions`;
+* ``surface_dice`` (normalised surface Dice at a tolerance in mm), ``hausdorff`` (maximum),
+  ``hd95`` and ``assd`` (average symmetric surface distance): surface distances in mm, see
+  :mod:`patchwork.surface` (MONAI's conventions);
+* ``volume_pred_ml``, ``volume_ref_ml``: voxel count times the voxel volume (product of the
+  spacings, the column lengths of the affine), and ``volume_diff_ml`` = |V_P - V_R|;
+* ``lesion_count_pred``, ``lesion_count_ref``: numbers of 26-connected components, and
+  ``lesion_count_diff`` = |n_P - n_R| (the ATLAS R2.0 "blob difference").
 
-**Empty masks — one convention, used everywhere:**
+The differences are absolute, as in the ATLAS R2.0 challenge, so that their cohort mean measures
+the size of the error; the sign is in the two columns they come from.
 
-* both P and R empty: Dice = 1, every distance = 0 (a perfect prediction of "no lesion");
-* exactly one empty: Dice = 0, every distance = NaN (undefined; :func:`summarise` skips NaNs
-  and its ``n`` counts only defined values).
+**Empty masks — one convention, used everywhere** (:data:`EMPTY_MASK_CONVENTION`):
 
+* both P and R empty: a perfect prediction of "no lesion": every overlap score (Dice, per-blob
+  Dice, surface Dice, lesion precision, recall, F1) is 1 and every distance is 0;
+* exactly one empty: every overlap score is 0 and every distance is undefined (NaN, shown as
+  n/a; :func:`summarise` skips NaNs and its ``n`` counts only defined values).
+
+Volumes, counts and their differences are always defined.
+
+Everything is computed on the bounding box of P ∪ R grown by one voxel, which holds every voxel
+that any metric looks at, so a small lesion in a large image costs little.
 :func:`evaluate_subject` writes the long table (``subject, model, label, metric, value``) that
-:func:`summarise` reduces over subjects. New metrics plug into :func:`mask_metrics`: surface-based
-ones take the :class:`SurfaceDistances` already computed there, lesion-wise ones the component labels.
+:func:`summarise` reduces over subjects.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import ndimage
 
-from patchwork.ensemble import check_same_grid, label_components
+from patchwork.ensemble import check_same_grid
 from patchwork.errors import PatchworkError
 from patchwork.io import read_image
+from patchwork.lesions import LesionMatch
+from patchwork.surface import SurfaceDistances, bounding_box
 
 COLUMNS = ("subject", "model", "label", "metric", "value")
+OVERLAP_METRICS = ("dice", "per_blob_dice", "surface_dice", "lesion_precision", "lesion_recall", "lesion_f1")
+DISTANCE_METRICS = ("hd95", "hausdorff", "assd")
 METRICS = (
-    "dice",
-    "hd95",
-    "hausdorff",
+    *OVERLAP_METRICS,
+    *DISTANCE_METRICS,
     "volume_pred_ml",
     "volume_ref_ml",
+    "volume_diff_ml",
     "lesion_count_pred",
     "lesion_count_ref",
+    "lesion_count_diff",
 )
-SUMMARY_COLUMNS = ("model", "label", "metric", "n", "mean", "sd", "median", "q1", "q3")
+# How reports name each metric (with its unit).
+METRIC_TITLES = {
+    "dice": "Dice",
+    "per_blob_dice": "per-blob Dice",
+    "surface_dice": "surface Dice",
+    "lesion_precision": "lesion precision",
+    "lesion_recall": "lesion recall",
+    "lesion_f1": "lesion F1",
+    "hd95": "HD95 (mm)",
+    "hausdorff": "Hausdorff (mm)",
+    "assd": "ASSD (mm)",
+    "volume_pred_ml": "volume, prediction (ml)",
+    "volume_ref_ml": "volume, reference (ml)",
+    "volume_diff_ml": "|volume difference| (ml)",
+    "lesion_count_pred": "lesions, prediction",
+    "lesion_count_ref": "lesions, reference",
+    "lesion_count_diff": "|lesion count difference|",
+}
+# Column headings of the ATLAS R2.0 ensemble paper's Table 1 (plus HD95), for the cohort report.
+TABLE1 = {
+    "dice": "Dice",
+    "per_blob_dice": "Per-blob Dice",
+    "lesion_count_diff": "Blob diff.",
+    "volume_diff_ml": "Vol. diff. (ml)",
+    "hd95": "HD95 (mm)",
+}
+SUMMARY_COLUMNS = ("model", "label", "metric", "n", "mean", "sd", "median", "q1", "q3", "iqr")
 DEFAULT_LABELS: Mapping[str, int] = {"lesion": 1}
+DEFAULT_TOLERANCE_MM = 2.0
 EMPTY_MASK_CONVENTION = (
-    "Both masks empty: Dice 1 and distances 0. Exactly one mask empty: Dice 0 and distances "
-    "undefined (NaN, shown as n/a and left out of the cohort statistics)."
+    "Both masks empty: overlap scores (Dice, per-blob Dice, surface Dice, lesion precision, recall "
+    "and F1) are 1 and distances 0. Exactly one mask empty: overlap scores are 0 and distances are "
+    "undefined (n/a, left out of the cohort statistics)."
 )
 
 
@@ -66,46 +103,10 @@ def spacing_from_affine(affine: np.ndarray) -> tuple[float, ...]:
 def dice(pred: np.ndarray, ref: np.ndarray) -> float:
     """Dice overlap of two boolean masks; 1 when both are empty (see the module docstring)."""
     pred, ref = np.asarray(pred, dtype=bool), np.asarray(ref, dtype=bool)
-    total = int(pred.sum()) + int(ref.sum())
+    total = np.count_nonzero(pred) + np.count_nonzero(ref)
     if total == 0:
         return 1.0
-    return 2.0 * int(np.logical_and(pred, ref).sum()) / total
-
-
-def _surface(mask: np.ndarray) -> np.ndarray:
-    """Mask voxels with a face neighbour outside the mask (outside the array counts as outside)."""
-    structure = ndimage.generate_binary_structure(mask.ndim, 1)
-    return mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
-
-
-@dataclass(frozen=True)
-class SurfaceDistances:
-    """Directed surface distances (mm) between two non-empty masks.
-
-    ``pred_to_ref[i]`` is the distance from the i-th surface voxel of the prediction to the nearest
-    surface voxel of the reference; ``ref_to_pred`` the other way round.
-    """
-
-    pred_to_ref: np.ndarray
-    ref_to_pred: np.ndarray
-
-    @classmethod
-    def compute(cls, pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> SurfaceDistances:
-        """Distances between the surfaces of ``pred`` and ``ref`` (both non-empty, one shape)."""
-        both = pred | ref
-        lo = [max(int(idx.min()) - 1, 0) for idx in np.nonzero(both)]
-        hi = [min(int(idx.max()) + 2, n) for idx, n in zip(np.nonzero(both), both.shape, strict=True)]
-        box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
-        pred_surface, ref_surface = _surface(pred[box]), _surface(ref[box])
-        to_ref = ndimage.distance_transform_edt(~ref_surface, sampling=spacing)
-        to_pred = ndimage.distance_transform_edt(~pred_surface, sampling=spacing)
-        return cls(pred_to_ref=to_ref[pred_surface], ref_to_pred=to_pred[ref_surface])
-
-    def hausdorff(self, percentile: float = 100.0) -> float:
-        """Symmetric Hausdorff distance at ``percentile`` (100: maximum, 95: HD95)."""
-        return float(
-            max(np.percentile(self.pred_to_ref, percentile), np.percentile(self.ref_to_pred, percentile))
-        )
+    return 2.0 * np.count_nonzero(pred & ref) / total
 
 
 def _check_pair(
@@ -120,6 +121,25 @@ def _check_pair(
     return pred, ref
 
 
+def _surface_scores(
+    pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], tolerance_mm: float
+) -> dict[str, float]:
+    """Surface Dice and distances of two boolean masks, following the empty-mask convention."""
+    has_pred, has_ref = bool(pred.any()), bool(ref.any())
+    if has_pred and has_ref:
+        d = SurfaceDistances.compute(pred, ref, spacing)
+        return {
+            "surface_dice": d.surface_dice(tolerance_mm),
+            "hd95": d.hausdorff(95.0),
+            "hausdorff": d.hausdorff(100.0),
+            "assd": d.average_symmetric(),
+        }
+    both_empty = not (has_pred or has_ref)
+    return {"surface_dice": float(both_empty)} | {
+        m: 0.0 if both_empty else float("nan") for m in DISTANCE_METRICS
+    }
+
+
 def hausdorff(
     pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...], percentile: float = 100.0
 ) -> float:
@@ -128,11 +148,8 @@ def hausdorff(
     Empty masks follow the module convention: both empty → 0, exactly one empty → NaN.
     """
     pred, ref = _check_pair(pred, ref, spacing)
-    has_pred, has_ref = bool(pred.any()), bool(ref.any())
-    if not has_pred and not has_ref:
-        return 0.0
-    if not (has_pred and has_ref):
-        return float("nan")
+    if not (pred.any() and ref.any()):
+        return 0.0 if not (pred.any() or ref.any()) else float("nan")
     return SurfaceDistances.compute(pred, ref, tuple(spacing)).hausdorff(percentile)
 
 
@@ -141,25 +158,37 @@ def hd95(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> float
     return hausdorff(pred, ref, spacing, percentile=95.0)
 
 
-def mask_metrics(pred: np.ndarray, ref: np.ndarray, spacing: tuple[float, ...]) -> dict[str, float]:
-    """Every metric of :data:`METRICS` for one pair of boolean masks, surface distances computed once."""
+def mask_metrics(
+    pred: np.ndarray,
+    ref: np.ndarray,
+    spacing: tuple[float, ...],
+    tolerance_mm: float = DEFAULT_TOLERANCE_MM,
+) -> dict[str, float]:
+    """Every metric of :data:`METRICS` for one pair of masks with voxel ``spacing`` (mm);
+    ``tolerance_mm`` is the surface Dice tolerance. Keys come in the order of :data:`METRICS`."""
     pred, ref = _check_pair(pred, ref, spacing)
+    spacing = tuple(float(s) for s in spacing)
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    has_pred, has_ref = bool(pred.any()), bool(ref.any())
-    if has_pred and has_ref:
-        surfaces = SurfaceDistances.compute(pred, ref, tuple(spacing))
-        distances = {"hd95": surfaces.hausdorff(95.0), "hausdorff": surfaces.hausdorff(100.0)}
-    else:
-        empty_value = 0.0 if not (has_pred or has_ref) else float("nan")
-        distances = {"hd95": empty_value, "hausdorff": empty_value}
-    return {
+    box = bounding_box(pred | ref, margin=1)
+    if box is not None:
+        pred, ref = pred[box], ref[box]
+    lesions = LesionMatch.compute(pred, ref)
+    volume_pred, volume_ref = np.count_nonzero(pred) * voxel_ml, np.count_nonzero(ref) * voxel_ml
+    scores = {
         "dice": dice(pred, ref),
-        **distances,
-        "volume_pred_ml": float(pred.sum()) * voxel_ml,
-        "volume_ref_ml": float(ref.sum()) * voxel_ml,
-        "lesion_count_pred": float(label_components(pred)[1]),
-        "lesion_count_ref": float(label_components(ref)[1]),
+        "per_blob_dice": lesions.per_blob_dice(),
+        "lesion_precision": lesions.precision(),
+        "lesion_recall": lesions.recall(),
+        "lesion_f1": lesions.f1(),
+        **_surface_scores(pred, ref, spacing, tolerance_mm),
+        "volume_pred_ml": volume_pred,
+        "volume_ref_ml": volume_ref,
+        "volume_diff_ml": abs(volume_pred - volume_ref),
+        "lesion_count_pred": float(lesions.n_pred),
+        "lesion_count_ref": float(lesions.n_ref),
+        "lesion_count_diff": float(abs(lesions.n_pred - lesions.n_ref)),
     }
+    return {m: float(scores[m]) for m in METRICS}
 
 
 def _read_label_map(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -175,6 +204,7 @@ def evaluate_subject(
     reference: Path,
     predictions: Mapping[str, Path],
     labels: Mapping[str, int] | None = None,
+    tolerance_mm: float = DEFAULT_TOLERANCE_MM,
 ) -> pd.DataFrame:
     """Metrics of each model's segmentation of one subject against the reference, per label.
 
@@ -185,6 +215,7 @@ def evaluate_subject(
             affine (the error names the odd file).
         labels: label name → label value of the foreground labels to score (default
             ``{"lesion": 1}``); the name goes into the ``label`` column.
+        tolerance_mm: tolerance of the normalised surface Dice.
 
     Returns:
         A long table with columns ``subject, model, label, metric, value``: one row per model, label
@@ -198,17 +229,17 @@ def evaluate_subject(
         pred_data, pred_affine = _read_label_map(path)
         check_same_grid(path, pred_data.shape, pred_affine, reference, ref_data.shape, ref_affine)
         for name, value in labels.items():
-            scores = mask_metrics(pred_data == int(value), ref_data == int(value), spacing)
-            rows.extend((subject, model, name, metric, scores[metric]) for metric in METRICS)
+            scores = mask_metrics(pred_data == int(value), ref_data == int(value), spacing, tolerance_mm)
+            rows.extend((subject, model, name, metric, score) for metric, score in scores.items())
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
-    """Per model, label and metric: n, mean, sd, median, q1, q3 of ``value`` over the rows.
+    """Per model, label and metric: n, mean, sd, median, q1, q3 and iqr (= q3 - q1) of ``value``.
 
     NaNs (undefined distances, see the empty-mask convention) are skipped and ``n`` counts the
-    defined values only. ``sd`` is the sample standard deviation (NaN when n < 2). Models, labels
-    and metrics keep their order of first appearance.
+    defined values only. ``sd`` is the sample standard deviation (NaN when n < 2); quartiles use
+    linear interpolation. Models, labels and metrics keep their order of first appearance.
     """
     missing = [c for c in COLUMNS if c not in metrics.columns]
     if missing:
@@ -223,4 +254,5 @@ def summarise(metrics: pd.DataFrame) -> pd.DataFrame:
         q1=lambda v: v.quantile(0.25),
         q3=lambda v: v.quantile(0.75),
     )
+    summary["iqr"] = summary["q3"] - summary["q1"]
     return summary.reset_index()[list(SUMMARY_COLUMNS)]

@@ -1,7 +1,7 @@
 """Model registry: one place that maps a model spec of the config's ``models:`` list to its code.
 
-A spec is ``{"name": str, "type": "unet", "params": {...}}``. Training writes the spec next to the
-weights (``spec.json``) so that prediction needs only the model folder.
+A spec is ``{"name": str, "type": "unet" | "dnp", "params": {...}}``. Training writes the spec next
+to the weights (``spec.json``) so that prediction needs only the model file.
 """
 
 from __future__ import annotations
@@ -15,7 +15,18 @@ import numpy as np
 from patchwork.errors import PatchworkError
 from patchwork.io import read_json, write_json
 
-MODEL_TYPES = ("unet",)
+MODEL_TYPES = ("unet", "dnp")
+
+
+def _params_class(model_type: str) -> Any:
+    """The settings dataclass of a model type (imported lazily: torch loads only when needed)."""
+    if model_type == "unet":
+        from patchwork.unet import UNetParams
+
+        return UNetParams
+    from patchwork.dnp.params import DNPParams
+
+    return DNPParams
 
 
 def check_spec(spec: dict[str, Any], source: str = "model spec") -> dict[str, Any]:
@@ -32,48 +43,69 @@ def check_spec(spec: dict[str, Any], source: str = "model spec") -> dict[str, An
     return {"name": str(spec["name"]), "type": spec["type"], "params": params}
 
 
-def _params_class(model_type: str) -> Any:
-    from patchwork.unet import UNetParams
-
-    return {"unet": UNetParams}[model_type]
-
-
 def train_model(
     spec: dict[str, Any],
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
+    affines: Sequence[np.ndarray],
     out_dir: Path,
     seed: int,
-    val_images: Sequence[np.ndarray] | None = None,
-    val_labels: Sequence[np.ndarray] | None = None,
+    val: tuple[Sequence[np.ndarray], Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
     device: str | None = None,
 ) -> Path:
-    """Train the model ``spec`` describes into ``out_dir``; resumes from its checkpoint there."""
+    """Train the model ``spec`` describes into ``out_dir`` (resuming from its checkpoint there).
+
+    ``images`` [C, X, Y, Z] are preprocessed, ``labels`` [X, Y, Z] integer, ``affines`` their 4×4
+    grids; ``val`` is an optional ``(images, labels, affines)`` validation set for the log.
+    """
     spec = check_spec(spec)
     out_dir = Path(out_dir)
     write_json(out_dir / "spec.json", spec)
+    params = _params_class(spec["type"]).from_dict(spec["params"])
+    val_images, val_labels, val_affines = (list(v) for v in val) if val else (None, None, None)
     if spec["type"] == "unet":
-        from patchwork.unet import UNetParams, train_unet
+        from patchwork.unet import train_unet
 
         return train_unet(
-            UNetParams.from_dict(spec["params"]),
+            params,
             list(images),
             list(labels),
             out_dir,
             seed=seed,
             device=device,
-            val_images=list(val_images) if val_images else None,
-            val_labels=list(val_labels) if val_labels else None,
+            val_images=val_images,
+            val_labels=val_labels,
         )
-    raise AssertionError(spec["type"])  # check_spec admits only MODEL_TYPES
+    from patchwork.dnp.train import train_dnp
+
+    return train_dnp(
+        params,
+        list(images),
+        list(labels),
+        list(affines),
+        out_dir,
+        seed=seed,
+        device=device,
+        val_images=val_images,
+        val_labels=val_labels,
+        val_affines=val_affines,
+    )
 
 
-def predict_model(model_path: Path, image: np.ndarray, device: str | None = None) -> np.ndarray:
-    """Foreground probability ``[X, Y, Z]`` of a trained model for a preprocessed image ``[C, X, Y, Z]``."""
+def predict_model(
+    model_path: Path, image: np.ndarray, affine: np.ndarray, device: str | None = None, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Foreground probability ``[X, Y, Z]`` of a trained model for a preprocessed ``image`` [C, X, Y, Z]
+    in the grid ``affine``, and its per-voxel spread where the model gives one (DNP), else ``None``."""
     model_path = Path(model_path)
-    spec = read_json(model_path.parent / "spec.json")
-    if spec["type"] == "unet":
+    spec_path = model_path.parent / "spec.json"
+    model_type = read_json(spec_path).get("type")
+    if model_type == "unet":
         from patchwork.unet import predict_unet
 
-        return predict_unet(model_path, image, device=device)
-    raise PatchworkError(f"{model_path.parent / 'spec.json'}: unknown model type {spec['type']!r}")
+        return predict_unet(model_path, image, device=device), None
+    if model_type == "dnp":
+        from patchwork.dnp.predict import predict_dnp
+
+        return predict_dnp(model_path, image, affine, device=device, seed=seed)
+    raise PatchworkError(f"{spec_path}: unknown model type {model_type!r}")

@@ -1,4 +1,4 @@
-"""Tests of patchwork.report: self-contained HTML pages with a table and an embedded PNG overlay."""
+"""Tests of patchwork.report: self-contained HTML pages whose images and links all resolve."""
 
 from __future__ import annotations
 
@@ -7,63 +7,74 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from patchwork.cli import main
 from patchwork.errors import PatchworkError
-from patchwork.io import save_image
+from patchwork.io import save_image, write_json
 from patchwork.metrics import EMPTY_MASK_CONVENTION, evaluate_subject, summarise
-from patchwork.report import cohort_summary_html, subject_report
+from patchwork.report import PNG_SIGNATURE, cohort_report, read_train_logs, subject_report, unresolved_links
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SHAPE = (24, 28, 20)
 
 
 def write_case(
     folder: Path, affine: np.ndarray, lesion: bool = True, flip_x: bool = False
 ) -> dict[str, Path]:
-    """An image with a bright ball, its reference and two model segmentations, written as NIfTI."""
+    """An image with a dark ball, its reference, two model segmentations and a spread map, as NIfTI."""
+    folder.mkdir(parents=True, exist_ok=True)
     grid = np.indices(SHAPE, dtype=np.float32)
     dist = np.sqrt((grid[0] - 10) ** 2 + (grid[1] - 14) ** 2 + (grid[2] - 9) ** 2)
-    image = 100.0 + 50.0 * (dist <= 5) + grid[2]
-    ref = (dist <= 5) & lesion
-    segs = {"unet": dist <= 4, "dnp": (dist <= 5) & (grid[0] >= 9)}
-    arrays = {"image": image, "reference": ref, **segs}
+    image = 100.0 - 50.0 * (dist <= 5) + grid[2]
+    arrays = {
+        "image": image,
+        "reference": (dist <= 5) & lesion,
+        "unet": dist <= 4,
+        "dnp": (dist <= 5) & (grid[0] >= 9),
+        "dnp_std": np.exp(-((dist - 5) ** 2)),
+    }
     paths = {}
     for name, data in arrays.items():
         data = data[::-1] if flip_x else data
         paths[name] = folder / f"{name}.nii.gz"
-        save_image(
-            np.ascontiguousarray(data), affine, paths[name], dtype=np.float32 if name == "image" else np.uint8
-        )
+        dtype = np.float32 if name in ("image", "dnp_std") else np.uint8
+        save_image(np.ascontiguousarray(data), affine, paths[name], dtype=dtype)
     return paths
 
 
 def embedded_pngs(html: str) -> list[bytes]:
-    return [
-        base64.b64decode(m)
-        for m in re.findall(r'<img [^>]*src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)
-    ]
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', html)]
 
 
-def report(folder: Path, paths: dict[str, Path], reference: Path | None, name: str = "s01.html") -> str:
+def report(
+    folder: Path, paths: dict[str, Path], reference: Path | None, name: str = "s01.html", std: bool = False
+) -> str:
     segs = {"unet": paths["unet"], "dnp": paths["dnp"]}
     metrics = evaluate_subject("s01", paths["reference"], segs)
     out = folder / "reports" / name
-    subject_report("s01", paths["image"], reference, segs, metrics, out)
+    uncertainty = {"dnp": paths["dnp_std"]} if std else None
+    subject_report("s01", paths["image"], reference, segs, metrics, out, uncertainty, tolerance_mm=1.5)
+    assert unresolved_links(out) == []
     return out.read_text()
 
 
-def test_subject_report_has_table_and_png(tmp_path):
+def test_subject_report_has_tables_and_png(tmp_path):
     paths = write_case(tmp_path, np.diag([1.0, 1.0, 2.0, 1.0]))
-    html = report(tmp_path, paths, paths["reference"])
+    html = report(tmp_path, paths, paths["reference"], std=True)
     assert html.startswith("<!DOCTYPE html>") and html.rstrip().endswith("</html>")
-    table = html[html.index('<table id="metrics">') : html.index("</table>")]
-    assert "<th>dice</th>" in table and "<th>hd95</th>" in table
-    assert '<td class="name">unet</td>' in table and '<td class="name">dnp</td>' in table
-    assert EMPTY_MASK_CONVENTION in html
+    table = html[html.index('<table class="metrics">') : html.index("</table>")]
+    assert "<th>unet</th><th>dnp</th>" in table
+    for title in ("Dice", "per-blob Dice", "surface Dice at 1.5 mm", "HD95 (mm)", "ASSD (mm)", "lesion F1"):
+        assert f'<td class="name">{title}</td>' in table
+    assert EMPTY_MASK_CONVENTION in html and "within\n1.5 mm" in html
+    assert "centre of mass of the largest reference lesion" in html
+    assert "per-voxel spread of the outputs of\ndnp" in html
     pngs = embedded_pngs(html)
     assert len(pngs) == 1 and pngs[0].startswith(PNG_SIGNATURE)
-    assert "centre of mass of the largest reference lesion" in html
+    without_std = report(tmp_path, paths, paths["reference"], name="nostd.html")
+    assert "spread" not in without_std
+    assert len(embedded_pngs(without_std)[0]) < len(pngs[0])  # one row of slices fewer
 
 
 def test_subject_report_with_empty_or_missing_reference(tmp_path):
@@ -71,47 +82,148 @@ def test_subject_report_with_empty_or_missing_reference(tmp_path):
     html = report(tmp_path, paths, paths["reference"])
     assert "The reference segmentation is empty." in html and "centre of mass of the image" in html
     assert "n/a" in html  # distances are undefined when only the prediction has a lesion
-    assert embedded_pngs(html)[0].startswith(PNG_SIGNATURE)
     html = report(tmp_path, paths, None, name="noref.html")
     assert "No reference segmentation was given." in html and embedded_pngs(html)[0].startswith(PNG_SIGNATURE)
 
 
 def test_overlay_is_independent_of_storage_orientation(tmp_path):
-    ras = np.eye(4)
     las = np.diag([-1.0, 1.0, 1.0, 1.0])
     las[0, 3] = SHAPE[0] - 1  # the same world grid, stored with x reversed
-    (tmp_path / "ras").mkdir()
-    (tmp_path / "las").mkdir()
-    html_ras = report(tmp_path / "ras", write_case(tmp_path / "ras", ras), None)
+    html_ras = report(tmp_path / "ras", write_case(tmp_path / "ras", np.eye(4)), None)
     html_las = report(tmp_path / "las", write_case(tmp_path / "las", las, flip_x=True), None)
     assert embedded_pngs(html_ras) == embedded_pngs(html_las)
 
 
-def test_subject_report_rejects_segmentation_on_another_grid(tmp_path):
+def test_subject_report_rejects_maps_on_another_grid(tmp_path):
     paths = write_case(tmp_path, np.eye(4))
     save_image(np.zeros(SHAPE, np.uint8), np.diag([2.0, 1.0, 1.0, 1.0]), tmp_path / "odd.nii.gz")
     metrics = evaluate_subject("s01", paths["reference"], {"unet": paths["unet"]})
-    with pytest.raises(PatchworkError, match=r"odd\.nii\.gz: affine differs"):
-        subject_report(
-            "s01",
-            paths["image"],
-            paths["reference"],
-            {"odd": tmp_path / "odd.nii.gz"},
-            metrics,
-            tmp_path / "r.html",
-        )
+    for segs, std in (({"odd": tmp_path / "odd.nii.gz"}, None), ({}, {"odd": tmp_path / "odd.nii.gz"})):
+        with pytest.raises(PatchworkError, match=r"odd\.nii\.gz: affine differs"):
+            subject_report("s01", paths["image"], paths["reference"], segs, metrics, tmp_path / "r.html", std)
     assert not (tmp_path / "r.html").exists()
 
 
-def test_cohort_summary(tmp_path):
-    paths = write_case(tmp_path, np.eye(4))
-    metrics = evaluate_subject("s01", paths["reference"], {"unet": paths["unet"], "dnp": paths["dnp"]})
+def cohort_metrics(tmp_path: Path) -> pd.DataFrame:
+    """Metrics of three subjects for two models and an ensemble whose Dice rises from s03 to s01."""
+    paths = write_case(tmp_path / "case", np.eye(4))
+    tables = []
+    for subject, ensemble in (("s01", "reference"), ("s02", "dnp"), ("s03", "unet")):
+        segs = {"unet": paths["unet"], "dnp": paths["dnp"], "ensemble": paths[ensemble]}
+        tables.append(evaluate_subject(subject, paths["reference"], segs))
+    return pd.concat(tables, ignore_index=True)
+
+
+def train_log(path: Path, validation: bool) -> Path:
+    rows = ["iteration\ttrain_loss\tval_loss\tval_dice\tlr\tseconds"]
+    rows += [
+        f"{i}\t{1 / i:.3f}\t{1.2 / i if validation else ''}\t{0.1 * i if validation else ''}\t0.01\t{i}"
+        for i in (1, 2, 3)
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_cohort_report(tmp_path):
+    metrics = cohort_metrics(tmp_path)
+    logs = [
+        train_log(tmp_path / f"models/unet/fold_{k}/train_log.tsv", k != "all") for k in ("0", "1", "all")
+    ]
+    (tmp_path / "reports").mkdir()
+    for s in ("s01", "s02", "s03"):
+        (tmp_path / "reports" / f"{s}.html").write_text("<!DOCTYPE html>")
     out = tmp_path / "report.html"
-    cohort_summary_html(summarise(metrics), out, {"s01": "reports/s01.html"}, metrics=metrics)
+    figures = {"metrics": tmp_path / "plots/metrics.png", "learning_curves": tmp_path / "plots/curves.png"}
+    cohort_report(
+        metrics,
+        summarise(metrics),
+        out,
+        subject_reports={s: f"reports/{s}.html" for s in ("s01", "s02", "s03")},
+        train_logs=read_train_logs(logs),
+        figure_paths=figures,
+    )
     html = out.read_text()
-    assert '<table id="summary">' in html and "mean ± sd" in html
-    assert '<a href="reports/s01.html">s01</a>' in html
+    assert unresolved_links(out) == []
+    table1 = html[html.index('<table class="table1">') : html.index("</table>")]
+    assert "Per-blob Dice" in table1 and "Blob diff." in table1 and "HD95 (mm)" in table1
+    assert [m for m in re.findall(r'<td class="name">(\w+)</td>', table1)] == ["unet", "dnp", "ensemble"]
+    subjects = html[html.index('id="subjects-table"') :]
+    order = re.findall(r'<a href="reports/(s\d+)\.html">', subjects)
+    assert order == ["s03", "s02", "s01"]  # the ensemble's Dice, worst first
+    assert len(embedded_pngs(html)) == 2 and all(p.is_file() for p in figures.values())
+    assert figures["metrics"].read_bytes() in embedded_pngs(html)
     assert EMPTY_MASK_CONVENTION in html
-    assert embedded_pngs(html)[0].startswith(PNG_SIGNATURE)
-    cohort_summary_html(summarise(metrics), out, {})
-    assert embedded_pngs(out.read_text()) == []
+
+    dice_only = metrics[metrics["metric"] == "dice"]
+    cohort_report(dice_only, summarise(dice_only), out)
+    assert len(embedded_pngs(out.read_text())) == 1 and unresolved_links(out) == []
+    assert '<a href="reports/' not in out.read_text()
+    with pytest.raises(PatchworkError, match="learning curves"):
+        cohort_report(
+            dice_only, summarise(dice_only), out, figure_paths={"learning_curves": tmp_path / "c.png"}
+        )
+    folds = {model: list(tables) for model, tables in read_train_logs(logs).items()}
+    assert folds == {"unet": ["fold_0", "fold_1", "fold_all"]}
+    with pytest.raises(PatchworkError, match=r"nothing\.tsv: cannot read the training log"):
+        read_train_logs([tmp_path / "nothing.tsv"])
+
+
+def test_unresolved_links_finds_every_kind_of_broken_target(tmp_path):
+    (tmp_path / "there.html").write_text("")
+    good_png = base64.b64encode(PNG_SIGNATURE + b"rest").decode()
+    page = tmp_path / "page.html"
+    page.write_text(
+        f'<p id="top"></p><a href="there.html">ok</a><a href="#top">ok</a>'
+        f'<img src="data:image/png;base64,{good_png}">'
+        '<a href="missing.html">x</a><a href="#nowhere">x</a><a href="https://example.org">x</a>'
+        '<img src="data:image/png;base64,bm90IGEgcG5n">'
+    )
+    problems = unresolved_links(page)
+    assert len(problems) == 4
+    assert problems[0] == "missing.html: no such file" and problems[1] == "#nowhere: no element with this id"
+    assert "external" in problems[2] and "not a base64 PNG" in problems[3]
+
+
+def test_command_line_writes_pages_whose_links_resolve(tmp_path):
+    """`patchwork evaluate`, `summarise` and `report` as the workflow calls them."""
+    paths = write_case(tmp_path / "data", np.diag([1.0, 1.0, 2.0, 1.0]))
+    write_json(tmp_path / "fingerprint.json", {"labels": {"background": 0, "lesion": 1}})
+    tsvs, pages = [], []
+    for subject in ("a", "b"):
+        tsvs.append(tmp_path / "metrics" / f"{subject}.tsv")
+        pages.append(tmp_path / "reports" / f"{subject}.html")
+        argv = ["evaluate", "--subject", subject, "--image", str(paths["image"]), "--reference"]
+        argv += [str(paths["reference"]), "--fingerprint", str(tmp_path / "fingerprint.json")]
+        argv += ["--seg", f"unet={paths['unet']}", f"dnp={paths['dnp']}", "--std", f"dnp={paths['dnp_std']}"]
+        argv += ["--surface-tolerance", "1.0", "--out-tsv", str(tsvs[-1]), "--out-html", str(pages[-1])]
+        assert main(argv) == 0
+    metrics, summary = tmp_path / "metrics.tsv", tmp_path / "summary.tsv"
+    argv = [
+        "summarise",
+        "--metrics",
+        *map(str, tsvs),
+        "--out-metrics",
+        str(metrics),
+        "--out-summary",
+        str(summary),
+    ]
+    assert main(argv) == 0
+    log = train_log(tmp_path / "models/unet/fold_0/train_log.tsv", validation=True)
+    out = tmp_path / "report.html"
+    argv = [
+        "report",
+        "--metrics",
+        str(metrics),
+        "--summary",
+        str(summary),
+        "--subject-reports",
+        *map(str, pages),
+    ]
+    argv += ["--train-logs", str(log), "--out-html", str(out)]
+    argv += ["--out-metrics-png", str(tmp_path / "m.png"), "--out-curves-png", str(tmp_path / "c.png")]
+    assert main(argv) == 0
+    for page in (out, *pages):
+        assert unresolved_links(page) == []
+    assert '<a href="reports/a.html">a</a>' in out.read_text()
+    assert "surface Dice at 1 mm" in pages[0].read_text()

@@ -34,17 +34,9 @@ def dice(a: np.ndarray, b: np.ndarray) -> float:
 @pytest.mark.parametrize("head", ["sigmoid", "softmax"])
 def test_tiny_training_overfits(tmp_path, head):
     data = [cube_volume(s) for s in range(2)]
+    settings = {"head": head, "num_classes": 3, "patch_size": [24, 24, 24], "iterations": 60, "lr": 1e-2}
     params = UNetParams.from_dict(
-        {
-            **TINY,
-            "head": head,
-            "num_classes": 3,
-            "iterations": 60,
-            "lr": 1e-2,
-            "augment": False,
-            "oversample_foreground": 0.5,
-            "val_every": 30,
-        }  # fmt: skip
+        {**TINY, **settings, "augment": False, "oversample_foreground": 0.5, "val_every": 30}
     )
     model_path = train_unet(params, [d[0] for d in data], [d[1] for d in data], tmp_path, seed=0)
     for image, label in data:
@@ -122,7 +114,7 @@ def test_other_seed_gives_other_weights_and_finished_model_returns_at_once(tmp_p
     def fail(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr("patchwork.unet.train._train_step", fail)
+    monkeypatch.setattr("patchwork.unet.train.TrainingRun.step", fail)
     stamp = path.stat().st_mtime_ns
     assert _run(tmp_path / "a", seed=3) == path and path.stat().st_mtime_ns == stamp
     with pytest.raises(PatchworkError, match="other params or seed"):

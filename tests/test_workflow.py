@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from patchwork.data.cohort import read_subjects
+from patchwork.report import unresolved_links
 
 TINY_UNET = {"patch_size": [16, 16, 16], "base_features": 4, "n_stages": 3, "batch_size": 2, "iterations": 6}
 MODELS = ["unet_sigmoid", "unet_softmax"]
@@ -92,8 +93,9 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
         seg = np.asarray(nib.load(results / "predictions" / "ensemble" / f"{s.subject}_seg.nii.gz").dataobj)
         assert set(np.unique(seg)) <= {0, 1}
         assert (results / "metrics" / f"{s.subject}.tsv").is_file()
-        html = (results / "reports" / f"{s.subject}.html").read_text()
-        assert s.subject in html and "data:image/png;base64," in html
+        page = results / "reports" / f"{s.subject}.html"
+        assert s.subject in page.read_text() and "data:image/png;base64," in page.read_text()
+        assert unresolved_links(page) == []
 
     for s in test:
         assert_same_grid(
@@ -101,9 +103,18 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
         )
 
     summary = pd.read_csv(results / "summary.tsv", sep="\t")
-    assert set(summary["model"]) == {*MODELS, "ensemble"}
+    assert set(summary["model"]) == {*MODELS, "ensemble", "ensemble_tuned"}
     dice = summary[summary["metric"] == "dice"]
-    assert len(dice) == 3 and dice["n"].eq(6).all()
+    assert len(dice) == 4 and dice["n"].eq(6).all()
+    tuned = json.loads((results / "ensemble_params.json").read_text())
+    assert tuned["mean_dice"] >= tuned["hand_set"]["mean_dice"] - 1e-9
+
+    assert unresolved_links(results / "report.html") == []
+    cohort = (results / "report.html").read_text()
+    assert all(f"reports/{s.subject}.html" in cohort for s in train)
+    assert (results / "plots" / "metrics.png").is_file() and (
+        results / "plots" / "learning_curves.png"
+    ).is_file()
 
     manifest = json.loads((results / "submission" / "manifest.json").read_text())
     assert manifest["models"] == sorted(MODELS)

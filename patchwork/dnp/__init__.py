@@ -8,8 +8,10 @@ outputs with :func:`crop`).
 
 from patchwork.dnp.augment import Augment
 from patchwork.dnp.balance import Balance
+from patchwork.dnp.blocks import UNetBlocks
 from patchwork.dnp.crop import CropConfig, CropGenerator
 from patchwork.dnp.grid import ImageGrid
+from patchwork.dnp.model import PatchWorkModel
 from patchwork.dnp.patchset import Level, PatchSet
 from patchwork.dnp.resample import crop, scatter, window_weights
 from patchwork.dnp.scheme import Scheme
@@ -23,7 +25,9 @@ __all__ = [
     "ImageGrid",
     "Level",
     "PatchSet",
+    "PatchWorkModel",
     "Scheme",
+    "UNetBlocks",
     "Volume",
     "crop",
     "scatter",

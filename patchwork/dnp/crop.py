@@ -97,7 +97,60 @@ class CropConfig:
             )
 
 
-def _generator(generator: torch.Generator | int | None) -> torch.Generator:
+@dataclass(frozen=True)
+class Parents:
+    """Patches that receive children at the next level: system ``matrices`` [P, d+1, d+1] of ``shape``,
+    the unaugmented linear part ``nominal`` [d, d] they were built from (it fixes the tiling) and the
+    augmentation ``augment`` [P, d, d] their children inherit."""
+
+    matrices: Tensor
+    shape: tuple[int, ...]
+    nominal: Tensor
+    augment: Tensor
+
+    @classmethod
+    def of_image(cls, grid: ImageGrid) -> Parents:
+        """The image as the single parent of level 0."""
+        d = grid.ndim
+        eye = torch.eye(d, dtype=torch.float64)[None]
+        return cls(grid.matrix[None], grid.shape, grid.matrix[:d, :d], eye)
+
+    def __len__(self) -> int:
+        return self.matrices.shape[0]
+
+
+@dataclass(frozen=True)
+class Steering:
+    """Per child: whether it is ``steered`` [N] to contain its point ``targets`` [N, d] (``balance``)."""
+
+    steered: Tensor
+    targets: Tensor
+
+
+@dataclass(frozen=True)
+class Children:
+    """Patches placed by :meth:`CropGenerator.children`: ``matrices``, ``out_matrices`` and ``relative``
+    as in :class:`~patchwork.dnp.patchset.Level`, the index ``parent`` [N] into the parents, the drawn
+    augmentation ``augment`` [N, d, d], the level's patch ``shape`` and ``nominal`` linear part."""
+
+    matrices: Tensor
+    out_matrices: Tensor
+    relative: Tensor
+    parent: Tensor
+    augment: Tensor
+    shape: tuple[int, ...]
+    nominal: Tensor
+
+    def __len__(self) -> int:
+        return self.matrices.shape[0]
+
+    def as_parents(self, keep: Tensor | None = None) -> Parents:
+        """These children (or those selected by index ``keep``) as the parents of the next level."""
+        pick = slice(None) if keep is None else keep
+        return Parents(self.matrices[pick], self.shape, self.nominal, self.augment[pick])
+
+
+def as_generator(generator: torch.Generator | int | None) -> torch.Generator:
     """A seed becomes a fresh CPU generator; ``None`` uses torch's global one."""
     if generator is None:
         return torch.default_generator
@@ -242,62 +295,106 @@ class CropGenerator:
         level 0's. ``balance`` places foreground trees (:mod:`~patchwork.dnp.balance`). All random draws
         come from ``generator`` (a ``torch.Generator`` or a seed), so a seed reproduces the patch set.
         """
-        cfg = self.config
         volume = image if isinstance(image, Volume) else self.prepare(image, labels, affine)
-        augments = self._augments(augment)
+        augments = self.augments(augment)
         balance = None if balance is None else Balance.from_value(balance)
-        self._check_sampling(volume, num_patches, generate_type, branch_factor, balance)
-        rng = _generator(generator)
-        d = cfg.ndim
-        sizes = cfg.scheme.sizes(cfg.depth)
-        out_sizes = cfg.scheme.out_sizes(cfg.depth)
-        parents, parent_shape = volume.grid.matrix[None], volume.grid.shape
-        parent_nominal = volume.grid.matrix[:d, :d]
-        previous_augment = torch.eye(d, dtype=torch.float64)[None]
+        self.check_sampling(num_patches, generate_type, branch_factor)
+        self._check_balance(volume, generate_type, balance)
+        rng = as_generator(generator)
+        parents = Parents.of_image(volume.grid)
         tree = torch.zeros(1, dtype=torch.long)
-        foreground, targets = torch.zeros(0, dtype=torch.bool), torch.zeros(0, d, dtype=torch.float64)
+        foreground, targets = torch.zeros(0, dtype=torch.bool), torch.zeros(0, self.config.ndim)
         levels = []
-        for n in range(cfg.depth):
-            nominal = torch.diag(volume.voxel_sizes[n])
-            if generate_type == "random":
-                per_parent = num_patches if n == 0 else branch_factor
-                relative = None
-            else:
-                offsets = tiling(parent_nominal, parent_shape, nominal, sizes[n])
-                per_parent = len(offsets) * (num_patches if n == 0 else 1)
-                relative = offsets.repeat(len(parents) * per_parent // len(offsets), 1)
-            parent = torch.arange(len(parents)).repeat_interleave(per_parent)
-            count = len(parent)
-            if relative is None:
-                relative = uniform(count, d, rng)
-            tree = torch.arange(count) if n == 0 else tree[parent]
-            if n == 0 or independent_augmentation:
-                augment_n = augments[n]
-                identity = torch.eye(d, dtype=torch.float64).expand(count, d, d)
-                drawn = identity if augment_n is None else augment_n.draw(count, d, rng)
-            else:
-                drawn = previous_augment[parent]
-            linear = drawn @ nominal
+        for n in range(self.config.depth):
+            steering = None
             if balance is not None:
                 if n == 0:
-                    foreground, voxels = volume.sites.draw(balance, count, rng)  # type: ignore[union-attr]
-                    targets = apply(volume.grid.matrix[None].expand(count, -1, -1), voxels)
-                near = around_targets(parents[parent], parent_shape, linear, sizes[n], targets[tree], rng)
-                relative = torch.where(foreground[tree][:, None], near, relative)
-            matrices = place(parents[parent], parent_shape, linear, sizes[n], relative, cfg.snapper[n])
-            inputs, label_patches = self.crop_patches(volume, n, matrices)
+                    foreground, voxels = volume.sites.draw(balance, num_patches, rng)  # type: ignore[union-attr]
+                    targets = apply(volume.grid.matrix[None].expand(num_patches, -1, -1), voxels)
+                child_tree = torch.arange(len(parents)).repeat_interleave(branch_factor) if n else None
+                tree = torch.arange(num_patches) if child_tree is None else tree[child_tree]
+                steering = Steering(foreground[tree], targets[tree])
+            children = self.children(
+                volume,
+                n,
+                parents,
+                generate_type=generate_type,
+                per_parent=num_patches if n == 0 else branch_factor,
+                augment=augments[n],
+                independent_augmentation=independent_augmentation,
+                generator=rng,
+                steering=steering,
+            )
+            inputs, label_patches = self.crop_patches(volume, n, children.matrices)
             levels.append(
                 Level(
                     inputs=inputs,
                     labels=label_patches,
-                    matrices=matrices,
-                    out_matrices=resize_matrix(matrices, sizes[n], out_sizes[n]),
-                    relative=invert(parents[parent]) @ matrices,
-                    parent=torch.full((count,), -1, dtype=torch.long) if n == 0 else parent,
+                    matrices=children.matrices,
+                    out_matrices=children.out_matrices,
+                    relative=children.relative,
+                    parent=torch.full((len(children),), -1, dtype=torch.long) if n == 0 else children.parent,
                 )
             )
-            parents, parent_shape, parent_nominal, previous_augment = matrices, sizes[n], nominal, drawn
+            parents = children.as_parents()
         return PatchSet(levels, volume.grid)
+
+    def children(
+        self,
+        volume: Volume,
+        level: int,
+        parents: Parents,
+        *,
+        generate_type: GenerateType,
+        per_parent: int,
+        augment: Augment | None,
+        independent_augmentation: bool,
+        generator: torch.Generator,
+        steering: Steering | None = None,
+    ) -> Children:
+        """Place the level-``level`` children of ``parents`` (:meth:`Parents.of_image` for level 0).
+
+        The one step shared by training draws (:meth:`sample`) and application: positions by
+        ``generate_type`` (``per_parent`` uniform draws per parent for ``'random'``; ``per_parent``
+        copies of the tiling for ``'tree'``), the linear part ``L_aug diag(h_n)`` with ``L_aug`` drawn
+        from ``augment`` at level 0 or with ``independent_augmentation`` (inherited from the parent
+        otherwise), ``steering`` towards target points, and snapping into the parent (``snapper``).
+        Children are ordered parent by parent.
+        """
+        cfg = self.config
+        d = cfg.ndim
+        size = cfg.scheme.sizes(cfg.depth)[level]
+        nominal = torch.diag(volume.voxel_sizes[level])
+        relative = None
+        if generate_type == "tree":
+            offsets = tiling(parents.nominal, parents.shape, nominal, size)
+            per_parent = per_parent * len(offsets)
+            relative = offsets.repeat(len(parents) * per_parent // len(offsets), 1)
+        parent = torch.arange(len(parents)).repeat_interleave(per_parent)
+        count = len(parent)
+        if relative is None:
+            relative = uniform(count, d, generator)
+        if level == 0 or independent_augmentation:
+            identity = torch.eye(d, dtype=torch.float64).expand(count, d, d)
+            drawn = identity if augment is None else augment.draw(count, d, generator)
+        else:
+            drawn = parents.augment[parent]
+        linear = drawn @ nominal
+        frames = parents.matrices[parent]
+        if steering is not None:
+            near = around_targets(frames, parents.shape, linear, size, steering.targets, generator)
+            relative = torch.where(steering.steered[:, None], near, relative)
+        matrices = place(frames, parents.shape, linear, size, relative, cfg.snapper[level])
+        out_size = cfg.scheme.out_sizes(cfg.depth)[level]
+        return Children(
+            matrices=matrices,
+            out_matrices=resize_matrix(matrices, size, out_size),
+            relative=invert(frames) @ matrices,
+            parent=parent,
+            augment=drawn,
+            shape=tuple(size),
+            nominal=nominal,
+        )
 
     def scatter(
         self,
@@ -321,8 +418,8 @@ class CropGenerator:
             raise PatchworkError(f"scatter_type must be one of {INTERPS}, got {kind!r}")
         return scatter(values, grid.voxel_from(matrices), grid.shape, kind, window)
 
-    def _augments(self, augment: AugmentLike | Sequence[AugmentLike]) -> list[Augment | None]:
-        """One validated :class:`Augment` (or ``None``) per level."""
+    def augments(self, augment: AugmentLike | Sequence[AugmentLike]) -> list[Augment | None]:
+        """One validated :class:`Augment` (or ``None`` for no augmentation) per level."""
         depth = self.config.depth
         if isinstance(augment, Sequence) and not isinstance(augment, str):
             if len(augment) != depth:
@@ -337,15 +434,8 @@ class CropGenerator:
             out.append(None if parsed == Augment() else parsed)
         return out
 
-    def _check_sampling(
-        self,
-        volume: Volume,
-        num_patches: int,
-        generate_type: str,
-        branch_factor: int,
-        balance: Balance | None,
-    ) -> None:
-        """Validate the arguments of :meth:`sample`."""
+    def check_sampling(self, num_patches: int, generate_type: str, branch_factor: int) -> None:
+        """Validate the placement arguments of :meth:`sample` (and of the application)."""
         if generate_type not in ("random", "tree"):
             raise PatchworkError(f"generate_type must be 'random' or 'tree', got {generate_type!r}")
         if not isinstance(num_patches, int) or num_patches < 1:
@@ -354,6 +444,10 @@ class CropGenerator:
             raise PatchworkError(f"branch_factor must be a positive int, got {branch_factor!r}")
         if generate_type == "tree" and branch_factor != 1:
             raise PatchworkError("generate_type='tree' tiles each parent; branch_factor applies to 'random'")
+
+    @staticmethod
+    def _check_balance(volume: Volume, generate_type: str, balance: Balance | None) -> None:
+        """Validate ``balance`` for :meth:`sample`."""
         if balance is not None:
             if generate_type == "tree":
                 raise PatchworkError("balance applies to generate_type='random'")

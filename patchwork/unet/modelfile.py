@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from patchwork.errors import PatchworkError
 from patchwork.io import atomic_path
 from patchwork.unet.network import UNet3D
 from patchwork.unet.params import UNetParams
+
+log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "patchwork-unet"
 MODEL_VERSION = 1
@@ -56,8 +59,14 @@ def save_model(path: Path, params: UNetParams, in_channels: int, seed: int, mode
         torch.save(obj, tmp)
 
 
-def read_model(path: Path) -> dict[str, Any]:
-    """Load and check a ``model.pt`` dict; every problem becomes a :class:`PatchworkError` naming the file."""
+def read_model(
+    path: Path, model_format: str = MODEL_FORMAT, version: int = MODEL_VERSION, what: str = "U-Net model"
+) -> dict[str, Any]:
+    """Load and check a ``model.pt`` dict; every problem becomes a :class:`PatchworkError` naming the file.
+
+    ``model_format``/``version``/``what`` let other trained-model and checkpoint files (Deep Neural
+    Patchworks) be read with the same checks.
+    """
     path = Path(path)
     if not path.exists():
         raise PatchworkError(f"{path}: file not found")
@@ -65,13 +74,38 @@ def read_model(path: Path) -> dict[str, Any]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
         raise PatchworkError(f"{path}: cannot read model file ({type(err).__name__}: {err})") from None
-    if not isinstance(obj, dict) or obj.get("format") != MODEL_FORMAT or "state_dict" not in obj:
-        raise PatchworkError(f"{path}: not a patchwork U-Net model file")
-    if obj.get("version") != MODEL_VERSION:
-        raise PatchworkError(
-            f"{path}: model file version {obj.get('version')!r}, this code reads {MODEL_VERSION}"
-        )
+    if not isinstance(obj, dict) or obj.get("format") != model_format or "state_dict" not in obj:
+        raise PatchworkError(f"{path}: not a patchwork {what} file")
+    if obj.get("version") != version:
+        raise PatchworkError(f"{path}: {what} file version {obj.get('version')!r}, this code reads {version}")
     return obj
+
+
+def finished_model(
+    path: Path,
+    params: dict[str, Any],
+    seed: int,
+    model_format: str = MODEL_FORMAT,
+    version: int = MODEL_VERSION,
+    what: str = "U-Net model",
+) -> bool:
+    """Whether ``path`` holds the finished model of this very training (same ``params`` dict and ``seed``).
+
+    An unreadable file is trained again (with a warning); a readable one of other settings is an error, so
+    a finished model is never overwritten silently.
+    """
+    if not path.exists():
+        return False
+    try:
+        obj = read_model(path, model_format, version, what)
+    except PatchworkError as err:
+        log.warning("%s; training again", err)
+        return False
+    if obj["params"] != params or obj["seed"] != seed:
+        raise PatchworkError(
+            f"{path}: exists but was trained with other params or seed; delete it to retrain"
+        )
+    return True
 
 
 def load_unet(model_path: Path, device: str | torch.device | None = None) -> tuple[UNet3D, UNetParams]:

@@ -7,7 +7,8 @@ same resolution and applies two blocks. A 1³ convolution gives the logits. With
 every decoder stage has its own 1³ head, so the network also predicts at 1/2, 1/4, ... resolution.
 
 Features at stage ``s``: ``min(base_features * 2**s, max_features)``. Input sizes must be divisible
-by ``2**(n_stages - 1)`` (the patch size is validated for that in :class:`UNetParams`).
+by ``2**(n_stages - 1)`` (the patch size is validated for that in :class:`UNetParams`). ``ndim=2`` builds
+the same network from 2D layers (used as the per-level block of Deep Neural Patchworks on 2D images).
 
 Example::
 
@@ -21,27 +22,34 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+CONV = {2: nn.Conv2d, 3: nn.Conv3d}
+CONV_TRANSPOSE = {2: nn.ConvTranspose2d, 3: nn.ConvTranspose3d}
+INSTANCE_NORM = {2: nn.InstanceNorm2d, 3: nn.InstanceNorm3d}
+
 
 class ConvBlock(nn.Sequential):
-    """``conv 3³ (stride) -> InstanceNorm3d(affine) -> LeakyReLU(0.01)``."""
+    """``conv 3^d (stride) -> InstanceNorm(affine) -> LeakyReLU(0.01)`` in ``ndim`` (2 or 3) dimensions."""
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, ndim: int = 3) -> None:
         super().__init__(
-            nn.Conv3d(in_channels, out_channels, kernel_size=3, stride=stride, padding=1),
-            nn.InstanceNorm3d(out_channels, eps=1e-5, affine=True),
+            CONV[ndim](in_channels, out_channels, kernel_size=3, stride=stride, padding=1),
+            INSTANCE_NORM[ndim](out_channels, eps=1e-5, affine=True),
             nn.LeakyReLU(negative_slope=0.01, inplace=True),
         )
 
 
-def stage(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
+def stage(in_channels: int, out_channels: int, stride: int, ndim: int = 3) -> nn.Sequential:
     """Two :class:`ConvBlock`; the first one carries the stride (2 = downsampling)."""
-    return nn.Sequential(ConvBlock(in_channels, out_channels, stride), ConvBlock(out_channels, out_channels))
+    return nn.Sequential(
+        ConvBlock(in_channels, out_channels, stride, ndim), ConvBlock(out_channels, out_channels, 1, ndim)
+    )
 
 
 class UNet3D(nn.Module):
     """3D U-Net with strided-convolution downsampling and transposed-convolution upsampling.
 
-    ``forward`` returns the full-resolution logits ``[B, out_channels, X, Y, Z]``;
+    ``ndim=2`` gives the same network with 2D layers. ``forward`` returns the full-resolution logits
+    ``[B, out_channels, X, Y, Z]``;
     ``forward_deep`` returns the list of logits of every decoder stage, full resolution first
     (only the first one when ``deep_supervision`` is off).
     """
@@ -54,24 +62,27 @@ class UNet3D(nn.Module):
         max_features: int = 64,
         n_stages: int = 4,
         deep_supervision: bool = False,
+        ndim: int = 3,
     ) -> None:
         super().__init__()
         features = [min(base_features * 2**s, max_features) for s in range(n_stages)]
         self.in_channels = in_channels
         self.deep_supervision = deep_supervision
         self.encoder = nn.ModuleList(
-            stage(in_channels if s == 0 else features[s - 1], features[s], 1 if s == 0 else 2)
+            stage(in_channels if s == 0 else features[s - 1], features[s], 1 if s == 0 else 2, ndim)
             for s in range(n_stages)
         )
         # decoder stage s (s = n_stages-2 .. 0) brings stage s+1 up to the resolution of stage s
         self.up = nn.ModuleList(
-            nn.ConvTranspose3d(features[s + 1], features[s], kernel_size=2, stride=2)
+            CONV_TRANSPOSE[ndim](features[s + 1], features[s], kernel_size=2, stride=2)
             for s in range(n_stages - 1)
         )
-        self.decoder = nn.ModuleList(stage(2 * features[s], features[s], 1) for s in range(n_stages - 1))
+        self.decoder = nn.ModuleList(
+            stage(2 * features[s], features[s], 1, ndim) for s in range(n_stages - 1)
+        )
         n_heads = max(n_stages - 1, 1) if deep_supervision else 1
         self.heads = nn.ModuleList(
-            nn.Conv3d(features[s], out_channels, kernel_size=1) for s in range(n_heads)
+            CONV[ndim](features[s], out_channels, kernel_size=1) for s in range(n_heads)
         )
 
     def forward_deep(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -105,7 +116,7 @@ def init_weights(model: nn.Module, generator: torch.Generator) -> None:
     global torch RNG is left untouched.
     """
     for module in model.modules():
-        if isinstance(module, (nn.Conv3d, nn.ConvTranspose3d)):
+        if isinstance(module, (*CONV.values(), *CONV_TRANSPOSE.values())):
             nn.init.kaiming_normal_(module.weight, a=1e-2, generator=generator)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from patchwork.errors import PatchworkError
 
+T = TypeVar("T")
 HEADS = ("sigmoid", "softmax")
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -44,7 +47,7 @@ class UNetParams:
     n_stages: int = 4  # nnU-Net: down to a 4-8 voxel bottleneck
     deep_supervision: bool = False
     batch_size: int = 2
-    iterations: int = 300  # nnU-Net: 1000 epochs x 250 iterations
+    iterations: int = 250  # nnU-Net: 1000 epochs x 250 iterations
     optimizer: str = "adamw"
     lr: float = 3e-3
     weight_decay: float = 1e-4
@@ -76,33 +79,59 @@ class UNetParams:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> UNetParams:
         """Build from a plain dict (config file, checkpoint); unknown keys and wrong types are errors."""
-        if not isinstance(d, dict):
-            raise PatchworkError(f"unet params: expected a mapping, got {type(d).__name__}")
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(d) - set(names))
-        if unknown:
-            raise PatchworkError(
-                f"unet params: unknown key(s) {', '.join(unknown)} (known: {', '.join(names)})"
-            )
-        problems: list[str] = []
-        kwargs: dict[str, Any] = {}
-        for key, value in d.items():
-            try:
-                kwargs[key] = _coerce(value, hints[key])
-            except (TypeError, ValueError) as err:
-                problems.append(f"{key}={value!r}: {err}")
-        if problems:
-            raise PatchworkError(problems=[f"unet params: {p}" for p in problems])
-        return cls(**kwargs)
+        return dataclass_from_dict(cls, d, "unet params")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of builtins (tuples as lists), safe for JSON and ``torch.load(weights_only=True)``."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
 
 
-def _coerce(value: Any, hint: Any) -> Any:
-    """Check ``value`` against the field type ``hint``; ints are accepted for floats, lists for tuples."""
+def dataclass_from_dict(cls: type[T], d: Any, what: str) -> T:
+    """Build the settings dataclass ``cls`` from a plain mapping ``d``, every field checked by its type.
+
+    Unknown keys and values of the wrong type raise one :class:`PatchworkError` whose lines start with
+    ``what``; a field typed as (an optional) dataclass is built from its own mapping the same way.
+    """
+    if not isinstance(d, Mapping):
+        raise PatchworkError(f"{what}: expected a mapping, got {type(d).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise PatchworkError(f"{what}: unknown key(s) {', '.join(unknown)} (known: {', '.join(names)})")
+    problems: list[str] = []
+    kwargs: dict[str, Any] = {}
+    for key, value in d.items():
+        nested = [h for h in (hints[key], *typing.get_args(hints[key])) if dataclasses.is_dataclass(h)]
+        if nested and value is not None:
+            kwargs[key] = dataclass_from_dict(nested[0], value, f"{what}.{key}")
+            continue
+        try:
+            kwargs[key] = coerce_field(value, hints[key])
+        except (TypeError, ValueError) as err:
+            problems.append(f"{what}: {key}={value!r}: {err}")
+    if problems:
+        raise PatchworkError(problems=problems)
+    return cls(**kwargs)
+
+
+def coerce_field(value: Any, hint: Any) -> Any:
+    """Check ``value`` against the field type ``hint`` and return it in that type.
+
+    Ints are accepted for floats, lists for tuples (``tuple[X, Y]`` fixed length, ``tuple[X, ...]`` any
+    length), mappings with string keys for ``dict``; a union (``X | None``) takes the first option that fits.
+    """
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        reasons = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return coerce_field(value, option)
+            except (TypeError, ValueError) as err:
+                reasons.append(str(err))
+        raise TypeError(" or ".join(reasons + (["null"] if type(None) in args else [])))
     if hint is bool:
         if not isinstance(value, bool):
             raise TypeError("expected true or false")
@@ -119,11 +148,18 @@ def _coerce(value: Any, hint: Any) -> Any:
         if not isinstance(value, str):
             raise TypeError("expected a string")
         return value
-    if typing.get_origin(hint) is tuple:
-        items = typing.get_args(hint)
-        if not isinstance(value, (list, tuple)) or len(value) != len(items):
-            raise TypeError(f"expected a list of {len(items)} values")
-        return tuple(_coerce(v, h) for v, h in zip(value, items, strict=True))
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            if not isinstance(value, (list, tuple)):
+                raise TypeError("expected a list")
+            return tuple(coerce_field(v, args[0]) for v in value)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise TypeError(f"expected a list of {len(args)} values")
+        return tuple(coerce_field(v, h) for v, h in zip(value, args, strict=True))
+    if hint is dict or origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise TypeError("expected a mapping with string keys")
+        return dict(value)
     raise TypeError(f"unsupported field type {hint}")  # a new field needs a rule here
 
 

@@ -121,6 +121,14 @@ class Progress:
     loss_count: int = 0
     seconds: float = 0.0
 
+    def add_row(self, val_loss: float, val_dice: float, lr: float) -> None:
+        """Close a logging window: append its row and reset the running training-loss mean."""
+        self.rows.append({
+            "iteration": self.iteration, "train_loss": self.loss_sum / self.loss_count,
+            "val_loss": val_loss, "val_dice": val_dice, "lr": lr, "seconds": self.seconds,
+        })  # fmt: skip
+        self.loss_sum, self.loss_count = 0.0, 0
+
 
 def _save_checkpoint(
     path: Path,
@@ -177,7 +185,8 @@ def _restore_checkpoint(
         )
     model.load_state_dict(obj["model"])
     optimizer.load_state_dict(obj["optimizer"])
-    scaler.load_state_dict(obj["scaler"])
+    if obj["scaler"]:  # empty when the checkpoint was written without CUDA
+        scaler.load_state_dict(obj["scaler"])
     log.info("resuming %s at iteration %d", path, obj["iteration"])
     return Progress(obj["iteration"], obj["rows"], obj["loss_sum"], obj["loss_count"], obj["seconds"])
 
@@ -234,6 +243,93 @@ def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
     )
 
 
+def validation_patches(
+    params: UNetParams,
+    seed: int,
+    images: Sequence[np.ndarray] | None,
+    labels: Sequence[np.ndarray] | None,
+    in_channels: int,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The fixed validation patches (drawn once, with foreground oversampling), or None without images."""
+    if not images:
+        return None
+    if labels is None:
+        raise PatchworkError("validation set: images given without label maps")
+    images, labels = check_data(images, labels, params, "validation")
+    if images[0].shape[0] != in_channels:
+        raise PatchworkError("validation set: channel count differs from the training images")
+    sampler = PatchSampler(
+        images, labels, params.patch_size, params.val_patches, params.oversample_foreground, seed,
+        stream=STREAM_VALIDATION,
+    )  # fmt: skip
+    x, y = sampler.batch(0)
+    return torch.from_numpy(x), torch.from_numpy(y)
+
+
+@dataclass
+class TrainingRun:
+    """Everything one optimiser step needs; :meth:`step` is a function of the iteration number only."""
+
+    params: UNetParams
+    seed: int
+    device: torch.device
+    model: UNet3D
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    sampler: PatchSampler
+    augmenter: Augmenter | None
+
+    @classmethod
+    def create(
+        cls,
+        params: UNetParams,
+        images: list[np.ndarray],
+        labels: list[np.ndarray],
+        seed: int,
+        device: torch.device,
+    ) -> TrainingRun:
+        """Seeded network, optimiser, AMP scaler (active on CUDA only), sampler and augmenter."""
+        model = build_network(params, images[0].shape[0])
+        init_weights(model, torch_generator(seed, 0, STREAM_INIT))
+        model.to(device).train()
+        augmenter = Augmenter(params.rotation_deg, params.scale_range, params.mirror, params.gamma)
+        crop_size = augmenter.crop_size(params.patch_size) if params.augment else params.patch_size
+        sampler = PatchSampler(
+            images, labels, params.patch_size, params.batch_size, params.oversample_foreground, seed,
+            crop_size=crop_size,
+        )  # fmt: skip
+        return cls(
+            params=params,
+            seed=seed,
+            device=device,
+            model=model,
+            optimizer=make_optimizer(params, model),
+            scaler=torch.amp.GradScaler("cuda", enabled=device.type == "cuda"),
+            sampler=sampler,
+            augmenter=augmenter if params.augment else None,
+        )
+
+    def step(self, iteration: int, lr: float) -> float:
+        """One optimiser step at ``lr`` on batch ``iteration``; returns its loss."""
+        x_np, y_np = self.sampler.batch(iteration)
+        x, y = torch.from_numpy(x_np).to(self.device), torch.from_numpy(y_np).to(self.device)
+        if self.augmenter is not None:
+            generator = torch_generator(self.seed, iteration, STREAM_AUGMENT)
+            x, y = self.augmenter(x, y, self.params.patch_size, generator)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        with _autocast(self.device):
+            outputs = self.model.forward_deep(x)
+        loss = deep_supervision_loss(outputs, y, self.params.head)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return float(loss.detach())
+
+
 def train_unet(
     params: UNetParams,
     images: list[np.ndarray],
@@ -256,108 +352,31 @@ def train_unet(
     identity = {"params": params.to_dict(), "seed": int(seed), "data": data_fingerprint(images, labels)}
     if _existing_model(model_path, identity):
         return model_path
-    val: tuple[torch.Tensor, torch.Tensor] | None = None
-    if val_images:
-        if val_labels is None:
-            raise PatchworkError("validation set: images given without label maps")
-        v_images, v_labels = check_data(val_images, val_labels, params, "validation")
-        if v_images[0].shape[0] != images[0].shape[0]:
-            raise PatchworkError("validation set: channel count differs from the training images")
-        vx, vy = PatchSampler(
-            v_images, v_labels, params.patch_size, params.val_patches, params.oversample_foreground, seed,
-            stream=STREAM_VALIDATION,
-        ).batch(0)  # fmt: skip
-        val = torch.from_numpy(vx), torch.from_numpy(vy)
-
-    dev = resolve_device(device)
-    in_channels = images[0].shape[0]
-    model = build_network(params, in_channels)
-    init_weights(model, torch_generator(seed, 0, STREAM_INIT))
-    model.to(dev).train()
-    optimizer = make_optimizer(params, model)
-    scaler = torch.amp.GradScaler("cuda", enabled=dev.type == "cuda")
-    progress = _restore_checkpoint(ckpt_path, identity, model, optimizer, scaler)
-
-    augmenter = Augmenter(params.rotation_deg, params.scale_range, params.mirror, params.gamma)
-    crop_size = augmenter.crop_size(params.patch_size) if params.augment else params.patch_size
-    sampler = PatchSampler(
-        images,
-        labels,
-        params.patch_size,
-        params.batch_size,
-        params.oversample_foreground,
-        seed,
-        crop_size=crop_size,
-    )
+    val = validation_patches(params, seed, val_images, val_labels, images[0].shape[0])
+    run = TrainingRun.create(params, images, labels, seed, resolve_device(device))
+    progress = _restore_checkpoint(ckpt_path, identity, run.model, run.optimizer, run.scaler)
     bar = tqdm(total=params.iterations, initial=progress.iteration, desc=f"unet {out_dir.name}", disable=None)
     started = time.perf_counter() - progress.seconds
     while progress.iteration < params.iterations:
-        it = progress.iteration
-        lr = poly_lr(params.lr, it, params.iterations)
-        loss = _train_step(
-            model,
-            optimizer,
-            scaler,
-            sampler,
-            augmenter if params.augment else None,
-            params,
-            lr,
-            dev,
-            seed,
-            it,
-        )
-        progress.iteration, progress.loss_sum, progress.loss_count = (
-            it + 1,
-            progress.loss_sum + loss,
-            progress.loss_count + 1,
-        )
+        lr = poly_lr(params.lr, progress.iteration, params.iterations)
+        loss = run.step(progress.iteration, lr)
+        progress.iteration += 1
+        progress.loss_sum += loss
+        progress.loss_count += 1
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.3f}")
         if progress.iteration % params.val_every == 0 or progress.iteration == params.iterations:
-            val_loss, val_dice = evaluate(model, *val, params, dev) if val else (math.nan, math.nan)
+            val_loss, val_dice = (
+                evaluate(run.model, *val, params, run.device) if val else (math.nan, math.nan)
+            )
             progress.seconds = time.perf_counter() - started
-            progress.rows.append({
-                "iteration": progress.iteration, "train_loss": progress.loss_sum / progress.loss_count,
-                "val_loss": val_loss, "val_dice": val_dice, "lr": lr, "seconds": progress.seconds,
-            })  # fmt: skip
-            progress.loss_sum, progress.loss_count = 0.0, 0
+            progress.add_row(val_loss, val_dice, lr)
             write_train_log(out_dir / "train_log.tsv", progress.rows)
         if progress.iteration % params.checkpoint_every == 0 and progress.iteration < params.iterations:
             progress.seconds = time.perf_counter() - started
-            _save_checkpoint(ckpt_path, identity, model, optimizer, scaler, progress)
+            _save_checkpoint(ckpt_path, identity, run.model, run.optimizer, run.scaler, progress)
     bar.close()
     plot_curve(out_dir / "curve.png", progress.rows, title=f"U-Net ({params.head}) {out_dir.name}")
-    save_model(model_path, params, in_channels, int(seed), model)
+    save_model(model_path, params, images[0].shape[0], int(seed), run.model)
     ckpt_path.unlink(missing_ok=True)
     return model_path
-
-
-def _train_step(
-    model: UNet3D,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    sampler: PatchSampler,
-    augmenter: Augmenter | None,
-    params: UNetParams,
-    lr: float,
-    device: torch.device,
-    seed: int,
-    iteration: int,
-) -> float:
-    """One optimiser step on batch ``iteration``; returns its loss."""
-    x_np, y_np = sampler.batch(iteration)
-    x, y = torch.from_numpy(x_np).to(device), torch.from_numpy(y_np).to(device)
-    if augmenter is not None:
-        x, y = augmenter(x, y, params.patch_size, torch_generator(seed, iteration, STREAM_AUGMENT))
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    optimizer.zero_grad(set_to_none=True)
-    with _autocast(device):
-        outputs = model.forward_deep(x)
-    loss = deep_supervision_loss(outputs, y, params.head)
-    scaler.scale(loss).backward()
-    scaler.unscale_(optimizer)
-    torch.nn.utils.clip_grad_norm_(model.parameters(), params.grad_clip)
-    scaler.step(optimizer)
-    scaler.update()
-    return float(loss.detach())

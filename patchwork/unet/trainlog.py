@@ -28,19 +28,27 @@ def _cell(value: float) -> str:
     return "" if math.isnan(value) else f"{value:.6g}"
 
 
-def write_train_log(path: Path, rows: Sequence[dict[str, float]]) -> None:
-    """Write ``rows`` (dicts keyed by :data:`COLUMNS`) as a tab-separated table, atomically."""
-    lines = ["\t".join(COLUMNS)] + ["\t".join(_cell(row[c]) for c in COLUMNS) for row in rows]
+def write_train_log(path: Path, rows: Sequence[dict[str, float]], columns: Sequence[str] = COLUMNS) -> None:
+    """Write ``rows`` (dicts keyed by ``columns``, default :data:`COLUMNS`) as a TSV table, atomically."""
+    lines = ["\t".join(columns)] + ["\t".join(_cell(row[c]) for c in columns) for row in rows]
     write_text(path, "\n".join(lines) + "\n")
 
 
-def plot_curve(path: Path, rows: Sequence[dict[str, float]], title: str = "U-Net training") -> None:
-    """Loss curves (left axis) and validation Dice (right axis) against iterations, as a PNG."""
+def plot_curve(
+    path: Path,
+    rows: Sequence[dict[str, float]],
+    title: str = "U-Net training",
+    losses: Sequence[str] = ("train_loss",),
+    ylabel: str = "loss (Dice + CE)",
+) -> None:
+    """Training loss curves (the ``losses`` columns, left axis), the validation loss and Dice (right axis)
+    against iterations, as a PNG."""
     fig = Figure(figsize=(6.4, 4.0), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     its = [row["iteration"] for row in rows]
-    ax.plot(its, [row["train_loss"] for row in rows], "o-", label="train loss")
+    for key in losses:
+        ax.plot(its, [row[key] for row in rows], "o-", label=key.replace("_", " "))
     if any(not math.isnan(row["val_loss"]) for row in rows):
         ax.plot(its, [row["val_loss"] for row in rows], "s-", label="val loss")
         dice_ax = ax.twinx()
@@ -49,7 +57,7 @@ def plot_curve(path: Path, rows: Sequence[dict[str, float]], title: str = "U-Net
         dice_ax.set_ylabel("Dice")
         dice_ax.legend(loc="upper right")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("loss (Dice + CE)")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.legend(loc="upper left")
     fig.tight_layout()

@@ -8,6 +8,8 @@ from patchwork.data.cohort import read_subjects
 
 R = config["results"]
 MODELS = {m["name"]: m for m in config["models"]}
+# DNP models also write a per-voxel uncertainty map (`{subject}_std.nii.gz`).
+UNCERTAINTY_MODELS = [m for m, spec in MODELS.items() if spec["type"] == "dnp"]
 PREDICTIONS = f"{R}/predictions"
 SUBMISSION = f"{R}/submission"
 ENV = "../../envs/patchwork.yaml"
@@ -61,7 +63,7 @@ def all_outputs(wildcards):
     """Targets of the default rule: evaluation of every training subject and the summary,
     plus the packaged challenge entry when `submission.enabled`."""
     train = subject_ids("train")
-    outputs = [f"{R}/summary.tsv", f"{R}/metrics.tsv"]
+    outputs = [f"{R}/summary.tsv", f"{R}/metrics.tsv", f"{R}/report.html"]
     outputs += expand(f"{R}/reports/{{subject}}.html", subject=train)
     if config["submission"]["enabled"]:
         outputs.append(f"{SUBMISSION}/manifest.json")
@@ -74,6 +76,16 @@ def predict_model(wc):
     return f"{R}/models/{wc.model}/fold_{fold}/model.pt"
 
 
+def evaluated_models():
+    """Names evaluated per subject: every model, the ensemble and, when tuned, the tuned ensemble."""
+    return [*MODELS, "ensemble", *(["ensemble_tuned"] if config["ensemble"]["tune"] else [])]
+
+
 def evaluate_segs(wc):
-    """Segmentation of each model and of the ensemble for one subject, keyed by model name."""
-    return {name: f"{PREDICTIONS}/{name}/{wc.subject}_seg.nii.gz" for name in [*MODELS, "ensemble"]}
+    """Segmentation of each evaluated model for one subject, keyed by model name."""
+    return {name: f"{PREDICTIONS}/{name}/{wc.subject}_seg.nii.gz" for name in evaluated_models()}
+
+
+def model_pattern(names):
+    """Wildcard regex matching exactly `names` (and nothing when the list is empty)."""
+    return "|".join(re.escape(n) for n in names) or "(?!)"

@@ -1,0 +1,76 @@
+"""Per-level losses of a patchwork with don't-care voxels: Dice, cross-entropy, or both.
+
+Targets are label channels ``t`` [N, L, *s] (float, 1 = label present) whose don't-care voxels are NaN.
+The voxel mask ``m`` is 1 where every channel is finite; NaNs are then replaced by 0 so they never reach a
+gradient. With ``p`` the probabilities (sigmoid per label, or softmax over ``L + 1`` classes with the one-hot
+class target ``y``, class 0 = no label):
+
+* ``'ce'``: ``sum_v m_v ce_v / sum_v m_v`` with ``ce_v`` the binary cross-entropy averaged over labels
+  (sigmoid) or the cross-entropy of the class (softmax);
+* ``'dice'``: ``1 - mean_k Dice_k`` with the soft Dice of :func:`patchwork.unet.loss.soft_dice` on
+  ``(m p, m y)`` (labels for sigmoid, foreground classes for softmax), so masked voxels add nothing;
+* ``'dice+ce'``: their sum.
+
+:func:`level_loss` scores a batch (Dice summed over the batch, as the U-Net baseline); :func:`patch_losses`
+scores each patch on its own (the ranking of hard mining). :func:`patch_f1` is the per-patch hard F1.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from patchwork.unet.loss import soft_dice
+
+Tensor = torch.Tensor
+
+
+def _terms(logits: Tensor, targets: Tensor, activation: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``(p, y, mask, ce)``: ``p``, ``y`` [N, K, *] (softmax: classes >= 1), ``mask``, ``ce`` [N, 1, *]."""
+    mask = torch.isfinite(targets).all(dim=1, keepdim=True).to(logits.dtype)
+    clean = torch.nan_to_num(targets, nan=0.0).to(logits.dtype)
+    if activation == "sigmoid":
+        ce = F.binary_cross_entropy_with_logits(logits, clean, reduction="none").mean(dim=1, keepdim=True)
+        return torch.sigmoid(logits), clean, mask, ce
+    background = (clean.sum(dim=1, keepdim=True) <= 0).to(clean.dtype)
+    index = torch.cat([background, clean], dim=1).argmax(dim=1)
+    ce = F.cross_entropy(logits, index, reduction="none")[:, None]
+    onehot = F.one_hot(index, logits.shape[1]).movedim(-1, 1).to(logits.dtype)
+    return torch.softmax(logits, dim=1)[:, 1:], onehot[:, 1:], mask, ce
+
+
+def _combine(kind: str, ce: Tensor, dice: Tensor) -> Tensor:
+    """``'ce'``, ``'dice'`` (``1 - dice``) or their sum."""
+    if kind == "ce":
+        return ce
+    if kind == "dice":
+        return 1.0 - dice
+    return ce + 1.0 - dice
+
+
+def level_loss(logits: Tensor, targets: Tensor, activation: str, kind: str) -> Tensor:
+    """Scalar loss of a batch: masked mean cross-entropy and batch soft Dice (module docstring)."""
+    p, y, mask, ce = _terms(logits.float(), targets, activation)
+    ce_mean = (ce * mask).sum() / mask.sum().clamp(min=1.0)
+    return _combine(kind, ce_mean, soft_dice(p * mask, y * mask).mean())
+
+
+def patch_losses(logits: Tensor, targets: Tensor, activation: str, kind: str) -> Tensor:
+    """Loss of every patch on its own, ``[N]`` (per-patch mean cross-entropy and soft Dice)."""
+    p, y, mask, ce = _terms(logits.float(), targets, activation)
+    dims = tuple(range(1, ce.ndim))
+    ce_mean = (ce * mask).sum(dims) / mask.sum(dims).clamp(min=1.0)
+    return _combine(kind, ce_mean, soft_dice(p * mask, y * mask, batch=False).mean(dim=1))
+
+
+def patch_f1(logits: Tensor, targets: Tensor, activation: str) -> Tensor:
+    """Hard F1 ``2TP / (2TP + FP + FN)`` of every patch over its labels (probability >= 0.5), ``[N]``.
+
+    A patch with neither labels nor predictions scores 1.
+    """
+    p, y, mask, _ = _terms(logits.float(), targets, activation)
+    pred, truth = (p >= 0.5).float() * mask, (y > 0.5).float() * mask
+    dims = tuple(range(1, p.ndim))
+    tp = (pred * truth).sum(dims)
+    wrong = (pred * (1 - truth)).sum(dims) + ((1 - pred) * truth).sum(dims)
+    return torch.where(tp + wrong > 0, 2 * tp / (2 * tp + wrong).clamp(min=1e-12), torch.ones_like(tp))

@@ -1,0 +1,317 @@
+"""Settings of a Deep Neural Patchwork: crop scheme, model, training and application, validated once.
+
+:class:`DNPParams` has four sections, each built from a plain dict by ``from_dict`` (unknown keys and wrong
+types raise :class:`~patchwork.errors.PatchworkError` naming the key) and written back by ``to_dict``
+(builtins only: JSON- and ``torch.load(weights_only=True)``-safe):
+
+* ``crop``: the :class:`~patchwork.dnp.crop.CropGenerator` keywords (its :class:`CropConfig`);
+* ``model``: :class:`ModelParams`, the :class:`~patchwork.dnp.model.PatchWorkModel` keywords plus the size of
+  the default U-Net blocks;
+* ``train``: :class:`TrainParams`, the outer/inner loop (:mod:`patchwork.dnp.train`);
+* ``apply``: :class:`ApplyParams`, read by the application (:mod:`patchwork.dnp.apply`).
+
+The defaults are a fast CPU demo on 2 mm brains (about 75×95×80 voxels): 2 levels of 32³ patches, the
+coarsest covering 0.9 of the image, the finest at the image's voxel size, U-Net blocks of 8..32 features.
+
+Example::
+
+    params = DNPParams.from_dict({"crop": {"depth": 3}, "train": {"num_its": 60, "hard_mining": 0.25}})
+    params.to_dict()  # round-trips through from_dict
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from patchwork.dnp.augment import Augment
+from patchwork.dnp.balance import Balance
+from patchwork.dnp.blocks import UNetBlocks
+from patchwork.dnp.crop import CropConfig, CropGenerator
+from patchwork.dnp.model import FORWARD_TYPES, PatchWorkModel, crop_kwargs, plain
+from patchwork.errors import PatchworkError
+from patchwork.unet.params import dataclass_from_dict
+
+LOSSES = ("dice", "ce", "dice+ce")
+HARD_MINING_ORDERS = ("loss", "f1", "balance")
+REDUCE_FUNS = ("max", "mean")
+ATTENTION_FUNS = ("sigmoid", "identity")
+OUT_TYPES = ("float32", "int16", "uint8", "mask", "atls")
+DEFAULT_CROP: dict[str, Any] = {
+    "depth": 2,
+    "ndim": 3,
+    "scheme": {"patch_size": [32, 32, 32], "fov_rel": [0.9], "destvox_rel": [1.0]},
+}
+
+
+def _check(problems: list[str], section: str) -> None:
+    """Raise one error listing ``problems`` of ``section``, if any."""
+    if problems:
+        raise PatchworkError(problems=[f"dnp {section}: {p}" for p in problems])
+
+
+def _choice(problems: list[str], name: str, value: Any, options: tuple) -> None:
+    """Record a problem if ``value`` is not one of ``options``."""
+    if value not in options:
+        problems.append(f"{name}={value!r}: expected one of {', '.join(map(str, options))}")
+
+
+def _at_least(problems: list[str], obj: Any, names: tuple[str, ...], low: float) -> None:
+    """Record a problem for every field in ``names`` below ``low``."""
+    problems.extend(f"{n}={getattr(obj, n)}: must be >= {low}" for n in names if getattr(obj, n) < low)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """:class:`~patchwork.dnp.model.PatchWorkModel` keywords (see there) and the default blocks' size:
+    ``block_features`` .. ``block_max_features`` channels over ``block_stages`` U-Net stages."""
+
+    forward_type: str = "simple"
+    identical_blocks: bool = False
+    intermediate_out: int = 8
+    intermediate_loss: bool = True
+    block_out: tuple[int, ...] | None = None
+    crop_fdim: tuple[int, ...] | None = None
+    block_features: int = 8
+    block_max_features: int = 32
+    block_stages: int = 3
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        _choice(problems, "forward_type", self.forward_type, FORWARD_TYPES)
+        _at_least(problems, self, ("intermediate_out",), 0)
+        _at_least(problems, self, ("block_features", "block_max_features", "block_stages"), 1)
+        if self.block_max_features < self.block_features:
+            problems.append(f"block_max_features={self.block_max_features} < block_features")
+        _check(problems, "model")
+
+    @property
+    def blocks(self) -> UNetBlocks:
+        """The default ``blockCreator`` these settings describe."""
+        return UNetBlocks(self.block_features, self.block_max_features, self.block_stages)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """The training loops (:mod:`patchwork.dnp.train`).
+
+    ``num_its`` outer iterations each draw ``num_patches`` trees per image (``augment``,
+    ``independent_augmentation``, ``balance`` as in ``CropGenerator.sample``) and run ``epochs`` passes over
+    them in batches of ``batch_size``. ``loss``: ``'dice'``, ``'ce'``, ``'dice+ce'``, or one per level.
+    AdamW at ``lr * lr_decay**it`` in outer iteration ``it``, ``weight_decay``. ``hard_mining``: the fraction
+    of each set kept (the hardest by ``hard_mining_order``) for the next one, each tree at most
+    ``hard_mining_maxage`` times. ``dontcare``: NaN/negative labels give no loss. ``parallel``: crop the
+    next set in a worker process while this one trains. ``checkpoint_every`` outer iterations.
+    """
+
+    num_its: int = 40
+    num_patches: int = 8
+    epochs: int = 2
+    batch_size: int = 4
+    loss: str | tuple[str, ...] = "dice+ce"
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    lr_decay: float = 1.0
+    augment: dict[str, Any] | None = None
+    independent_augmentation: bool = False
+    balance: dict[str, Any] | None = field(default_factory=lambda: {"ratio": 0.5})
+    hard_mining: float = 0.0
+    hard_mining_order: str = "loss"
+    hard_mining_maxage: int = 3
+    dontcare: bool = True
+    parallel: bool = False
+    checkpoint_every: int = 1
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        _at_least(problems, self, ("num_its", "num_patches", "epochs", "batch_size", "checkpoint_every"), 1)
+        _at_least(problems, self, ("hard_mining_maxage",), 1)
+        for name in ("loss",) if isinstance(self.loss, str) else ():
+            _choice(problems, name, self.loss, LOSSES)
+        for i, kind in enumerate(() if isinstance(self.loss, str) else self.loss):
+            _choice(problems, f"loss[{i}]", kind, LOSSES)
+        if self.lr <= 0 or self.weight_decay < 0 or not 0 < self.lr_decay <= 1:
+            problems.append("need lr > 0, weight_decay >= 0 and 0 < lr_decay <= 1")
+        if not 0 <= self.hard_mining < 1:
+            problems.append(f"hard_mining={self.hard_mining}: must be in [0, 1)")
+        _choice(problems, "hard_mining_order", self.hard_mining_order, HARD_MINING_ORDERS)
+        _check(problems, "train")
+        Augment.from_value(self.augment)
+        if self.balance is not None:
+            Balance.from_value(self.balance)
+
+    def losses(self, depth: int) -> tuple[str, ...]:
+        """The loss of every level."""
+        if isinstance(self.loss, str):
+            return (self.loss,) * depth
+        if len(self.loss) != depth:
+            raise PatchworkError(f"dnp train.loss: {len(self.loss)} entries for depth {depth}")
+        return self.loss
+
+
+@dataclass(frozen=True)
+class LazyEval:
+    """Application's ``lazyEval``: keep the ``fraction`` of patches per level with the highest attention
+    ``reduceFun(attentionFun(logits))`` (``'max'``/``'mean'`` of ``'sigmoid'``/``'identity'``)."""
+
+    fraction: float = 0.5
+    reduceFun: str = "max"  # noqa: N815 - the paper's name
+    attentionFun: str = "sigmoid"  # noqa: N815 - the paper's name
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        if not 0 < self.fraction <= 1:
+            problems.append(f"fraction={self.fraction}: must be in (0, 1]")
+        _choice(problems, "reduceFun", self.reduceFun, REDUCE_FUNS)
+        _choice(problems, "attentionFun", self.attentionFun, ATTENTION_FUNS)
+        _check(problems, "apply.lazyEval")
+
+
+@dataclass(frozen=True)
+class ApplyParams:
+    """Application settings (names from the paper; used by :mod:`patchwork.dnp.apply`).
+
+    ``generate_type`` ``'tree'``/``'random'``, ``num_patches`` trees (``'random'``: level-0 patches),
+    ``branch_factor`` children per kept patch, ``num_chunks`` repetitions, ``augment`` test-time
+    augmentation (``None``: none), ``lazyEval`` (:class:`LazyEval` or ``None``), ``window`` ``'cos'``/
+    ``'cos2'``/``None``, ``sparse_suppression`` alpha or ``None``, ``scale_to_original``,
+    ``sampling_factor``, ``level`` (``-1``, a level index, or ``'mix'``), ``ce_threshold`` (softmax:
+    least probability to pick a foreground class), ``out_typ`` (``'float32'``, ``'int16'``, ``'uint8'``,
+    ``'mask'``, ``'atls'``, the last two optionally with thresholds ``'mask:0.4,0.5'``).
+    """
+
+    generate_type: str = "tree"
+    num_patches: int = 1
+    branch_factor: int = 1
+    num_chunks: int = 1
+    augment: dict[str, Any] | None = None
+    lazyEval: LazyEval | None = None  # noqa: N815 - the paper's name
+    window: str | None = None
+    sparse_suppression: float | None = None
+    scale_to_original: bool = True
+    sampling_factor: float = 1.0
+    level: int | str = -1
+    ce_threshold: float = 0.5
+    out_typ: str = "float32"
+
+    def __post_init__(self) -> None:
+        problems: list[str] = []
+        _choice(problems, "generate_type", self.generate_type, ("tree", "random"))
+        _at_least(problems, self, ("num_patches", "branch_factor", "num_chunks"), 1)
+        _choice(problems, "window", self.window, (None, "cos", "cos2"))
+        if self.sparse_suppression is not None and self.sparse_suppression < 0:
+            problems.append(f"sparse_suppression={self.sparse_suppression}: must be >= 0")
+        if self.sampling_factor <= 0:
+            problems.append(f"sampling_factor={self.sampling_factor}: must be positive")
+        if isinstance(self.level, str) and self.level != "mix":
+            problems.append(f"level={self.level!r}: expected an int or 'mix'")
+        if not 0 <= self.ce_threshold <= 1:
+            problems.append(f"ce_threshold={self.ce_threshold}: must be in [0, 1]")
+        kind, _, thresholds = self.out_typ.partition(":")
+        _choice(problems, "out_typ", kind, OUT_TYPES)
+        if thresholds and (kind not in ("mask", "atls") or not _probabilities(thresholds)):
+            problems.append(f"out_typ={self.out_typ!r}: thresholds are 'mask:t1,t2' with t in [0, 1]")
+        _check(problems, "apply")
+        Augment.from_value(self.augment)
+
+    def thresholds(self) -> tuple[float, ...] | None:
+        """The thresholds written in ``out_typ`` (``'mask:0.4,0.5'`` -> ``(0.4, 0.5)``), else ``None``."""
+        _, _, text = self.out_typ.partition(":")
+        return tuple(float(t) for t in text.split(",")) if text else None
+
+
+def _probabilities(text: str) -> bool:
+    """Whether ``text`` is a comma-separated list of numbers in [0, 1]."""
+    try:
+        return all(0.0 <= float(t) <= 1.0 for t in text.split(","))
+    except ValueError:
+        return False
+
+
+def crop_config(d: Mapping[str, Any]) -> CropConfig:
+    """The validated :class:`CropConfig` of ``DEFAULT_CROP`` updated by ``d`` (unknown keys named)."""
+    if not isinstance(d, Mapping):
+        raise PatchworkError(f"dnp crop: expected a mapping, got {type(d).__name__}")
+    known = [p for p in inspect.signature(CropGenerator).parameters]
+    unknown = sorted(set(d) - set(known))
+    if unknown:
+        raise PatchworkError(f"dnp crop: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    try:
+        return CropGenerator(**{**DEFAULT_CROP, **d}).config
+    except PatchworkError as err:
+        raise PatchworkError(f"dnp crop: {err}") from None
+    except (TypeError, ValueError) as err:
+        raise PatchworkError(f"dnp crop: {err}") from None
+
+
+@dataclass(frozen=True)
+class DNPParams:
+    """All settings of a Deep Neural Patchwork (see the module docstring)."""
+
+    crop: CropConfig = field(default_factory=lambda: crop_config({}))
+    model: ModelParams = field(default_factory=ModelParams)
+    train: TrainParams = field(default_factory=TrainParams)
+    apply: ApplyParams = field(default_factory=ApplyParams)
+
+    def __post_init__(self) -> None:
+        ndim, depth = self.crop.ndim, self.crop.depth
+        self.train.losses(depth)
+        for section, augment in (("train", self.train.augment), ("apply", self.apply.augment)):
+            try:
+                Augment.from_value(augment).check(ndim)
+            except PatchworkError as err:
+                raise PatchworkError(f"dnp {section}.{err}") from None
+        if isinstance(self.apply.level, int) and not -depth <= self.apply.level < depth:
+            raise PatchworkError(f"dnp apply.level={self.apply.level}: no such level for depth {depth}")
+        with torch.device("meta"):  # builds the modules without memory: checks every model setting
+            try:
+                build_model(self, in_channels=1)
+            except PatchworkError as err:
+                raise PatchworkError(f"dnp model: {err}") from None
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> DNPParams:
+        """Build from a plain dict with optional sections ``crop``, ``model``, ``train``, ``apply``."""
+        if not isinstance(d, Mapping):
+            raise PatchworkError(f"dnp params: expected a mapping, got {type(d).__name__}")
+        unknown = sorted(set(d) - {"crop", "model", "train", "apply"})
+        if unknown:
+            raise PatchworkError(
+                f"dnp params: unknown section(s) {', '.join(unknown)} (known: crop, model, train, apply)"
+            )
+        return cls(
+            crop=crop_config(d.get("crop", {})),
+            model=dataclass_from_dict(ModelParams, d.get("model", {}), "dnp model"),
+            train=dataclass_from_dict(TrainParams, d.get("train", {}), "dnp train"),
+            apply=dataclass_from_dict(ApplyParams, d.get("apply", {}), "dnp apply"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of builtins; ``DNPParams.from_dict(p.to_dict()) == p``."""
+        return {
+            "crop": crop_kwargs(self.crop),
+            "model": plain(dataclasses.asdict(self.model)),
+            "train": plain(dataclasses.asdict(self.train)),
+            "apply": plain(dataclasses.asdict(self.apply)),
+        }
+
+
+def build_model(params: DNPParams, in_channels: int) -> PatchWorkModel:
+    """The :class:`PatchWorkModel` that ``params`` describes, for images of ``in_channels`` channels."""
+    m = params.model
+    return PatchWorkModel(
+        CropGenerator(**crop_kwargs(params.crop)),
+        in_channels,
+        blockCreator=m.blocks,
+        forward_type=m.forward_type,  # type: ignore[arg-type]
+        identical_blocks=m.identical_blocks,
+        intermediate_out=m.intermediate_out,
+        intermediate_loss=m.intermediate_loss,
+        block_out=m.block_out,
+        crop_fdim=m.crop_fdim,
+    )

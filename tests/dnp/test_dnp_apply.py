@@ -1,0 +1,291 @@
+"""Application of a patchwork: each option changes the stitched result in the documented way."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from dnp_images import ball
+from torch import nn
+
+from patchwork.dnp import CropGenerator
+from patchwork.dnp.apply import ApplyConfig, apply_dnp
+from patchwork.dnp.blocks import UNetBlocks
+from patchwork.dnp.model import PatchWorkModel
+from patchwork.dnp.stitch import OutputGrid, Stitcher
+from patchwork.errors import PatchworkError
+from patchwork.io import read_label_names, save_image
+
+SHAPE = {2: (40, 36), 3: (24, 22, 20)}
+
+
+def cropper(ndim: int, depth: int = 2, **options: object) -> CropGenerator:
+    """Two levels of 8-voxel patches, the finest at the image's voxel size."""
+    scheme = {"patch_size": (8,) * ndim, "fov_rel": 0.6, "destvox_rel": 1.0}
+    return CropGenerator(depth=depth, ndim=ndim, scheme=scheme, **options)  # type: ignore[arg-type]
+
+
+def unet_model(ndim: int, seed: int = 0, **options: object) -> PatchWorkModel:
+    """The real model with small U-Net blocks and seeded random weights."""
+    torch.manual_seed(seed)
+    blocks = UNetBlocks(features=4, max_features=8, stages=2)
+    return PatchWorkModel(cropper(ndim, **options), 1, blockCreator=blocks, intermediate_out=2)
+
+
+def pointwise_model(ndim: int, gain: float, bias: float) -> PatchWorkModel:
+    """The real model with 1x1 blocks: every level's logits are ``gain * image + bias`` (parents ignored)."""
+
+    def create(level: int, out_channels: int, in_channels: int, ndim_: int) -> nn.Module:
+        conv = (nn.Conv2d if ndim_ == 2 else nn.Conv3d)(in_channels, out_channels, kernel_size=1)
+        with torch.no_grad():
+            conv.weight.zero_()
+            conv.weight[:, 0] = gain
+            conv.bias.fill_(bias)
+        return conv
+
+    return PatchWorkModel(cropper(ndim), 1, blockCreator=create, intermediate_out=1)
+
+
+def image(ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A bright ball off centre on a dark background, with an identity affine."""
+    shape = SHAPE[ndim]
+    ball_image = torch.roll(ball(shape, 4.0), shifts=(6,) * ndim, dims=tuple(range(ndim)))
+    return ball_image[None], torch.eye(ndim + 1, dtype=torch.float64)
+
+
+def test_tree_covers_every_voxel_in_the_input_grid(ndim: int) -> None:
+    data, affine = image(ndim)
+    affine[0, 0], affine[1, 1] = -1.5, 0.8  # flipped, anisotropic
+    result = apply_dnp(unet_model(ndim), data, affine, generate_type="tree", generator=0)
+    assert result.probabilities.shape == (1, *SHAPE[ndim])
+    assert (result.count > 0).all()
+    assert torch.equal(result.affine, affine)
+    assert ((result.probabilities >= 0) & (result.probabilities <= 1)).all()
+
+
+def oblique_affine(ndim: int) -> torch.Tensor:
+    """A rotated, flipped, anisotropic and shifted affine."""
+    angle = 0.3
+    rotation = torch.eye(ndim, dtype=torch.float64)
+    rotation[:2, :2] = torch.tensor([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
+    affine = torch.eye(ndim + 1, dtype=torch.float64)
+    affine[:ndim, :ndim] = rotation @ torch.diag(torch.tensor([-1.2, 0.9, 1.1][:ndim], dtype=torch.float64))
+    affine[:ndim, ndim] = torch.tensor([10.0, -4.0, 3.0][:ndim], dtype=torch.float64)
+    return affine
+
+
+@pytest.mark.parametrize("system", ["world", "matrix"])
+def test_scale_to_original_keeps_an_oblique_grid_exactly(ndim: int, system: str) -> None:
+    data, _ = image(ndim)
+    affine = oblique_affine(ndim)
+    result = apply_dnp(unet_model(ndim, system=system), data, affine, generate_type="tree", generator=0)
+    assert result.probabilities.shape[1:] == SHAPE[ndim]
+    assert torch.equal(result.affine, affine)
+    if system == "matrix":  # patches aligned with the array tile it; world-aligned ones leave corners out
+        assert (result.count > 0).all()
+    assert (result.count > 0).float().mean() > 0.6
+
+
+def test_finest_grid_with_sampling_factor(ndim: int) -> None:
+    data, affine = image(ndim)
+    model = unet_model(ndim)
+    plain = apply_dnp(model, data, affine, scale_to_original=False, generator=0)
+    dense = apply_dnp(model, data, affine, scale_to_original=False, sampling_factor=2.0, generator=0)
+    spacing = torch.linalg.norm(plain.affine[:ndim, :ndim], dim=0)
+    torch.testing.assert_close(torch.linalg.norm(dense.affine[:ndim, :ndim], dim=0), spacing / 2)
+    assert plain.probabilities.shape[1:] == SHAPE[ndim]  # finest voxel = image voxel
+    assert dense.probabilities.shape[1:] == tuple(2 * n for n in SHAPE[ndim])
+    # the dense grid's voxel centres half a voxel apart sample the same stitched map
+    torch.testing.assert_close(plain.affine[:ndim, ndim] - spacing / 4, dense.affine[:ndim, ndim])
+
+
+def test_lazy_eval_expands_only_the_most_promising_patches(ndim: int) -> None:
+    data, affine = image(ndim)
+    model = pointwise_model(ndim, gain=8.0, bias=-4.0)  # probability high on the ball only
+    full = apply_dnp(model, data, affine, generate_type="tree", generator=0)
+    lazy_eval = {"fraction": 0.5, "reduceFun": "mean"}
+    lazy = apply_dnp(model, data, affine, generate_type="tree", lazyEval=lazy_eval, generator=0)
+    assert full.patches_per_level[0] == lazy.patches_per_level[0]
+    assert lazy.patches_per_level[1] < full.patches_per_level[1]
+    assert lazy.patches_per_level[1] == math.ceil(0.5 * full.patches_per_level[0]) * (
+        full.patches_per_level[1] // full.patches_per_level[0]
+    )
+    ball_voxels = data[0] > 0
+    centre = tuple(int(c) for c in torch.nonzero(ball_voxels).float().mean(dim=0).round())
+    assert lazy.count[centre] > 0  # the kept parents are those that see the ball
+    assert lazy.count[ball_voxels].float().mean() > lazy.count[~ball_voxels].float().mean()
+    assert (lazy.count == 0).any()
+    seen = lazy.count > 0  # 1x1 blocks: every patch gives a voxel the same output
+    torch.testing.assert_close(lazy.probabilities[0][seen], full.probabilities[0][seen])
+
+
+def test_lazy_eval_fraction_one_equals_no_lazy_eval(ndim: int) -> None:
+    data, affine = image(ndim)
+    model = unet_model(ndim)
+    options = {"generate_type": "random", "num_patches": 6, "branch_factor": 2, "generator": 3}
+    plain = apply_dnp(model, data, affine, **options)
+    lazy = apply_dnp(model, data, affine, lazyEval={"fraction": 1.0, "reduceFun": "mean"}, **options)
+    assert lazy.patches_per_level == plain.patches_per_level == (6, 12)
+    torch.testing.assert_close(lazy.probabilities, plain.probabilities)
+
+
+def test_attention_function_and_reduction_pick_the_kept_patches(ndim: int) -> None:
+    data, affine = image(ndim)
+    model = pointwise_model(ndim, gain=8.0, bias=-4.0)
+    options = {"generate_type": "tree", "generator": 0}
+    best = apply_dnp(model, data, affine, lazyEval={"fraction": 0.25}, **options)
+    inverted = {"fraction": 0.25, "reduceFun": "mean", "attentionFun": lambda logits: -logits}
+    worst = apply_dnp(model, data, affine, lazyEval=inverted, **options)
+    ball_voxels = data[0] > 0
+    assert worst.patches_per_level == best.patches_per_level
+    assert worst.count[ball_voxels].float().mean() < best.count[ball_voxels].float().mean()
+
+
+def test_num_chunks_gives_the_same_result(ndim: int) -> None:
+    data, affine = image(ndim)
+    model = unet_model(ndim)
+    for options in (
+        {"generate_type": "tree"},
+        {"generate_type": "random", "num_patches": 7, "branch_factor": 3},
+    ):
+        one = apply_dnp(model, data, affine, generator=5, augment={"dphi": 0.2}, **options)
+        three = apply_dnp(model, data, affine, generator=5, augment={"dphi": 0.2}, num_chunks=3, **options)
+        assert one.patches_per_level == three.patches_per_level
+        # equal up to the rounding of convolutions over batches of another size
+        torch.testing.assert_close(one.probabilities, three.probabilities, atol=2e-4, rtol=0)
+        torch.testing.assert_close(one.std, three.std, atol=2e-4, rtol=0)
+        assert torch.equal(one.count, three.count)
+
+
+def test_std_is_zero_where_outputs_agree_and_positive_for_augmented_outputs(ndim: int) -> None:
+    data, affine = image(ndim)
+    constant = pointwise_model(ndim, gain=0.0, bias=0.7)
+    options = {"generate_type": "random", "num_patches": 5, "branch_factor": 2, "generator": 1}
+    agree = apply_dnp(constant, data, affine, **options)
+    assert agree.std.abs().max() < 1e-3
+    seen = agree.probabilities[0][agree.count > 0]
+    torch.testing.assert_close(seen, torch.full_like(seen, 1 / (1 + math.exp(-0.7))))
+    augment = {"dphi": 0.5, "flip": (1,) * ndim}
+    spread = apply_dnp(unet_model(ndim), data, affine, augment=augment, **options)
+    assert (spread.std[0][spread.count > 1] > 1e-3).any()
+    assert (spread.std[0][spread.count == 1] < 1e-3).all()  # one output: no spread
+
+
+def test_sparse_suppression_lowers_sparsely_covered_voxels_only(ndim: int) -> None:
+    data, affine = image(ndim)
+    constant = pointwise_model(ndim, gain=0.0, bias=6.0)  # p ~ 0.998 everywhere
+    options = {"generate_type": "random", "num_patches": 10, "branch_factor": 6, "generator": 2}
+    plain = apply_dnp(constant, data, affine, **options)
+    alpha = 1.0
+    suppressed = apply_dnp(constant, data, affine, sparse_suppression=alpha, **options)
+    n = plain.count
+    expected = plain.probabilities * torch.where(n > 0, n / torch.sqrt(n**2 + 3 * alpha), 0.0)
+    torch.testing.assert_close(suppressed.probabilities, expected)
+    assert (suppressed.probabilities[0][n == 1] < 0.5).all()
+    assert n.max() >= 4
+    assert (suppressed.probabilities[0][n >= 4] > 0.9).all()
+
+
+def test_windows_weight_the_patch_centre_more(ndim: int) -> None:
+    shape = (12,) * ndim
+    grid = OutputGrid(
+        shape, torch.eye(ndim + 1, dtype=torch.float64), torch.eye(ndim + 1, dtype=torch.float64)
+    )
+    matrices = torch.eye(ndim + 1, dtype=torch.float64).repeat(2, 1, 1)
+    matrices[1, 0, ndim] = 4.0  # the second patch is shifted by 4 voxels along axis 0
+    values = torch.stack([torch.zeros(1, *(8,) * ndim), torch.ones(1, *(8,) * ndim)])
+    centre_of_first = (4,) + (3,) * (ndim - 1)  # near the first patch's centre, on the second one's border
+    results = {}
+    for window in (None, "cos", "cos2"):
+        stitcher = Stitcher(grid, 1, window, "NN", torch.device("cpu"))
+        stitcher.add(values, matrices)
+        results[window] = float(stitcher.mean()[(0, *centre_of_first)])
+    assert results[None] == pytest.approx(0.5)
+    assert results["cos2"] < results["cos"] < results[None]
+
+
+def test_level_mix_fills_what_the_finest_level_skipped(ndim: int) -> None:
+    data, affine = image(ndim)
+    model = pointwise_model(ndim, gain=8.0, bias=-4.0)
+    options = {"generate_type": "tree", "lazyEval": 0.25, "generator": 0}
+    finest = apply_dnp(model, data, affine, level=-1, **options)
+    mixed = apply_dnp(model, data, affine, level="mix", **options)
+    coarse = apply_dnp(model, data, affine, level=0, **options)
+    assert coarse.patches_per_level == (finest.patches_per_level[0],)  # finer levels are not evaluated
+    assert (mixed.count > 0).all() and (finest.count == 0).any()
+    assert not torch.allclose(mixed.probabilities, finest.probabilities)
+    # the mix is the count-weighted mean of the levels' means with weights 1 (level 0) and 10 (level 1)
+    n0, n1 = coarse.count, 10.0 * finest.count
+    expected = (n0 * coarse.probabilities + n1 * finest.probabilities) / (n0 + n1)
+    torch.testing.assert_close(mixed.probabilities, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_out_types(ndim: int) -> None:
+    data, affine = image(ndim)
+    model = unet_model(ndim)
+    probabilities = apply_dnp(model, data, affine, generator=0).probabilities
+    mask = apply_dnp(model, data, affine, out_typ="mask", generator=0).output
+    assert mask.dtype == torch.uint8 and set(mask.unique().tolist()) <= {0, 1}
+    assert torch.equal(mask.bool(), probabilities > 0.5)
+    low = apply_dnp(model, data, affine, out_typ="mask:0.2", generator=0).output
+    assert torch.equal(low.bool(), probabilities > 0.2)
+    scaled = apply_dnp(model, data, affine, out_typ="uint8", generator=0).output
+    assert scaled.dtype == torch.uint8
+    torch.testing.assert_close(scaled.float() / 255, probabilities, atol=0.5 / 255 + 1e-6, rtol=0)
+    short = apply_dnp(model, data, affine, out_typ="int16", generator=0).output
+    assert short.dtype == torch.int16 and int(short.max()) <= 32767
+
+
+def test_atlas_of_a_softmax_model_gives_label_values(ndim: int) -> None:
+    data, affine = image(ndim)
+    model = unet_model(ndim, seed=4, categorial_label=(3, 7), categorical=True)
+    assert model.activation == "softmax"
+    result = apply_dnp(model, data, affine, out_typ="atls", ce_threshold=0.3, generator=0)
+    probabilities = result.probabilities
+    assert probabilities.shape[0] == 2  # the foreground classes
+    best, winner = probabilities.max(dim=0)
+    expected = torch.where(best > 0.3, torch.tensor([3, 7])[winner], 0)
+    assert torch.equal(result.output.long(), expected)
+    assert set(result.output.unique().tolist()) <= {0, 3, 7}
+    strict = apply_dnp(model, data, affine, out_typ="atls:0.9", ce_threshold=0.3, generator=0).output
+    assert (strict != 0).sum() <= (result.output != 0).sum()
+
+
+@pytest.mark.parametrize(
+    ("settings", "name"),
+    [
+        ({"window": "hann"}, "window"),
+        ({"lazyEval": {"fraction": 0.0}}, "fraction"),
+        ({"lazyEval": {"reduceFun": "sum"}}, "reduceFun"),
+        ({"out_typ": "mask:x"}, "out_typ"),
+        ({"out_typ": "float16"}, "out_typ"),
+        ({"level": 5}, "level"),
+        ({"num_chunks": 0}, "num_chunks"),
+        ({"sampling_factor": -1.0}, "sampling_factor"),
+        ({"generate_type": "grid"}, "generate_type"),
+        ({"colour": 1}, "colour"),
+    ],
+)
+def test_bad_settings_name_the_setting(settings: dict, name: str) -> None:
+    data, affine = image(2)
+    with pytest.raises(PatchworkError, match=name):
+        apply_dnp(unet_model(2), data, affine, **settings)
+
+
+def test_config_from_checkpoint_style_settings() -> None:
+    config = ApplyConfig.from_value(
+        {"lazyEval": {"fraction": 0.5, "attentionFun": "identity"}, "sparse_suppression": None}, window="cos"
+    )
+    assert config.window == "cos" and config.sparse_suppression == 0.0
+    logits = torch.tensor([[-3.0], [2.0]])
+    assert torch.equal(config.lazyEval.attentionFun(logits), logits)  # type: ignore[union-attr]
+
+
+def test_label_names_round_trip_through_the_header(tmp_path) -> None:
+    path = tmp_path / "atlas.nii.gz"
+    save_image(np.zeros((3, 4, 5)), np.eye(4), path, np.uint8, label_names={3: "lesion", 7: "oedema"})
+    assert read_label_names(path) == {3: "lesion", 7: "oedema"}
+    save_image(np.zeros((3, 4, 5)), np.eye(4), tmp_path / "plain.nii.gz")
+    assert read_label_names(tmp_path / "plain.nii.gz") is None
