@@ -17,7 +17,16 @@ from patchwork.data.cohort import read_subjects
 from patchwork.report import unresolved_links
 
 TINY_UNET = {"patch_size": [16, 16, 16], "base_features": 4, "n_stages": 3, "batch_size": 2, "iterations": 6}
-MODELS = ["unet_sigmoid", "unet_softmax"]
+TINY_DNP = {
+    "crop": {
+        "depth": 2,
+        "ndim": 3,
+        "scheme": {"patch_size": [8, 8, 8], "fov_rel": [0.9], "destvox_rel": [1.0]},
+    },
+    "model": {"block_stages": 2, "block_features": 4, "block_max_features": 8},
+    "train": {"num_its": 2, "num_patches": 2, "epochs": 1, "batch_size": 4},
+}
+MODELS = ["unet_sigmoid", "unet_softmax", "dnp"]
 
 
 def snakemake(repo: Path, workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -36,6 +45,7 @@ def tiny_config(workdir: Path, **overrides: object) -> Path:
         "models": [
             {"name": "unet_sigmoid", "type": "unet", "params": {"head": "sigmoid", **TINY_UNET}},
             {"name": "unet_softmax", "type": "unet", "params": {"head": "softmax", **TINY_UNET}},
+            {"name": "dnp", "type": "dnp", "threshold": 0.35, "params": TINY_DNP},
         ],
         "ensemble": {"weights": {"unet_sigmoid": 2.0}, "min_component_voxels": 2},
         **overrides,
@@ -87,9 +97,10 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
         np.testing.assert_allclose(pred.affine, ref.affine, atol=1e-6, err_msg=str(path))
 
     for s in train:
-        for model in [*MODELS, "ensemble"]:
+        for model in [*MODELS, "ensemble", "ensemble_tuned"]:
             for kind in ("prob", "seg"):
                 assert_same_grid(results / "predictions" / model / f"{s.subject}_{kind}.nii.gz", s.images[0])
+        assert_same_grid(results / "predictions" / "dnp" / f"{s.subject}_std.nii.gz", s.images[0])
         seg = np.asarray(nib.load(results / "predictions" / "ensemble" / f"{s.subject}_seg.nii.gz").dataobj)
         assert set(np.unique(seg)) <= {0, 1}
         assert (results / "metrics" / f"{s.subject}.tsv").is_file()
@@ -105,7 +116,7 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     summary = pd.read_csv(results / "summary.tsv", sep="\t")
     assert set(summary["model"]) == {*MODELS, "ensemble", "ensemble_tuned"}
     dice = summary[summary["metric"] == "dice"]
-    assert len(dice) == 4 and dice["n"].eq(6).all()
+    assert len(dice) == 5 and dice["n"].eq(6).all()
     tuned = json.loads((results / "ensemble_params.json").read_text())
     assert tuned["mean_dice"] >= tuned["hand_set"]["mean_dice"] - 1e-9
 

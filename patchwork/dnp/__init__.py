@@ -12,24 +12,33 @@ from patchwork.dnp.blocks import UNetBlocks
 from patchwork.dnp.crop import CropConfig, CropGenerator
 from patchwork.dnp.grid import ImageGrid
 from patchwork.dnp.model import PatchWorkModel
+from patchwork.dnp.params import ApplyParams, DNPParams, LazyEval, ModelParams, TrainParams
 from patchwork.dnp.patchset import Level, PatchSet
 from patchwork.dnp.resample import crop, scatter, window_weights
 from patchwork.dnp.scheme import Scheme
+from patchwork.dnp.train import load_dnp, train_dnp
 from patchwork.dnp.volume import Volume
 
 __all__ = [
+    "ApplyParams",
     "Augment",
     "Balance",
     "CropConfig",
     "CropGenerator",
+    "DNPParams",
     "ImageGrid",
+    "LazyEval",
     "Level",
+    "ModelParams",
     "PatchSet",
     "PatchWorkModel",
     "Scheme",
+    "TrainParams",
     "UNetBlocks",
     "Volume",
     "crop",
+    "load_dnp",
     "scatter",
+    "train_dnp",
     "window_weights",
 ]

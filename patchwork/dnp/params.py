@@ -10,8 +10,10 @@ types raise :class:`~patchwork.errors.PatchworkError` naming the key) and writte
 * ``train``: :class:`TrainParams`, the outer/inner loop (:mod:`patchwork.dnp.train`);
 * ``apply``: :class:`ApplyParams`, read by the application (:mod:`patchwork.dnp.apply`).
 
-The defaults are a fast CPU demo on 2 mm brains (about 75×95×80 voxels): 2 levels of 32³ patches, the
-coarsest covering 0.9 of the image, the finest at the image's voxel size, U-Net blocks of 8..32 features.
+The defaults are a fast CPU demo on 2 mm brains (about 75×95×80 voxels): 3 levels of 16³ patches, the
+coarsest covering 0.9 of the image (about 9.5 mm voxels), the finest at the image's voxel size (a 32 mm box),
+U-Net blocks of 8..32 features, 30 outer iterations of 4 trees per image, 2 epochs in batches of 8. (32³
+patches, as in the paper, cost about ten times more per step on a CPU.)
 
 Example::
 
@@ -43,9 +45,9 @@ REDUCE_FUNS = ("max", "mean")
 ATTENTION_FUNS = ("sigmoid", "identity")
 OUT_TYPES = ("float32", "int16", "uint8", "mask", "atls")
 DEFAULT_CROP: dict[str, Any] = {
-    "depth": 2,
+    "depth": 3,
     "ndim": 3,
-    "scheme": {"patch_size": [32, 32, 32], "fov_rel": [0.9], "destvox_rel": [1.0]},
+    "scheme": {"patch_size": [16, 16, 16], "fov_rel": [0.9], "destvox_rel": [1.0]},
 }
 
 
@@ -109,12 +111,12 @@ class TrainParams:
     next set in a worker process while this one trains. ``checkpoint_every`` outer iterations.
     """
 
-    num_its: int = 40
-    num_patches: int = 8
+    num_its: int = 30
+    num_patches: int = 4
     epochs: int = 2
-    batch_size: int = 4
+    batch_size: int = 8
     loss: str | tuple[str, ...] = "dice+ce"
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 1e-2
     lr_decay: float = 1.0
     augment: dict[str, Any] | None = None

@@ -14,7 +14,9 @@ the crop ``C_n``.
 
 Every random draw is a function of ``(seed, iteration, stream)`` (:mod:`patchwork.unet.seeding`): the tree
 set of iteration ``it`` does not depend on training, so with ``parallel`` a spawned worker process crops set
-``it + 1`` while set ``it`` trains and returns the very trees the serial loop would draw. A checkpoint
+``it + 1`` while set ``it`` trains and returns the very trees the serial loop would draw (a script that calls
+:func:`train_dnp` with ``parallel`` must guard its own code by ``if __name__ == "__main__":``, as spawn
+re-imports it). A checkpoint
 (weights, AdamW state, hard-mining pool, log rows) is written atomically every ``checkpoint_every`` outer
 iterations; a run restarted with the same arguments resumes there and ends with bitwise the weights of an
 uninterrupted run on CPU (no RNG state needs saving). ``train_log.tsv`` gets one row per outer iteration

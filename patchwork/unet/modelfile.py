@@ -114,4 +114,4 @@ def load_unet(model_path: Path, device: str | torch.device | None = None) -> tup
     params = UNetParams.from_dict(obj["params"])
     model = build_network(params, int(obj["in_channels"]))
     model.load_state_dict(obj["state_dict"])
-    return model.to(resolve_device(device)).eval(), params
+    return model.to(resolve_device(device), memory_format=torch.channels_last_3d).eval(), params

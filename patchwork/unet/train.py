@@ -291,7 +291,8 @@ class TrainingRun:
         """Seeded network, optimiser, AMP scaler (active on CUDA only), sampler and augmenter."""
         model = build_network(params, images[0].shape[0])
         init_weights(model, torch_generator(seed, 0, STREAM_INIT))
-        model.to(device).train()
+        # Channels-last weights make CPU Conv3d (oneDNN) several times faster; results are unchanged.
+        model.to(device, memory_format=torch.channels_last_3d).train()
         augmenter = Augmenter(params.rotation_deg, params.scale_range, params.mirror, params.gamma)
         crop_size = augmenter.crop_size(params.patch_size) if params.augment else params.patch_size
         sampler = PatchSampler(

@@ -192,7 +192,7 @@ def test_parallel_cropping_draws_the_serial_trees():
     ("section", "values", "message"),
     [
         ("train", {"num_its": 0}, "num_its"),
-        ("train", {"loss": ["dice"]}, "1 entries for depth 2"),
+        ("train", {"loss": ["dice"]}, "1 entries for depth 3"),
         ("train", {"hard_mining": 1.5}, "hard_mining"),
         ("train", {"hard_mining_order": "size"}, "hard_mining_order"),
         ("train", {"balance": {"ratio": 2}}, "balance.ratio"),
@@ -214,7 +214,7 @@ def test_bad_params_are_named(section, values, message):
 def test_params_round_trip_and_bad_data(tmp_path):
     apply = {"lazyEval": {"fraction": 0.25}, "out_typ": "mask:0.4"}
     params = DNPParams.from_dict(
-        {"train": {"loss": ["ce", "dice"], "augment": {"dphi": 0.1}}, "apply": apply}
+        {"train": {"loss": ["ce", "dice", "dice+ce"], "augment": {"dphi": 0.1}}, "apply": apply}
     )
     assert DNPParams.from_dict(params.to_dict()) == params and params.apply.thresholds() == (0.4,)
     images, labels, affines = cases(2)
