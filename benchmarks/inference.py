@@ -74,7 +74,14 @@ def methods(
     def dnp_run(lazy: float | None) -> Run:
         def run(image: np.ndarray, affine: np.ndarray, device: torch.device) -> np.ndarray:
             result = apply_dnp(
-                dnp, image, affine, dnp_apply, generator=0, device=device, generate_type="tree", lazyEval=lazy
+                dnp,
+                image,
+                affine,
+                dnp_apply,
+                generator=0,
+                device=device,
+                generate_type="tree",
+                lazyEval=lazy,
             )
             return result.probabilities.max(dim=0).values.cpu().numpy()
 

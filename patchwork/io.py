@@ -21,6 +21,9 @@ import numpy as np
 
 from patchwork.errors import PatchworkError
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 NIFTI_COMMENT = 6  # NIfTI-1 extension code of a free-text comment
 LABEL_NAMES_KEY = "label_names"
 
@@ -38,6 +41,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600; give outputs the usual permissions
     try:
         yield tmp_path
         os.replace(tmp_path, path)

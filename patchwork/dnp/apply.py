@@ -20,10 +20,11 @@ the output grid (:mod:`~patchwork.dnp.stitch`):
 The per-voxel standard deviation of the overlapping outputs is the uncertainty.
 
 **Chunks and randomness.** The whole patch geometry (all trees, every parent with its children) is drawn
-first from ``generator``, then the trees are evaluated in ``num_chunks`` groups of level-0 patches, so
-memory grows with one chunk's trees only and the geometry does not depend on the chunking or on
-lazyEval (lazy evaluation evaluates a subset of the same patches). Without lazyEval the result is the
-same for any ``num_chunks``; with it, each chunk keeps its own best ``fraction``.
+first from ``generator``, then the trees are evaluated in ``num_chunks`` groups of level-0 patches, the
+network seeing at most ``batch_size`` patches at once. Memory grows with one chunk's trees only (the
+outputs of its coarser levels are kept for their children), and the geometry depends neither on the
+chunking nor on lazyEval (lazy evaluation evaluates a subset of the same patches). Without lazyEval the
+result is the same for any ``num_chunks``; with it, each chunk keeps its own best ``fraction``.
 
 Example::
 
@@ -65,6 +66,7 @@ class ApplyConfig:
     num_patches: int = 1
     branch_factor: int = 1
     num_chunks: int = 1
+    batch_size: int = 64
     augment: Augment | None = None
     independent_augmentation: bool = False
     lazyEval: LazyEval | None = None  # noqa: N815 - the paper's name
@@ -81,8 +83,10 @@ class ApplyConfig:
         object.__setattr__(self, "augment", None if augment == Augment() else augment)
         object.__setattr__(self, "lazyEval", LazyEval.from_value(self.lazyEval))
         object.__setattr__(self, "out_typ", OutType.parse(self.out_typ))
-        if not isinstance(self.num_chunks, int) or self.num_chunks < 1:
-            raise PatchworkError(f"num_chunks must be a positive int, got {self.num_chunks!r}")
+        for name in ("num_chunks", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise PatchworkError(f"{name} must be a positive int, got {value!r}")
         if self.window not in WINDOWS:
             raise PatchworkError(f"window must be one of {WINDOWS}, got {self.window!r}")
         if not isinstance(self.sparse_suppression, (int, float)) or self.sparse_suppression < 0:
@@ -202,40 +206,46 @@ def apply_dnp(
     if not config.scale_to_original:
         grid = OutputGrid.covering(volume.grid, volume.voxel_sizes[depth - 1] / config.sampling_factor)
     evaluated = [0] * (last + 1)
-    stitcher: Stitcher | None = None
+    stitchers: list[Stitcher] = []
+
+    def stitch(level: int, output: Tensor, out_matrices: Tensor) -> None:
+        """Stitch a level's foreground probabilities (creating the stitcher on first use)."""
+        probabilities = foreground(model, level, output)
+        if not stitchers:
+            window, interp = config.window, cropper.config.scatter_type
+            stitchers.append(Stitcher(grid, probabilities.shape[1], window, interp, device))
+        stitchers[0].add(probabilities, out_matrices, MIX_BASE**level if config.level == "mix" else 1.0)
+
     model.eval()
     with torch.inference_mode():
         for roots in torch.tensor_split(torch.arange(len(geometry[0])), config.num_chunks):
-            if len(roots) == 0:
+            if len(roots) == 0:  # more chunks than trees
                 continue
             alive, kept_output, local_parent = roots, None, None
             for n in range(last + 1):
-                children = geometry[n]
-                inputs, _ = cropper.crop_patches(volume, n, children.matrices[alive])
-                parent = None
-                if n > 0:
-                    parent = model.crop_parent(n, kept_output, children.relative[alive], local_parent)
-                output = model.forward_level(n, inputs.to(device), parent)
+                children, outputs, scores = geometry[n], [], []
+                for batch in torch.split(torch.arange(len(alive)), config.batch_size):
+                    inputs, _ = cropper.crop_patches(volume, n, children.matrices[alive[batch]])
+                    parent = None
+                    if n > 0:
+                        relative = children.relative[alive[batch]]
+                        parent = model.crop_parent(n, kept_output, relative, local_parent[batch])
+                    output = model.forward_level(n, inputs.to(device), parent)
+                    if n in scattered:
+                        stitch(n, output, children.out_matrices[alive[batch]])
+                    if n < last:
+                        outputs.append(output)
+                    if n < last and config.lazyEval is not None:
+                        scores.append(attention(model, config.lazyEval, n, output).cpu())
                 evaluated[n] += len(alive)
-                if n in scattered:
-                    probabilities = foreground(model, n, output)
-                    if stitcher is None:
-                        stitcher = Stitcher(
-                            grid, probabilities.shape[1], config.window, cropper.config.scatter_type, device
-                        )
-                    weight = MIX_BASE**n if config.level == "mix" else 1.0
-                    stitcher.add(probabilities, children.out_matrices[alive], weight)
                 if n == last:
                     break
-                keep = torch.arange(len(alive))
-                if config.lazyEval is not None:
-                    keep = config.lazyEval.keep(attention(model, config.lazyEval, n, output).cpu())
+                keep = config.lazyEval.keep(torch.cat(scores)) if scores else torch.arange(len(alive))
                 per_parent = len(geometry[n + 1]) // len(children)
-                kept_output = output[keep.to(output.device)]
+                kept_output = torch.cat(outputs)[keep.to(device)]
                 alive = (alive[keep][:, None] * per_parent + torch.arange(per_parent)).reshape(-1)
                 local_parent = torch.arange(len(keep)).repeat_interleave(per_parent)
-    assert stitcher is not None  # at least one tree, and the scattered levels are evaluated
-    return _result(model, stitcher, config, tuple(evaluated))
+    return _result(model, stitchers[0], config, tuple(evaluated))
 
 
 def attention(model: PatchWorkModel, lazy: LazyEval, level: int, output: Tensor) -> Tensor:

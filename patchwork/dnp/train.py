@@ -54,7 +54,7 @@ from patchwork.dnp.patchset import PatchSet
 from patchwork.dnp.volume import Volume
 from patchwork.errors import PatchworkError
 from patchwork.io import atomic_path
-from patchwork.unet.modelfile import finished_model, read_model, resolve_device
+from patchwork.unet.modelfile import check_same_training, finished_model, read_model, resolve_device
 from patchwork.unet.network import init_weights
 from patchwork.unet.seeding import STREAM_INIT, STREAM_PATCHES, STREAM_VALIDATION, torch_generator
 from patchwork.unet.trainlog import plot_curve, write_train_log
@@ -406,11 +406,7 @@ def _restore_checkpoint(
     if not path.exists():
         return Progress()
     obj = read_model(path, CHECKPOINT_FORMAT, VERSION, "DNP checkpoint")
-    differ = [key for key, value in identity.items() if obj.get(key) != value]
-    if differ:
-        raise PatchworkError(
-            f"{path}: written by a training with different {', '.join(differ)}; delete it to start over"
-        )
+    check_same_training(path, obj, identity)
     model.load_state_dict(obj["state_dict"])
     optimizer.load_state_dict(obj["optimizer"])
     log.info("resuming %s at outer iteration %d", path, obj["iteration"])

@@ -81,6 +81,15 @@ def read_model(
     return obj
 
 
+def check_same_training(path: Path, obj: dict[str, Any], identity: dict[str, Any]) -> None:
+    """Refuse a checkpoint written by another training: every ``identity`` entry must match ``obj``'s."""
+    differ = [key for key, value in identity.items() if obj.get(key) != value]
+    if differ:
+        raise PatchworkError(
+            f"{path}: written by a training with different {', '.join(differ)}; delete it to start over"
+        )
+
+
 def finished_model(
     path: Path,
     params: dict[str, Any],

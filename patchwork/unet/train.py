@@ -37,7 +37,13 @@ from patchwork.io import atomic_path
 from patchwork.unet.augment import Augmenter
 from patchwork.unet.inference import foreground_probability
 from patchwork.unet.loss import deep_supervision_loss, dice_ce_loss
-from patchwork.unet.modelfile import build_network, read_model, resolve_device, save_model
+from patchwork.unet.modelfile import (
+    build_network,
+    check_same_training,
+    finished_model,
+    resolve_device,
+    save_model,
+)
 from patchwork.unet.network import UNet3D, init_weights
 from patchwork.unet.params import UNetParams
 from patchwork.unet.sampler import PatchSampler
@@ -178,33 +184,13 @@ def _restore_checkpoint(
         or obj.get("version") != CHECKPOINT_VERSION
     ):
         raise PatchworkError(f"{path}: not a patchwork U-Net checkpoint of version {CHECKPOINT_VERSION}")
-    differ = [key for key, value in identity.items() if obj.get(key) != value]
-    if differ:
-        raise PatchworkError(
-            f"{path}: written by a training with different {', '.join(differ)}; delete it to start over"
-        )
+    check_same_training(path, obj, identity)
     model.load_state_dict(obj["model"])
     optimizer.load_state_dict(obj["optimizer"])
     if obj["scaler"]:  # empty when the checkpoint was written without CUDA
         scaler.load_state_dict(obj["scaler"])
     log.info("resuming %s at iteration %d", path, obj["iteration"])
     return Progress(obj["iteration"], obj["rows"], obj["loss_sum"], obj["loss_count"], obj["seconds"])
-
-
-def _existing_model(path: Path, identity: dict[str, Any]) -> bool:
-    """Whether ``path`` holds a finished model of this very training (same params and seed)."""
-    if not path.exists():
-        return False
-    try:
-        obj = read_model(path)
-    except PatchworkError as err:
-        log.warning("%s; training again", err)
-        return False
-    if obj["params"] != identity["params"] or obj["seed"] != identity["seed"]:
-        raise PatchworkError(
-            f"{path}: exists but was trained with other params or seed; delete it to retrain"
-        )
-    return True
 
 
 @torch.inference_mode()
@@ -351,7 +337,7 @@ def train_unet(
     model_path, ckpt_path = out_dir / "model.pt", out_dir / "checkpoint.pt"
     images, labels = check_data(images, labels, params, "training")
     identity = {"params": params.to_dict(), "seed": int(seed), "data": data_fingerprint(images, labels)}
-    if _existing_model(model_path, identity):
+    if finished_model(model_path, identity["params"], identity["seed"]):
         return model_path
     val = validation_patches(params, seed, val_images, val_labels, images[0].shape[0])
     run = TrainingRun.create(params, images, labels, seed, resolve_device(device))

@@ -151,7 +151,9 @@ def test_num_chunks_gives_the_same_result(ndim: int) -> None:
         {"generate_type": "random", "num_patches": 7, "branch_factor": 3},
     ):
         one = apply_dnp(model, data, affine, generator=5, augment={"dphi": 0.2}, **options)
-        three = apply_dnp(model, data, affine, generator=5, augment={"dphi": 0.2}, num_chunks=3, **options)
+        three = apply_dnp(
+            model, data, affine, generator=5, augment={"dphi": 0.2}, num_chunks=3, batch_size=5, **options
+        )
         assert one.patches_per_level == three.patches_per_level
         # equal up to the rounding of convolutions over batches of another size
         torch.testing.assert_close(one.probabilities, three.probabilities, atol=2e-4, rtol=0)
@@ -263,6 +265,7 @@ def test_atlas_of_a_softmax_model_gives_label_values(ndim: int) -> None:
         ({"out_typ": "float16"}, "out_typ"),
         ({"level": 5}, "level"),
         ({"num_chunks": 0}, "num_chunks"),
+        ({"batch_size": 0}, "batch_size"),
         ({"sampling_factor": -1.0}, "sampling_factor"),
         ({"generate_type": "grid"}, "generate_type"),
         ({"colour": 1}, "colour"),
