@@ -8,9 +8,10 @@ Both run in one process on the same threads/device, on MNI-size volumes at 2 mm 
 * U-Net: :func:`patchwork.unet.sliding_window_inference`, overlap 0.5, Gaussian weighting.
 
 Without ``--dnp-model``/``--unet-model`` both networks have random weights (timing only): the DNP is
-:func:`patchwork.dnp.params.build_model` of the default :class:`DNPParams` (2 levels of 32^3 patches,
-U-Net blocks 8..32 features, 3 stages) and the U-Net the default :class:`UNetParams` network (48^3
-windows, 8..64 features, 4 stages). With trained models and ``--dataset`` (a demo dataset from
+:func:`patchwork.dnp.params.build_model` of the default :class:`DNPParams` with ``--depth`` levels of 32^3
+patches (default 3, as the authors' ATLAS model; coarsest field of view 0.9 of the image, finest voxel the
+image's; U-Net blocks 8..32 features, 3 stages) and the U-Net the default :class:`UNetParams` network
+(48^3 windows, 8..64 features, 4 stages). With trained models and ``--dataset`` (a demo dataset from
 :func:`patchwork.data.demo.make_demo_dataset`) the Dice of each method on the test subjects is added; the
 goal is DNP (tree + lazyEval) <= 0.3x the sliding window's time at a Dice within 0.01 of its own
 full-coverage Dice. Run::
@@ -107,6 +108,8 @@ def main() -> None:
     )
     parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["2mm", "1mm"])
     parser.add_argument("--fraction", type=float, default=0.25, help="lazyEval fraction")
+    parser.add_argument("--depth", type=int, default=3, help="levels of the random-weight DNP")
+    parser.add_argument("--no-full", action="store_true", help="skip DNP full coverage (slow on a CPU)")
     parser.add_argument("--dnp-model", type=Path)
     parser.add_argument("--unet-model", type=Path)
     parser.add_argument("--dataset", type=Path, help="demo dataset (imagesTs/, labelsTs/) for Dice")
@@ -117,7 +120,8 @@ def main() -> None:
     if args.dnp_model:
         dnp, dnp_params = load_dnp(args.dnp_model, device)
     else:
-        dnp_params = DNPParams()
+        scheme = {"patch_size": [32, 32, 32], "fov_rel": [0.9], "destvox_rel": [1.0]}
+        dnp_params = DNPParams.from_dict({"crop": {"depth": args.depth, "ndim": 3, "scheme": scheme}})
         dnp = build_model(dnp_params, in_channels=1).to(device)
     unet_params = UNetParams()
     if args.unet_model:
@@ -126,6 +130,8 @@ def main() -> None:
         unet = build_network(unet_params, in_channels=1).to(device)
     unet.eval()
     runs = methods(dnp, dnp_params.apply, unet, unet_params, args.fraction)
+    if args.no_full:
+        del runs["DNP tree, full coverage"]
     weights = "trained" if args.dnp_model and args.unet_model else "random weights (timing only)"
     machine = platform.processor() or platform.machine()
     print(f"# {machine}, {torch.get_num_threads()} threads, {device}; {weights}")
