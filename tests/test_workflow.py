@@ -39,7 +39,7 @@ def tiny_config(workdir: Path, **overrides: object) -> Path:
     """A config for 6 demo subjects at 4 mm, 2 folds, two U-Nets of a few iterations."""
     config = {
         "dataset": "demo",
-        "demo": {"n_train": 6, "n_test": 2, "spacing": 4.0},
+        "demo": {"n_train": 6, "n_test": 2, "spacing": 4.0, "target_spacing": None},
         "splits": {"n_folds": 2},
         "threads": {"train": 1, "predict": 1},
         "models": [

@@ -22,6 +22,15 @@ def dataset_source():
     return config["dataset"]
 
 
+def target_spacing():
+    """Resampling target in mm: `preprocess.target_spacing`, else for the demo `demo.target_spacing`,
+    else None (the cohort's median spacing, from the fingerprint)."""
+    spacing = config["preprocess"]["target_spacing"]
+    if spacing is None and config["dataset"] == "demo" and config["demo"].get("target_spacing"):
+        spacing = [config["demo"]["target_spacing"]] * 3
+    return spacing
+
+
 def subject_ids(role):
     """Ids of the `train` or `test` subjects (after the ingest checkpoint has run)."""
     tsv = checkpoints.ingest.get().output.subjects

@@ -10,11 +10,7 @@ rule preprocess:
         f"{R}/preprocessed/{{subject}}.json",
     params:
         out_dir=lambda wc, output: os.path.dirname(output[0]),
-        spacing=(
-            "--target-spacing " + " ".join(map(str, config["preprocess"]["target_spacing"]))
-            if config["preprocess"]["target_spacing"]
-            else ""
-        ),
+        spacing=f"--target-spacing {' '.join(map(str, target_spacing()))}" if target_spacing() else "",
         normalization=config["preprocess"]["normalization"],
         crop="" if config["preprocess"]["crop_nonzero"] else "--no-crop",
     log:
