@@ -136,6 +136,16 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     again = snakemake(repo, tmp_path, "-n", "--cores", "2", "--configfile", str(config))
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
+    # A model added to a finished run trains on every fold and joins the ensemble.
+    extra = yaml.safe_load(config.read_text())
+    extra["models"].append({"name": "unet_extra", "type": "unet", "params": {"head": "sigmoid", **TINY_UNET}})
+    config.write_text(yaml.safe_dump(extra))
+    grown = snakemake(repo, tmp_path, "--cores", "2", "--configfile", str(config))
+    assert grown.returncode == 0, grown.stderr[-5000:]
+    for s in train:
+        assert_same_grid(results / "predictions" / "unet_extra" / f"{s.subject}_prob.nii.gz", s.images[0])
+    assert "unet_extra" in set(pd.read_csv(results / "summary.tsv", sep="\t")["model"])
+
 
 def test_broken_dataset_stops_at_ingest_with_one_line(repo: Path, tmp_path: Path) -> None:
     from patchwork.data.demo import make_demo_dataset

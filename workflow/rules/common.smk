@@ -72,7 +72,9 @@ def all_outputs(wildcards):
     """Targets of the default rule: evaluation of every training subject and the summary,
     plus the packaged challenge entry when `submission.enabled`."""
     train = subject_ids("train")
-    outputs = [f"{R}/summary.tsv", f"{R}/metrics.tsv", f"{R}/report.html"]
+    # Resolving the splits checkpoint here, at the root of the DAG, lets every input function that
+    # asks for a subject's fold (predict_model) find it; the file itself is a target anyway.
+    outputs = [checkpoints.splits.get().output[0], f"{R}/summary.tsv", f"{R}/metrics.tsv", f"{R}/report.html"]
     outputs += expand(f"{R}/reports/{{subject}}.html", subject=train)
     if config["submission"]["enabled"]:
         outputs.append(f"{SUBMISSION}/manifest.json")
