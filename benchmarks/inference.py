@@ -3,21 +3,26 @@
 Both run in one process on the same threads/device, on MNI-size volumes at 2 mm (99x117x95) and 1 mm
 (197x233x189):
 
-* DNP: :func:`patchwork.dnp.apply.apply_dnp` with ``generate_type='tree'`` and ``lazyEval`` (``--fraction``
-  of the patches of every level but the finest expanded), and the same without lazyEval (full coverage).
+* DNP: :func:`patchwork.dnp.apply.apply_dnp` with ``generate_type='tree'`` and ``lazyEval`` (each of
+  ``--fractions`` of the patches of every level but the finest expanded), and the same without lazyEval
+  (full coverage); ``--level mix`` lets coarser levels fill where no finer patch was evaluated.
 * U-Net: :func:`patchwork.unet.sliding_window_inference`, overlap 0.5, Gaussian weighting.
 
 Without ``--dnp-model``/``--unet-model`` both networks have random weights (timing only): the DNP is
 :func:`patchwork.dnp.params.build_model` of the default :class:`DNPParams` with ``--depth`` levels of 32^3
 patches (default 3, as the authors' ATLAS model; coarsest field of view 0.9 of the image, finest voxel the
 image's; U-Net blocks 8..32 features, 3 stages) and the U-Net the default :class:`UNetParams` network
-(48^3 windows, 8..64 features, 4 stages). With trained models and ``--dataset`` (a demo dataset from
-:func:`patchwork.data.demo.make_demo_dataset`) the Dice of each method on the test subjects is added; the
-goal is DNP (tree + lazyEval) <= 0.3x the sliding window's time at a Dice within 0.01 of its own
-full-coverage Dice. Run::
+(48^3 windows, 8..64 features, 4 stages). With trained models, ``--preprocessed`` (the workflow's
+``results/preprocessed``) and ``--dataset`` (the raw dataset with ``labelsTs/``), every method also runs
+on each test subject as the workflow predicts it (preprocessed grid, probability mapped back to the
+original grid, threshold 0.5): its seconds per subject and its Dice against the test label. The goal is
+DNP (tree + lazyEval) <= 0.3x the sliding window's time at a Dice within 0.01 of its own full-coverage
+Dice. Run::
 
     python benchmarks/inference.py --sizes 2mm 1mm
-    python benchmarks/inference.py --dnp-model m/dnp.pt --unet-model m/unet.pt --dataset raw/Dataset001_Demo
+    python benchmarks/inference.py --dnp-model results/submission/models/dnp/model.pt \
+        --unet-model results/submission/models/unet_softmax/model.pt \
+        --preprocessed results/preprocessed --dataset results/demo
 """
 
 from __future__ import annotations
@@ -25,13 +30,14 @@ from __future__ import annotations
 import argparse
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from patchwork.dnp.apply import apply_dnp
+from patchwork.data.preprocess import load_preprocessed, to_original
+from patchwork.dnp.apply import ApplyConfig, apply_dnp
 from patchwork.dnp.model import PatchWorkModel
 from patchwork.dnp.params import DNPParams, build_model
 from patchwork.dnp.train import load_dnp
@@ -68,9 +74,15 @@ def timed(run: Run, image: np.ndarray, affine: np.ndarray, device: torch.device)
 
 
 def methods(
-    dnp: PatchWorkModel, dnp_apply: object, unet: torch.nn.Module, unet_params: UNetParams, fraction: float
+    dnp: PatchWorkModel,
+    dnp_apply: ApplyConfig,
+    unet: torch.nn.Module,
+    unet_params: UNetParams,
+    fractions: Sequence[float],
+    full: bool,
 ) -> dict[str, Run]:
-    """The three inference runs, each ``(image, affine, device) -> foreground probability``."""
+    """The inference runs, each ``(image, affine, device) -> foreground probability``: DNP with lazyEval at
+    every fraction, DNP with full coverage (if ``full``) and the U-Net's sliding window."""
 
     def dnp_run(lazy: float | None) -> Run:
         def run(image: np.ndarray, affine: np.ndarray, device: torch.device) -> np.ndarray:
@@ -95,24 +107,27 @@ def methods(
         )
         return foreground_probability(logits, unet_params.head).cpu().numpy()
 
-    return {
-        f"DNP tree + lazyEval {fraction}": dnp_run(fraction),
-        "DNP tree, full coverage": dnp_run(None),
-        "U-Net sliding window (0.5)": unet_run,
-    }
+    runs = {f"DNP tree + lazyEval {fraction}": dnp_run(fraction) for fraction in fractions}
+    if full:
+        runs["DNP tree, full coverage"] = dnp_run(None)
+    return runs | {"U-Net sliding window (0.5)": unet_run}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", nargs="+", choices=sorted(SIZES), default=["2mm", "1mm"])
-    parser.add_argument("--fraction", type=float, default=0.25, help="lazyEval fraction")
+    parser.add_argument(
+        "--sizes", nargs="*", choices=sorted(SIZES), default=["2mm", "1mm"], help="none: Dice only"
+    )
+    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25], help="lazyEval fractions")
+    parser.add_argument("--level", default="-1", help="stitched DNP level: -1 (finest) or 'mix'")
     parser.add_argument("--depth", type=int, default=3, help="levels of the random-weight DNP")
     parser.add_argument("--no-full", action="store_true", help="skip DNP full coverage (slow on a CPU)")
     parser.add_argument("--dnp-model", type=Path)
     parser.add_argument("--unet-model", type=Path)
-    parser.add_argument("--dataset", type=Path, help="demo dataset (imagesTs/, labelsTs/) for Dice")
+    parser.add_argument("--dataset", type=Path, help="raw dataset whose labelsTs/ give the test Dice")
+    parser.add_argument("--preprocessed", type=Path, help="the workflow's preprocessed subjects")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args()
     device = torch.device(args.device)
@@ -129,12 +144,12 @@ def main() -> None:
     else:
         unet = build_network(unet_params, in_channels=1).to(device)
     unet.eval()
-    runs = methods(dnp, dnp_params.apply, unet, unet_params, args.fraction)
-    if args.no_full:
-        del runs["DNP tree, full coverage"]
+    level = args.level if args.level == "mix" else int(args.level)
+    dnp_apply = dnp_params.application(level=level)
+    runs = methods(dnp, dnp_apply, unet, unet_params, args.fractions, full=not args.no_full)
     weights = "trained" if args.dnp_model and args.unet_model else "random weights (timing only)"
     machine = platform.processor() or platform.machine()
-    print(f"# {machine}, {torch.get_num_threads()} threads, {device}; {weights}")
+    print(f"# {machine}, {torch.get_num_threads()} threads, {device}; {weights}; DNP level {level}")
     print(f"{'volume':<8}{'method':<32}{'seconds':>9}{'x U-Net':>9}")
     for size in args.sizes:
         shape, _ = SIZES[size]
@@ -144,17 +159,31 @@ def main() -> None:
         reference = seconds["U-Net sliding window (0.5)"]
         for name, value in seconds.items():
             print(f"{size:<8}{name:<32}{value:>9.2f}{value / reference:>9.2f}")
-    if args.dataset:
-        print(f"\n{'subject':<14}" + "".join(f"{name[:24]:>26}" for name in runs))
-        scores: dict[str, list[float]] = {name: [] for name in runs}
-        for path in sorted((args.dataset / "imagesTs").glob("*_0000.nii.gz")):
-            subject = path.name.removesuffix("_0000.nii.gz")
-            data, affine = read_image(path)
-            label, _ = read_image(args.dataset / "labelsTs" / f"{subject}.nii.gz")
-            for name, run in runs.items():
-                scores[name].append(dice(run(data[None], affine, device) > 0.5, label > 0))
-            print(f"{subject:<14}" + "".join(f"{scores[name][-1]:>26.4f}" for name in runs))
-        print(f"{'mean':<14}" + "".join(f"{np.mean(scores[name]):>26.4f}" for name in runs))
+    if args.dataset and args.preprocessed:
+        test_subjects(runs, args.dataset, args.preprocessed, device)
+
+
+def test_subjects(runs: dict[str, Run], dataset: Path, preprocessed: Path, device: torch.device) -> None:
+    """Seconds and Dice of every method on the test subjects of ``dataset`` (labels in ``labelsTs/``),
+    each run on the subject's preprocessed image and mapped back to the original grid."""
+    print(f"\n{'subject':<14}" + "".join(f"{name[:26]:>28}" for name in runs))
+    scores: dict[str, list[float]] = {name: [] for name in runs}
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    for path in sorted((dataset / "labelsTs").glob("*.nii.gz")):
+        subject = path.name.removesuffix(".nii.gz")
+        image, _, record = load_preprocessed(preprocessed, subject)
+        label, _ = read_image(path)
+        grid = np.asarray(record["affine"])
+        for name, run in runs.items():
+            start = time.perf_counter()
+            probability = run(image, grid, device)
+            seconds[name].append(time.perf_counter() - start)
+            original, _ = to_original(probability, record, interpolation="linear", fill=0.0)
+            scores[name].append(dice(original >= 0.5, label > 0))
+        print(f"{subject:<14}" + "".join(f"{scores[n][-1]:>20.4f} {seconds[n][-1]:>6.1f}s" for n in runs))
+    print(
+        f"{'mean':<14}" + "".join(f"{np.mean(scores[n]):>20.4f} {np.mean(seconds[n]):>6.1f}s" for n in runs)
+    )
 
 
 if __name__ == "__main__":

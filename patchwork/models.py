@@ -29,8 +29,9 @@ def _params_class(model_type: str) -> Any:
     return DNPParams
 
 
-def check_spec(spec: dict[str, Any], source: str = "model spec") -> dict[str, Any]:
-    """Validate a model spec once (name, known type, params parse) and return it normalised."""
+def parse_spec(spec: dict[str, Any], source: str = "model spec") -> tuple[dict[str, Any], Any]:
+    """Validate a model spec (name, known type, params) once: the spec normalised and its parsed settings
+    (:class:`~patchwork.unet.UNetParams` or :class:`~patchwork.dnp.params.DNPParams`)."""
     if not isinstance(spec, dict) or "name" not in spec or "type" not in spec:
         raise PatchworkError(f"{source}: a model needs 'name' and 'type' (got {spec!r})")
     if spec["type"] not in MODEL_TYPES:
@@ -39,8 +40,8 @@ def check_spec(spec: dict[str, Any], source: str = "model spec") -> dict[str, An
             f"{source}: model {spec['name']!r} has unknown type {spec['type']!r} (known: {known})"
         )
     params = dict(spec.get("params") or {})
-    _params_class(spec["type"]).from_dict(params)
-    return {"name": str(spec["name"]), "type": spec["type"], "params": params}
+    parsed = _params_class(spec["type"]).from_dict(params)
+    return {"name": str(spec["name"]), "type": spec["type"], "params": params}, parsed
 
 
 def train_model(
@@ -58,10 +59,9 @@ def train_model(
     ``images`` [C, X, Y, Z] are preprocessed, ``labels`` [X, Y, Z] integer, ``affines`` their 4×4
     grids; ``val`` is an optional ``(images, labels, affines)`` validation set for the log.
     """
-    spec = check_spec(spec)
+    spec, params = parse_spec(spec)
     out_dir = Path(out_dir)
     write_json(out_dir / "spec.json", spec)
-    params = _params_class(spec["type"]).from_dict(spec["params"])
     val_images, val_labels, val_affines = (list(v) for v in val) if val else (None, None, None)
     if spec["type"] == "unet":
         from patchwork.unet import train_unet

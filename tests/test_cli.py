@@ -9,7 +9,7 @@ import pytest
 
 from patchwork.cli import main
 from patchwork.errors import PatchworkError
-from patchwork.models import check_spec
+from patchwork.models import parse_spec
 from patchwork.submission import package_submission, sha256
 
 
@@ -40,7 +40,7 @@ def test_bad_json_argument_is_a_usage_error(tmp_path: Path) -> None:
 )
 def test_bad_model_spec(spec: dict, message: str) -> None:
     with pytest.raises(PatchworkError, match=message):
-        check_spec(spec)
+        parse_spec(spec)
 
 
 def test_package_submission_checksums_every_file(tmp_path: Path) -> None:

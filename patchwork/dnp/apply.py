@@ -100,8 +100,9 @@ class ApplyConfig:
 
     @classmethod
     def from_value(cls, value: object, **overrides: Any) -> ApplyConfig:
-        """Settings from an :class:`ApplyConfig`, a dictionary or a dataclass with the same field names
-        (a checkpoint's :class:`~patchwork.dnp.params.ApplyParams`), with ``overrides``.
+        """Settings from an :class:`ApplyConfig`, a dictionary of its fields (a checkpoint's ``apply``
+        section, :class:`~patchwork.dnp.params.DNPParams`) or a dataclass with its field names, with
+        ``overrides``.
 
         ``sparse_suppression=None`` means 0.
         """
@@ -119,6 +120,14 @@ class ApplyConfig:
         if unknown:
             raise PatchworkError(f"apply: unknown settings {unknown}; known: {sorted(known)}")
         return cls(**merged)
+
+    def check(self, cropper: CropGenerator) -> list[int]:
+        """Check these settings against a patchwork's ``cropper``; return the levels stitched into the
+        output (:meth:`scattered`)."""
+        cropper.check_sampling(self.num_patches, self.generate_type, self.branch_factor)
+        if self.augment is not None:
+            self.augment.check(cropper.config.ndim)
+        return self.scattered(cropper.config.depth)
 
     def scattered(self, depth: int) -> list[int]:
         """The levels stitched into the output (checks ``level`` against ``depth``)."""
@@ -194,10 +203,7 @@ def apply_dnp(
     config = ApplyConfig.from_value(config, **settings)
     cropper = model.cropper
     depth = cropper.config.depth
-    cropper.check_sampling(config.num_patches, config.generate_type, config.branch_factor)
-    if config.augment is not None:
-        config.augment.check(cropper.config.ndim)
-    scattered = config.scattered(depth)
+    scattered = config.check(cropper)
     last = max(scattered)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     volume = cropper.prepare(image, affine=None if affine is None else torch.as_tensor(affine), device=device)

@@ -8,7 +8,8 @@ types raise :class:`~patchwork.errors.PatchworkError` naming the key) and writte
 * ``model``: :class:`ModelParams`, the :class:`~patchwork.dnp.model.PatchWorkModel` keywords plus the size of
   the default U-Net blocks;
 * ``train``: :class:`TrainParams`, the outer/inner loop (:mod:`patchwork.dnp.train`);
-* ``apply``: :class:`ApplyParams`, read by the application (:mod:`patchwork.dnp.apply`).
+* ``apply``: the :class:`~patchwork.dnp.apply.ApplyConfig` settings of the application
+  (:func:`~patchwork.dnp.apply.apply_dnp`), checked here and kept as written (defaults live there).
 
 The defaults are a fast CPU demo on 2 mm brains (about 75×95×80 voxels): 3 levels of 16³ patches, the
 coarsest covering 0.9 of the image (about 9.5 mm voxels), the finest at the image's voxel size (a 32 mm box),
@@ -31,6 +32,7 @@ from typing import Any
 
 import torch
 
+from patchwork.dnp.apply import ApplyConfig
 from patchwork.dnp.augment import Augment
 from patchwork.dnp.balance import Balance
 from patchwork.dnp.blocks import UNetBlocks
@@ -41,9 +43,6 @@ from patchwork.unet.params import dataclass_from_dict
 
 LOSSES = ("dice", "ce", "dice+ce")
 HARD_MINING_ORDERS = ("loss", "f1", "balance")
-REDUCE_FUNS = ("max", "mean")
-ATTENTION_FUNS = ("sigmoid", "identity")
-OUT_TYPES = ("float32", "int16", "uint8", "mask", "atls")
 DEFAULT_CROP: dict[str, Any] = {
     "depth": 3,
     "ndim": 3,
@@ -156,83 +155,11 @@ class TrainParams:
         return self.loss
 
 
-@dataclass(frozen=True)
-class LazyEval:
-    """Application's ``lazyEval``: keep the ``fraction`` of patches per level with the highest attention
-    ``reduceFun(attentionFun(logits))`` (``'max'``/``'mean'`` of ``'sigmoid'``/``'identity'``)."""
-
-    fraction: float = 0.5
-    reduceFun: str = "max"  # noqa: N815 - the paper's name
-    attentionFun: str = "sigmoid"  # noqa: N815 - the paper's name
-
-    def __post_init__(self) -> None:
-        problems: list[str] = []
-        if not 0 < self.fraction <= 1:
-            problems.append(f"fraction={self.fraction}: must be in (0, 1]")
-        _choice(problems, "reduceFun", self.reduceFun, REDUCE_FUNS)
-        _choice(problems, "attentionFun", self.attentionFun, ATTENTION_FUNS)
-        _check(problems, "apply.lazyEval")
-
-
-@dataclass(frozen=True)
-class ApplyParams:
-    """Application settings (names from the paper; used by :mod:`patchwork.dnp.apply`).
-
-    ``generate_type`` ``'tree'``/``'random'``, ``num_patches`` trees (``'random'``: level-0 patches),
-    ``branch_factor`` children per kept patch, ``num_chunks`` repetitions, ``augment`` test-time
-    augmentation (``None``: none), ``lazyEval`` (:class:`LazyEval` or ``None``), ``window`` ``'cos'``/
-    ``'cos2'``/``None``, ``sparse_suppression`` alpha or ``None``, ``scale_to_original``,
-    ``sampling_factor``, ``level`` (``-1``, a level index, or ``'mix'``), ``ce_threshold`` (softmax:
-    least probability to pick a foreground class), ``out_typ`` (``'float32'``, ``'int16'``, ``'uint8'``,
-    ``'mask'``, ``'atls'``, the last two optionally with thresholds ``'mask:0.4,0.5'``).
-    """
-
-    generate_type: str = "tree"
-    num_patches: int = 1
-    branch_factor: int = 1
-    num_chunks: int = 1
-    augment: dict[str, Any] | None = None
-    lazyEval: LazyEval | None = None  # noqa: N815 - the paper's name
-    window: str | None = None
-    sparse_suppression: float | None = None
-    scale_to_original: bool = True
-    sampling_factor: float = 1.0
-    level: int | str = -1
-    ce_threshold: float = 0.5
-    out_typ: str = "float32"
-
-    def __post_init__(self) -> None:
-        problems: list[str] = []
-        _choice(problems, "generate_type", self.generate_type, ("tree", "random"))
-        _at_least(problems, self, ("num_patches", "branch_factor", "num_chunks"), 1)
-        _choice(problems, "window", self.window, (None, "cos", "cos2"))
-        if self.sparse_suppression is not None and self.sparse_suppression < 0:
-            problems.append(f"sparse_suppression={self.sparse_suppression}: must be >= 0")
-        if self.sampling_factor <= 0:
-            problems.append(f"sampling_factor={self.sampling_factor}: must be positive")
-        if isinstance(self.level, str) and self.level != "mix":
-            problems.append(f"level={self.level!r}: expected an int or 'mix'")
-        if not 0 <= self.ce_threshold <= 1:
-            problems.append(f"ce_threshold={self.ce_threshold}: must be in [0, 1]")
-        kind, _, thresholds = self.out_typ.partition(":")
-        _choice(problems, "out_typ", kind, OUT_TYPES)
-        if thresholds and (kind not in ("mask", "atls") or not _probabilities(thresholds)):
-            problems.append(f"out_typ={self.out_typ!r}: thresholds are 'mask:t1,t2' with t in [0, 1]")
-        _check(problems, "apply")
-        Augment.from_value(self.augment)
-
-    def thresholds(self) -> tuple[float, ...] | None:
-        """The thresholds written in ``out_typ`` (``'mask:0.4,0.5'`` -> ``(0.4, 0.5)``), else ``None``."""
-        _, _, text = self.out_typ.partition(":")
-        return tuple(float(t) for t in text.split(",")) if text else None
-
-
-def _probabilities(text: str) -> bool:
-    """Whether ``text`` is a comma-separated list of numbers in [0, 1]."""
-    try:
-        return all(0.0 <= float(t) <= 1.0 for t in text.split(","))
-    except ValueError:
-        return False
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    """A copy of the mapping ``value`` (else an error naming ``what``)."""
+    if not isinstance(value, Mapping):
+        raise PatchworkError(f"{what}: expected a mapping, got {type(value).__name__}")
+    return dict(value)
 
 
 def crop_config(d: Mapping[str, Any]) -> CropConfig:
@@ -258,23 +185,27 @@ class DNPParams:
     crop: CropConfig = field(default_factory=lambda: crop_config({}))
     model: ModelParams = field(default_factory=ModelParams)
     train: TrainParams = field(default_factory=TrainParams)
-    apply: ApplyParams = field(default_factory=ApplyParams)
+    apply: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        ndim, depth = self.crop.ndim, self.crop.depth
-        self.train.losses(depth)
-        for section, augment in (("train", self.train.augment), ("apply", self.apply.augment)):
-            try:
-                Augment.from_value(augment).check(ndim)
-            except PatchworkError as err:
-                raise PatchworkError(f"dnp {section}.{err}") from None
-        if isinstance(self.apply.level, int) and not -depth <= self.apply.level < depth:
-            raise PatchworkError(f"dnp apply.level={self.apply.level}: no such level for depth {depth}")
+        self.train.losses(self.crop.depth)
+        try:
+            Augment.from_value(self.train.augment).check(self.crop.ndim)
+        except PatchworkError as err:
+            raise PatchworkError(f"dnp train.{err}") from None
         with torch.device("meta"):  # builds the modules without memory: checks every model setting
             try:
-                build_model(self, in_channels=1)
+                model = build_model(self, in_channels=1)
             except PatchworkError as err:
                 raise PatchworkError(f"dnp model: {err}") from None
+        try:
+            self.application().check(model.cropper)
+        except PatchworkError as err:
+            raise PatchworkError(f"dnp apply: {err}") from None
+
+    def application(self, **overrides: Any) -> ApplyConfig:
+        """The application settings: the ``apply`` section (and ``overrides``) over the defaults."""
+        return ApplyConfig.from_value(self.apply, **overrides)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> DNPParams:
@@ -290,7 +221,7 @@ class DNPParams:
             crop=crop_config(d.get("crop", {})),
             model=dataclass_from_dict(ModelParams, d.get("model", {}), "dnp model"),
             train=dataclass_from_dict(TrainParams, d.get("train", {}), "dnp train"),
-            apply=dataclass_from_dict(ApplyParams, d.get("apply", {}), "dnp apply"),
+            apply=_mapping(d.get("apply", {}), "dnp apply"),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -299,7 +230,7 @@ class DNPParams:
             "crop": crop_kwargs(self.crop),
             "model": plain(dataclasses.asdict(self.model)),
             "train": plain(dataclasses.asdict(self.train)),
-            "apply": plain(dataclasses.asdict(self.apply)),
+            "apply": plain(self.apply),
         }
 
 

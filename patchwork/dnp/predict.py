@@ -77,9 +77,9 @@ def apply_to_file(
     model, params = load_dnp(Path(model_path), device)
     source = load_nifti(image_path)
     data, affine = image_tensor(source, None, model.cropper.config.ndim)
-    result = apply_dnp(model, data, affine, params.apply, generator=seed, **overrides)
-    scale_to_original = overrides.get("scale_to_original", params.apply.scale_to_original)
-    out_affine = np.asarray(source.affine) if scale_to_original else nifti_affine(result.affine)
+    config = params.application(**overrides)
+    result = apply_dnp(model, data, affine, config, generator=seed)
+    out_affine = np.asarray(source.affine) if config.scale_to_original else nifti_affine(result.affine)
     values = label_values(model.cropper, result.probabilities.shape[0])
     names = None if label_names is None else named_labels(label_names, values)
     atlas = result.output.ndim < result.probabilities.ndim  # one map, no label axis

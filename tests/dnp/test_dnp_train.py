@@ -203,7 +203,9 @@ def test_parallel_cropping_draws_the_serial_trees():
         ("crop", {"scheme": {"patch_size": [30, 30, 30], "fov_rel": 0.9, "destvox_rel": 1.0}}, "divisible"),
         ("apply", {"out_typ": "mask:0.4,2"}, "out_typ"),
         ("apply", {"lazyEval": {"fraction": 0}}, "fraction"),
-        ("apply", {"level": 5}, "apply.level"),
+        ("apply", {"level": 5}, "dnp apply: level 5"),
+        ("apply", {"branch_factor": 0}, "branch_factor"),
+        ("apply", {"windows": "cos"}, "unknown settings"),
     ],
 )
 def test_bad_params_are_named(section, values, message):
@@ -216,7 +218,8 @@ def test_params_round_trip_and_bad_data(tmp_path):
     params = DNPParams.from_dict(
         {"train": {"loss": ["ce", "dice", "dice+ce"], "augment": {"dphi": 0.1}}, "apply": apply}
     )
-    assert DNPParams.from_dict(params.to_dict()) == params and params.apply.thresholds() == (0.4,)
+    assert DNPParams.from_dict(params.to_dict()) == params
+    assert params.application().out_typ.thresholds == (0.4,)
     images, labels, affines = cases(2)
     with pytest.raises(PatchworkError, match="label shape"):
         train_dnp(settings(2), images, [labels[0][:-1]] * 2, affines, tmp_path, seed=0)
