@@ -40,7 +40,10 @@ def parse_spec(spec: dict[str, Any], source: str = "model spec") -> tuple[dict[s
             f"{source}: model {spec['name']!r} has unknown type {spec['type']!r} (known: {known})"
         )
     params = dict(spec.get("params") or {})
-    parsed = _params_class(spec["type"]).from_dict(params)
+    try:
+        parsed = _params_class(spec["type"]).from_dict(params)
+    except PatchworkError as err:
+        raise PatchworkError(problems=[f"{source}: {problem}" for problem in err.problems]) from None
     return {"name": str(spec["name"]), "type": spec["type"], "params": params}, parsed
 
 

@@ -62,11 +62,20 @@ def test_dry_run_and_lint_of_default_config(repo: Path, tmp_path: Path) -> None:
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
-def test_bad_config_is_rejected(repo: Path, tmp_path: Path) -> None:
-    config = tiny_config(tmp_path, splits={"n_folds": 1})
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"splits": {"n_folds": 1}}, "n_folds"),
+        ({"models": [{"name": "dnp", "type": "dnp", "params": {"apply": {"windows": "cos"}}}]}, "windows"),
+        ({"models": [{"name": "u", "type": "unet", "params": {"patch_size": [30, 32, 32]}}]}, "patch_size"),
+    ],
+)
+def test_bad_config_is_rejected_before_any_job(repo: Path, tmp_path: Path, overrides, message) -> None:
+    config = tiny_config(tmp_path, **overrides)
     run = snakemake(repo, tmp_path, "-n", "--cores", "1", "--configfile", str(config))
     assert run.returncode != 0
-    assert "n_folds" in run.stdout + run.stderr
+    assert message in run.stdout + run.stderr
+    assert not (tmp_path / "results").exists()
 
 
 @pytest.mark.slow

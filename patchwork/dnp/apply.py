@@ -118,7 +118,7 @@ class ApplyConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(merged) - known)
         if unknown:
-            raise PatchworkError(f"apply: unknown settings {unknown}; known: {sorted(known)}")
+            raise PatchworkError(f"unknown application settings {unknown}; known: {sorted(known)}")
         return cls(**merged)
 
     def check(self, cropper: CropGenerator) -> list[int]:

@@ -5,8 +5,12 @@ import json
 import re
 
 from patchwork.data.cohort import read_subjects
+from patchwork.models import parse_spec
 
 R = config["results"]
+# Every model's settings are parsed here, so a wrong key or value stops the run before any job starts.
+for spec in config["models"]:
+    parse_spec(spec, f"config models: {spec.get('name')}")
 MODELS = {m["name"]: m for m in config["models"]}
 # DNP models also write a per-voxel uncertainty map (`{subject}_std.nii.gz`).
 UNCERTAINTY_MODELS = [m for m, spec in MODELS.items() if spec["type"] == "dnp"]
