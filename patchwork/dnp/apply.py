@@ -51,7 +51,7 @@ from patchwork.dnp.outtype import OutType
 from patchwork.dnp.resample import WINDOWS, Window
 from patchwork.dnp.stitch import OutputGrid, Stitcher
 from patchwork.dnp.volume import ImageLike, Volume
-from patchwork.errors import PatchworkError
+from patchwork.errors import PatchworkError, check_keys
 
 Tensor = torch.Tensor
 LevelChoice = int | Literal["mix"]
@@ -115,10 +115,7 @@ class ApplyConfig:
         merged = {**base, **overrides}
         if merged.get("sparse_suppression") is None:
             merged["sparse_suppression"] = 0.0
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(merged) - known)
-        if unknown:
-            raise PatchworkError(f"unknown application settings {unknown}; known: {sorted(known)}")
+        check_keys(merged, (f.name for f in fields(cls)), "application settings")
         return cls(**merged)
 
     def check(self, cropper: CropGenerator) -> list[int]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from patchwork.errors import PatchworkError
+from patchwork.errors import PatchworkError, check_keys
 
 Tensor = torch.Tensor
 
@@ -53,10 +53,7 @@ class Augment:
         if isinstance(value, Augment):
             return value
         value = dict(value or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise PatchworkError(f"augment: unknown keys {unknown}; known: {sorted(known)}")
+        check_keys(value, (f.name for f in fields(cls)), "augment")
         return cls(**value)  # type: ignore[arg-type]
 
     def check(self, ndim: int) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
-from patchwork.errors import PatchworkError
+from patchwork.errors import PatchworkError, check_keys
 
 Tensor = torch.Tensor
 
@@ -52,10 +52,7 @@ class Balance:
         """Accept a :class:`Balance` or the paper's dictionary."""
         if isinstance(value, Balance):
             return value
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise PatchworkError(f"balance: unknown keys {unknown}; known: {sorted(known)}")
+        check_keys(value, (f.name for f in fields(cls)), "balance")
         return cls(**value)  # type: ignore[arg-type]
 
     def weights(self, volumes: Tensor) -> Tensor:

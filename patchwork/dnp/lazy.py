@@ -26,7 +26,7 @@ from typing import Literal
 
 import torch
 
-from patchwork.errors import PatchworkError
+from patchwork.errors import PatchworkError, check_keys
 
 Tensor = torch.Tensor
 ReduceFun = Literal["max", "mean"]
@@ -75,10 +75,7 @@ class LazyEval:
             return cls(fraction=float(value))
         if not isinstance(value, Mapping):
             raise PatchworkError(f"lazyEval must be a dictionary or a fraction, got {value!r}")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise PatchworkError(f"lazyEval: unknown keys {unknown}; known: {sorted(known)}")
+        check_keys(value, (f.name for f in fields(cls)), "lazyEval")
         value = dict(value)
         name = value.get("attentionFun")
         if isinstance(name, str):

@@ -38,7 +38,7 @@ from patchwork.dnp.balance import Balance
 from patchwork.dnp.blocks import UNetBlocks
 from patchwork.dnp.crop import CropConfig, CropGenerator
 from patchwork.dnp.model import FORWARD_TYPES, PatchWorkModel, crop_kwargs, plain
-from patchwork.errors import PatchworkError
+from patchwork.errors import PatchworkError, check_keys
 from patchwork.unet.params import dataclass_from_dict
 
 LOSSES = ("dice", "ce", "dice+ce")
@@ -166,10 +166,7 @@ def crop_config(d: Mapping[str, Any]) -> CropConfig:
     """The validated :class:`CropConfig` of ``DEFAULT_CROP`` updated by ``d`` (unknown keys named)."""
     if not isinstance(d, Mapping):
         raise PatchworkError(f"dnp crop: expected a mapping, got {type(d).__name__}")
-    known = [p for p in inspect.signature(CropGenerator).parameters]
-    unknown = sorted(set(d) - set(known))
-    if unknown:
-        raise PatchworkError(f"dnp crop: unknown key(s) {', '.join(unknown)} (known: {', '.join(known)})")
+    check_keys(d, inspect.signature(CropGenerator).parameters, "dnp crop")
     try:
         return CropGenerator(**{**DEFAULT_CROP, **d}).config
     except PatchworkError as err:
@@ -212,11 +209,7 @@ class DNPParams:
         """Build from a plain dict with optional sections ``crop``, ``model``, ``train``, ``apply``."""
         if not isinstance(d, Mapping):
             raise PatchworkError(f"dnp params: expected a mapping, got {type(d).__name__}")
-        unknown = sorted(set(d) - {"crop", "model", "train", "apply"})
-        if unknown:
-            raise PatchworkError(
-                f"dnp params: unknown section(s) {', '.join(unknown)} (known: crop, model, train, apply)"
-            )
+        check_keys(d, ("crop", "model", "train", "apply"), "dnp params")
         return cls(
             crop=crop_config(d.get("crop", {})),
             model=dataclass_from_dict(ModelParams, d.get("model", {}), "dnp model"),

@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields
 import torch
 
 from patchwork.dnp.grid import ImageGrid
-from patchwork.errors import PatchworkError
+from patchwork.errors import PatchworkError, check_keys
 
 Tensor = torch.Tensor
 Size = tuple[int, ...]
@@ -80,10 +80,7 @@ class Scheme:
         """Accept a :class:`Scheme` or the paper's dictionary form; unknown keys are an error."""
         if isinstance(value, Scheme):
             return value
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(value) - known)
-        if unknown:
-            raise PatchworkError(f"scheme: unknown keys {unknown}; known: {sorted(known)}")
+        check_keys(value, (f.name for f in fields(cls)), "scheme")
         return cls(**value)  # type: ignore[arg-type]
 
     def check(self, depth: int, ndim: int) -> None:

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from patchwork.errors import PatchworkError
+from patchwork.errors import PatchworkError, check_keys
 
 T = TypeVar("T")
 HEADS = ("sigmoid", "softmax")
@@ -95,10 +95,7 @@ def dataclass_from_dict(cls: type[T], d: Any, what: str) -> T:
     if not isinstance(d, Mapping):
         raise PatchworkError(f"{what}: expected a mapping, got {type(d).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
-    unknown = sorted(set(d) - set(names))
-    if unknown:
-        raise PatchworkError(f"{what}: unknown key(s) {', '.join(unknown)} (known: {', '.join(names)})")
+    check_keys(d, (f.name for f in dataclasses.fields(cls)), what)  # type: ignore[arg-type]
     problems: list[str] = []
     kwargs: dict[str, Any] = {}
     for key, value in d.items():

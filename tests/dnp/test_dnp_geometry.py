@@ -198,7 +198,7 @@ def test_nibabel_input_brings_its_affine_and_channels() -> None:
         ({"scheme": {"patch_size": (8, 8), "fov_rel": 0.5, "fov_mm": 3.0}}, "exactly one of fov_mm"),
         ({"scheme": {"patch_size": (8, 8, 8), "fov_rel": 0.5}}, "2 entries per level"),
         ({"scheme": {"patch_size": (8, 8), "fov_rel": 0.5, "destvox_rel": 1.0}}, "omit destvox"),
-        ({"scheme": {"patch_size": (8, 8), "fov_rel": 0.5, "size": 1}}, "unknown keys"),
+        ({"scheme": {"patch_size": (8, 8), "fov_rel": 0.5, "size": 1}}, "unknown key"),
         ({"system": "voxel"}, "system must be"),
         ({"interp_type": "cubic"}, "interp_type must be"),
         ({"smoothfac_data": "median"}, "smoothfac_data must be"),
@@ -220,7 +220,7 @@ def test_bad_sampling_arguments_are_rejected() -> None:
         gen.sample(image, generate_type="tree", branch_factor=2)
     with pytest.raises(PatchworkError, match="balance needs labels"):
         gen.sample(image, balance={"ratio": 0.5})
-    with pytest.raises(PatchworkError, match="unknown keys"):
+    with pytest.raises(PatchworkError, match="unknown key"):
         gen.sample(image, augment={"rotate": 1.0})
     with pytest.raises(PatchworkError, match="spatial shape"):
         gen.sample(image, torch.zeros(1, 8, 7))

@@ -205,7 +205,7 @@ def test_parallel_cropping_draws_the_serial_trees():
         ("apply", {"lazyEval": {"fraction": 0}}, "fraction"),
         ("apply", {"level": 5}, "dnp apply: level 5"),
         ("apply", {"branch_factor": 0}, "branch_factor"),
-        ("apply", {"windows": "cos"}, "unknown application settings"),
+        ("apply", {"windows": "cos"}, "unknown key\\(s\\) windows"),
     ],
 )
 def test_bad_params_are_named(section, values, message):
