@@ -12,9 +12,12 @@ types raise :class:`~patchwork.errors.PatchworkError` naming the key) and writte
   (:func:`~patchwork.dnp.apply.apply_dnp`), checked here and kept as written (defaults live there).
 
 The defaults are a fast CPU demo on 2 mm brains (about 75×95×80 voxels): 3 levels of 16³ patches, the
-coarsest covering 0.9 of the image (about 9.5 mm voxels), the finest at the image's voxel size (a 32 mm box),
+coarsest covering the whole image (about 10 mm voxels), the finest at the image's voxel size (a 32 mm box),
 U-Net blocks of 8..32 features, 30 outer iterations of 4 trees per image, 2 epochs in batches of 8. (32³
-patches, as in the paper, cost about ten times more per step on a CPU.)
+patches, as in the paper, cost about ten times more per step on a CPU.) A coarsest patch smaller than the
+image (``fov_rel`` 0.9) makes the tree application tile the image with 2 nearly identical roots per axis,
+8 in 3D, and evaluate every finer level 8 times over: on the demo its full coverage took 12x longer
+for a lower test Dice (0.83 vs 0.86 on 5 subjects, ``benchmarks/inference.py``).
 
 Example::
 
@@ -46,7 +49,7 @@ HARD_MINING_ORDERS = ("loss", "f1", "balance")
 DEFAULT_CROP: dict[str, Any] = {
     "depth": 3,
     "ndim": 3,
-    "scheme": {"patch_size": [16, 16, 16], "fov_rel": [0.9], "destvox_rel": [1.0]},
+    "scheme": {"patch_size": [16, 16, 16], "fov_rel": [1.0], "destvox_rel": [1.0]},
 }
 
 
