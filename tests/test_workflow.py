@@ -62,6 +62,16 @@ def test_dry_run_and_lint_of_default_config(repo: Path, tmp_path: Path) -> None:
     assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
+@pytest.mark.parametrize("overlay", ["atlas2.yaml", "demo_dnp.yaml"])
+def test_shipped_overlay_configs_plan(repo: Path, tmp_path: Path, overlay: str) -> None:
+    """Every model of a shipped config parses (the Snakefile parses them all) and the DAG builds."""
+    config = repo / "config" / overlay
+    dry = snakemake(
+        repo, tmp_path, "-n", "--cores", "1", "--configfile", str(config), "--config", "dataset=demo"
+    )
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
