@@ -66,32 +66,15 @@ def train_model(
     out_dir = Path(out_dir)
     write_json(out_dir / "spec.json", spec)
     val_images, val_labels, val_affines = (list(v) for v in val) if val else (None, None, None)
+    shared = {"seed": seed, "device": device, "val_images": val_images, "val_labels": val_labels}
     if spec["type"] == "unet":
         from patchwork.unet import train_unet
 
-        return train_unet(
-            params,
-            list(images),
-            list(labels),
-            out_dir,
-            seed=seed,
-            device=device,
-            val_images=val_images,
-            val_labels=val_labels,
-        )
+        return train_unet(params, list(images), list(labels), out_dir, **shared)
     from patchwork.dnp.train import train_dnp
 
     return train_dnp(
-        params,
-        list(images),
-        list(labels),
-        list(affines),
-        out_dir,
-        seed=seed,
-        device=device,
-        val_images=val_images,
-        val_labels=val_labels,
-        val_affines=val_affines,
+        params, list(images), list(labels), list(affines), out_dir, val_affines=val_affines, **shared
     )
 
 

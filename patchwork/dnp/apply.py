@@ -35,7 +35,6 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, Literal
@@ -100,13 +99,14 @@ class ApplyConfig:
 
     @classmethod
     def from_value(cls, value: object, **overrides: Any) -> ApplyConfig:
-        """Settings from an :class:`ApplyConfig`, a dictionary of its fields (a checkpoint's ``apply``
-        section, :class:`~patchwork.dnp.params.DNPParams`) or a dataclass with its field names, with
-        ``overrides``.
+        """Settings from an :class:`ApplyConfig` or a dictionary of its fields (a checkpoint's ``apply``
+        section, :class:`~patchwork.dnp.params.DNPParams`), with ``overrides``.
 
         ``sparse_suppression=None`` means 0.
         """
-        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if isinstance(value, ApplyConfig):
+            if not overrides:
+                return value
             base = {f.name: getattr(value, f.name) for f in fields(value)}
         elif isinstance(value, Mapping) or value is None:
             base = dict(value or {})
@@ -199,7 +199,6 @@ def apply_dnp(
     """
     config = ApplyConfig.from_value(config, **settings)
     cropper = model.cropper
-    depth = cropper.config.depth
     scattered = config.check(cropper)
     last = max(scattered)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -207,7 +206,7 @@ def apply_dnp(
     geometry = draw_geometry(cropper, volume, config, last + 1, as_generator(generator))
     grid = OutputGrid.of_image(volume.grid)
     if not config.scale_to_original:
-        grid = OutputGrid.covering(volume.grid, volume.voxel_sizes[depth - 1] / config.sampling_factor)
+        grid = OutputGrid.covering(volume.grid, volume.voxel_sizes[-1] / config.sampling_factor)
     evaluated = [0] * (last + 1)
     stitchers: list[Stitcher] = []
 

@@ -173,8 +173,7 @@ def _mapping(value: Any, what: str) -> dict[str, Any]:
 
 def crop_config(d: Mapping[str, Any]) -> CropConfig:
     """The validated :class:`CropConfig` of ``DEFAULT_CROP`` updated by ``d`` (unknown keys named)."""
-    if not isinstance(d, Mapping):
-        raise PatchworkError(f"dnp crop: expected a mapping, got {type(d).__name__}")
+    d = _mapping(d, "dnp crop")
     check_keys(d, inspect.signature(CropGenerator).parameters, "dnp crop")
     try:
         return CropGenerator(**{**DEFAULT_CROP, **d}).config
