@@ -173,7 +173,7 @@ def learning_curve_figure(logs: Mapping[str, Mapping[str, pd.DataFrame]]) -> Fig
     """Per model (one row), losses and validation Dice of each fold against iterations.
 
     ``logs`` maps model → fold → the ``train_log.tsv`` table (columns of
-    :mod:`patchwork.unet.trainlog`; any column with ``loss`` or ``dice`` in its name is drawn,
+    :mod:`patchwork.training.trainlog`; any column with ``loss`` or ``dice`` in its name is drawn,
     validation columns dashed). None when there are no logs.
     """
     if not logs:

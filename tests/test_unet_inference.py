@@ -12,7 +12,7 @@ from patchwork.errors import PatchworkError
 from patchwork.unet import UNetParams, gaussian_weight, load_unet, predict_unet, sliding_window_inference
 from patchwork.unet.inference import foreground_probability, window_starts
 from patchwork.unet.modelfile import build_network, save_model
-from patchwork.unet.network import init_weights
+from patchwork.networks import init_weights
 
 
 class Identity(torch.nn.Module):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from patchwork.unet.network import UNet3D, init_weights
+from patchwork.networks import UNet3D, init_weights
 
 
 @pytest.mark.parametrize("n_stages", [1, 2, 3])

@@ -3,7 +3,7 @@
 A ``blockCreator`` is any callable ``(level, out_channels, in_channels, ndim) -> nn.Module`` whose module maps
 ``[N, in_channels, *patch_size]`` to ``[N, out_channels, *out_patch_size]`` (2D or 3D after ``ndim``). The
 default, :class:`UNetBlocks`, gives every level a small U-Net (the baseline's
-:class:`~patchwork.unet.network.UNet3D`, built with 2D or 3D layers): ``stages`` resolution stages with
+:class:`~patchwork.networks.UNet3D`, built with 2D or 3D layers): ``stages`` resolution stages with
 ``min(features * 2**s, max_features)`` features at stage ``s``, so the patch size must be divisible by
 ``2**(stages - 1)``. The authors' ATLAS model uses one such U-Net per level as well (ATLAS2_RECIPE.md).
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from patchwork.errors import PatchworkError
-from patchwork.unet.network import UNet3D
+from patchwork.networks import UNet3D
 
 BlockCreator = Callable[[int, int, int, int], nn.Module]
 

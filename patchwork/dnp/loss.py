@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from patchwork.unet.loss import soft_dice
+from patchwork.training.losses import soft_dice
 
 Tensor = torch.Tensor
 

@@ -46,7 +46,7 @@ from patchwork.dnp.blocks import UNetBlocks
 from patchwork.dnp.crop import CropConfig, CropGenerator
 from patchwork.dnp.model import FORWARD_TYPES, PatchWorkModel, crop_kwargs, plain
 from patchwork.errors import PatchworkError, check_keys
-from patchwork.unet.params import dataclass_from_dict
+from patchwork.settings import dataclass_from_dict
 
 LOSSES = ("dice", "ce", "dice+ce")
 HARD_MINING_ORDERS = ("loss", "f1", "balance")

@@ -12,7 +12,7 @@ its label patch (``loss`` per level; don't-care voxels are masked); the optimise
 (``intermediate_loss``) or the finest level's alone. Gradients flow from a level into its parent through
 the crop ``C_n``.
 
-Every random draw is a function of ``(seed, iteration, stream)`` (:mod:`patchwork.unet.seeding`): the tree
+Every random draw is a function of ``(seed, iteration, stream)`` (:mod:`patchwork.training.seeding`): the tree
 set of iteration ``it`` does not depend on training, so with ``parallel`` a spawned worker process crops set
 ``it + 1`` while set ``it`` trains and returns the very trees the serial loop would draw (a script that calls
 :func:`train_dnp` with ``parallel`` must guard its own code by ``if __name__ == "__main__":``, as spawn
@@ -54,10 +54,10 @@ from patchwork.dnp.patchset import PatchSet
 from patchwork.dnp.volume import Volume
 from patchwork.errors import PatchworkError
 from patchwork.io import atomic_path
-from patchwork.unet.modelfile import check_same_training, finished_model, read_model, resolve_device
-from patchwork.unet.network import init_weights
-from patchwork.unet.seeding import STREAM_INIT, STREAM_PATCHES, STREAM_VALIDATION, torch_generator
-from patchwork.unet.trainlog import plot_curve, write_train_log
+from patchwork.training.modelfile import check_same_training, finished_model, read_model, resolve_device
+from patchwork.networks import init_weights
+from patchwork.training.seeding import STREAM_INIT, STREAM_PATCHES, STREAM_VALIDATION, torch_generator
+from patchwork.training.trainlog import plot_curve, write_train_log
 
 log = logging.getLogger(__name__)
 

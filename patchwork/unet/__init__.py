@@ -9,9 +9,9 @@ Example::
     prob = predict_unet(model_path, image)  # [X, Y, Z] foreground probability
 """
 
+from patchwork.networks import UNet3D
 from patchwork.unet.inference import gaussian_weight, predict_unet, sliding_window_inference
 from patchwork.unet.modelfile import load_unet
-from patchwork.unet.network import UNet3D
 from patchwork.unet.params import UNetParams
 from patchwork.unet.train import train_unet
 

@@ -25,20 +25,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-SMOOTH = 1e-5
-
-
-def soft_dice(prob: torch.Tensor, target: torch.Tensor, batch: bool = True) -> torch.Tensor:
-    """Soft Dice per channel: ``prob`` and ``target`` are ``[B, K, ...]``.
-
-    ``batch=True`` sums over the whole batch and returns ``[K]``; ``batch=False`` scores every sample on
-    its own and returns ``[B, K]`` (Deep Neural Patchworks rank patches by it for hard mining).
-    """
-    dims = [*([0] if batch else []), *range(2, prob.ndim)]
-    tp = (prob * target).sum(dims)
-    fp = (prob * (1 - target)).sum(dims)
-    fn = ((1 - prob) * target).sum(dims)
-    return (2 * tp + SMOOTH) / (2 * tp + fp + fn + SMOOTH).clamp_min(1e-8)
+from patchwork.training.losses import soft_dice
 
 
 def dice_ce_loss(logits: torch.Tensor, labels: torch.Tensor, head: str) -> torch.Tensor:

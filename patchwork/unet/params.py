@@ -12,16 +12,12 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-import math
-import types
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
-from patchwork.errors import PatchworkError, check_keys
+from patchwork.errors import PatchworkError
+from patchwork.settings import dataclass_from_dict
 
-T = TypeVar("T")
 HEADS = ("sigmoid", "softmax")
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -84,80 +80,6 @@ class UNetParams:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict of builtins (tuples as lists), safe for JSON and ``torch.load(weights_only=True)``."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
-
-
-def dataclass_from_dict(cls: type[T], d: Any, what: str) -> T:
-    """Build the settings dataclass ``cls`` from a plain mapping ``d``, every field checked by its type.
-
-    Unknown keys and values of the wrong type raise one :class:`PatchworkError` whose lines start with
-    ``what``; a field typed as (an optional) dataclass is built from its own mapping the same way.
-    """
-    if not isinstance(d, Mapping):
-        raise PatchworkError(f"{what}: expected a mapping, got {type(d).__name__}")
-    hints = typing.get_type_hints(cls)
-    check_keys(d, (f.name for f in dataclasses.fields(cls)), what)  # type: ignore[arg-type]
-    problems: list[str] = []
-    kwargs: dict[str, Any] = {}
-    for key, value in d.items():
-        nested = [h for h in (hints[key], *typing.get_args(hints[key])) if dataclasses.is_dataclass(h)]
-        if nested and value is not None:
-            kwargs[key] = dataclass_from_dict(nested[0], value, f"{what}.{key}")
-            continue
-        try:
-            kwargs[key] = coerce_field(value, hints[key])
-        except (TypeError, ValueError) as err:
-            problems.append(f"{what}: {key}={value!r}: {err}")
-    if problems:
-        raise PatchworkError(problems=problems)
-    return cls(**kwargs)
-
-
-def coerce_field(value: Any, hint: Any) -> Any:
-    """Check ``value`` against the field type ``hint`` and return it in that type.
-
-    Ints are accepted for floats, lists for tuples (``tuple[X, Y]`` fixed length, ``tuple[X, ...]`` any
-    length), mappings with string keys for ``dict``; a union (``X | None``) takes the first option that fits.
-    """
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        reasons = []
-        for option in (a for a in args if a is not type(None)):
-            try:
-                return coerce_field(value, option)
-            except (TypeError, ValueError) as err:
-                reasons.append(str(err))
-        raise TypeError(" or ".join(reasons + (["null"] if type(None) in args else [])))
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise TypeError("expected true or false")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError("expected an integer")
-        return value
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise TypeError("expected a finite number")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise TypeError("expected a string")
-        return value
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            if not isinstance(value, (list, tuple)):
-                raise TypeError("expected a list")
-            return tuple(coerce_field(v, args[0]) for v in value)
-        if not isinstance(value, (list, tuple)) or len(value) != len(args):
-            raise TypeError(f"expected a list of {len(args)} values")
-        return tuple(coerce_field(v, h) for v, h in zip(value, args, strict=True))
-    if hint is dict or origin is dict:
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise TypeError("expected a mapping with string keys")
-        return dict(value)
-    raise TypeError(f"unsupported field type {hint}")  # a new field needs a rule here
 
 
 def _check_values(p: UNetParams) -> list[str]:

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from patchwork.errors import PatchworkError
-from patchwork.unet.seeding import STREAM_FOREGROUND_SUBSET, STREAM_PATCHES, numpy_rng
+from patchwork.training.seeding import STREAM_FOREGROUND_SUBSET, STREAM_PATCHES, numpy_rng
 
 MAX_VOXELS_PER_CLASS = 10_000  # nnU-Net also keeps a random subset of each class's voxels
 

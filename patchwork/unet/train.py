@@ -34,21 +34,16 @@ from tqdm import tqdm
 
 from patchwork.errors import PatchworkError
 from patchwork.io import atomic_path
+from patchwork.networks import UNet3D, init_weights
+from patchwork.training.modelfile import check_same_training, finished_model, resolve_device
+from patchwork.training.seeding import STREAM_AUGMENT, STREAM_INIT, STREAM_VALIDATION, torch_generator
+from patchwork.training.trainlog import plot_curve, write_train_log
 from patchwork.unet.augment import Augmenter
 from patchwork.unet.inference import foreground_probability
 from patchwork.unet.loss import deep_supervision_loss, dice_ce_loss
-from patchwork.unet.modelfile import (
-    build_network,
-    check_same_training,
-    finished_model,
-    resolve_device,
-    save_model,
-)
-from patchwork.unet.network import UNet3D, init_weights
+from patchwork.unet.modelfile import MODEL_FORMAT, MODEL_VERSION, build_network, save_model
 from patchwork.unet.params import UNetParams
 from patchwork.unet.sampler import PatchSampler
-from patchwork.unet.seeding import STREAM_AUGMENT, STREAM_INIT, STREAM_VALIDATION, torch_generator
-from patchwork.unet.trainlog import plot_curve, write_train_log
 
 log = logging.getLogger(__name__)
 
@@ -337,7 +332,9 @@ def train_unet(
     model_path, ckpt_path = out_dir / "model.pt", out_dir / "checkpoint.pt"
     images, labels = check_data(images, labels, params, "training")
     identity = {"params": params.to_dict(), "seed": int(seed), "data": data_fingerprint(images, labels)}
-    if finished_model(model_path, identity["params"], identity["seed"]):
+    if finished_model(
+        model_path, identity["params"], identity["seed"], MODEL_FORMAT, MODEL_VERSION, "U-Net model"
+    ):
         return model_path
     val = validation_patches(params, seed, val_images, val_labels, images[0].shape[0])
     run = TrainingRun.create(params, images, labels, seed, resolve_device(device))
