@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from patchwork.errors import PatchworkError
@@ -105,6 +106,16 @@ def brute_force(
     r = np.argwhere(surface(ref)) * np.asarray(spacing)
     pairs = cdist(p, r)
     return pairs.min(axis=1), pairs.min(axis=0)
+
+
+@pytest.mark.parametrize("shape", [(9, 7), (8, 6, 5)])
+def test_surface_is_the_mask_minus_its_face_connected_erosion(shape):
+    """Outside the array counts as outside: a voxel on the border is always surface."""
+    mask = np.random.default_rng(len(shape)).random(shape) < 0.6
+    structure = ndimage.generate_binary_structure(len(shape), 1)
+    expected = mask & ~ndimage.binary_erosion(mask, structure=structure, border_value=0)
+    np.testing.assert_array_equal(surface(mask), expected)
+    assert surface(np.ones(shape, dtype=bool))[(0,) * len(shape)]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
