@@ -4,18 +4,36 @@
 #   snakemake --cores all --config dataset=PATH    # an nnU-Net/MSD raw folder or a CSV manifest
 #   snakemake --cores all --configfile my.yaml     # any key of config/config.yaml (see config/README.md)
 #
-# Every rule is a thin call of the `patchwork` command line; the logic lives in the package.
+# Every rule is a thin call of the `patchwork` command line; the logic lives in the package. Parsing this
+# file imports no torch (nor pandas): model specs are checked by torch-free settings classes, and the input
+# functions read the cohort table and the splits with the standard library (workflow/inputs.py).
 
+import json
 import os
 
 from snakemake.utils import min_version, validate
 
-min_version("8.0")
+# 9.15 and older start jobs that together need more threads than --cores (snakemake/snakemake#3913).
+min_version("9.16")
+
+# The conda environment (envs/patchwork.yaml) installs the package from this repository.
+os.environ["PATCHWORK_SOURCE"] = workflow.basedir
+
+
+envvars:
+    "PATCHWORK_SOURCE",
 
 
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
+# The demo's small budgets; --config and --configfile given on the command line still win.
+if config.get("dataset") == "demo":
+
+    configfile: os.path.join(workflow.basedir, "config", "demo.yaml")
+
+
+# Checked against the schema; its defaults fill the keys a config leaves out.
 validate(config, "workflow/schemas/config.schema.yaml")
 
 
@@ -40,6 +58,6 @@ include: "workflow/rules/submission.smk"
 
 
 rule all:
+    default_target: True
     input:
         all_outputs,
-    default_target: True

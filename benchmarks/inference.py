@@ -11,7 +11,7 @@ Both run in one process on the same threads/device, on MNI-size volumes at 2 mm 
 * U-Net: :func:`patchwork.unet.sliding_window_inference`, overlap 0.5, Gaussian weighting.
 
 Without ``--dnp-model``/``--unet-model`` both networks have random weights (timing only): the DNP is
-:func:`patchwork.dnp.params.build_model` of the default :class:`DNPParams` with ``--depth`` levels of 32^3
+:func:`patchwork.dnp.model.build_model` of the default :class:`DNPParams` with ``--depth`` levels of 32^3
 patches (default 3, as the authors' ATLAS model; coarsest field of view 0.9 of the image, finest voxel the
 image's; U-Net blocks 8..32 features, 3 stages) and the U-Net the default :class:`UNetParams` network
 (48^3 windows, 8..64 features, 4 stages). With trained models, ``--preprocessed`` (the workflow's
@@ -38,17 +38,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from patchwork.data.preprocess import load_preprocessed, to_original
-from patchwork.dnp.apply import ApplyConfig, apply_dnp
-from patchwork.dnp.model import PatchWorkModel
-from patchwork.dnp.params import DNPParams, build_model
+from patchwork.data.preprocess import load_preprocessed
+from patchwork.dnp.apply import apply_dnp
+from patchwork.dnp.model import PatchWorkModel, build_model
+from patchwork.dnp.settings import ApplyConfig, DNPParams
 from patchwork.dnp.train import load_dnp
 from patchwork.io import read_image
 from patchwork.metrics import dice
+from patchwork.stages.models import to_original_probability
 from patchwork.unet import sliding_window_inference
 from patchwork.unet.inference import foreground_probability
 from patchwork.unet.modelfile import build_network, load_unet
-from patchwork.unet.params import UNetParams
+from patchwork.unet.params import UNetApply, UNetParams
 
 SIZES = {"2mm": ((99, 117, 95), 2.0), "1mm": ((197, 233, 189), 1.0)}
 
@@ -106,8 +107,9 @@ def methods(
 
     def unet_run(image: np.ndarray, affine: np.ndarray, device: torch.device) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)).to(device)
+        window = UNetApply()  # the default application: overlap 0.5, no mirroring
         logits = sliding_window_inference(
-            unet, x, unet_params.patch_size, overlap=0.5, batch_size=unet_params.sw_batch_size
+            unet, x, unet_params.patch_size, overlap=window.overlap, batch_size=window.sw_batch_size
         )
         return foreground_probability(logits, unet_params.head).cpu().numpy()
 
@@ -137,7 +139,7 @@ def main() -> None:
     device = torch.device(args.device)
     torch.manual_seed(0)
     if args.dnp_model:
-        dnp, dnp_params = load_dnp(args.dnp_model, device)
+        dnp, _ = load_dnp(args.dnp_model, device)
     else:
         scheme = {"patch_size": [32, 32, 32], "fov_rel": [0.9], "destvox_rel": [1.0]}
         dnp_params = DNPParams.from_dict({"crop": {"depth": args.depth, "ndim": 3, "scheme": scheme}})
@@ -149,7 +151,7 @@ def main() -> None:
         unet = build_network(unet_params, in_channels=1).to(device)
     unet.eval()
     level = args.level if args.level == "mix" else int(args.level)
-    dnp_apply = dnp_params.application(level=level)
+    dnp_apply = ApplyConfig.from_dict({"level": level})
     runs = methods(dnp, dnp_apply, unet, unet_params, args.fractions, full=not args.no_full)
     weights = "trained" if args.dnp_model and args.unet_model else "random weights (timing only)"
     machine = platform.processor() or platform.machine()
@@ -182,7 +184,7 @@ def test_subjects(runs: dict[str, Run], dataset: Path, preprocessed: Path, devic
             start = time.perf_counter()
             probability = run(image, grid, device)
             seconds[name].append(time.perf_counter() - start)
-            original, _ = to_original(probability, record, interpolation="linear", fill=0.0)
+            original, _ = to_original_probability(probability, record)
             scores[name].append(dice(original >= 0.5, label > 0))
         print(f"{subject:<14}" + "".join(f"{scores[n][-1]:>20.4f} {seconds[n][-1]:>6.1f}s" for n in runs))
     print(

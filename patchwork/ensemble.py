@@ -17,25 +17,27 @@ In both modes the final mask loses its components smaller than ``min_component_v
 Components are 26-connected in 3D (voxels touching by a face, an edge or a corner belong
 together; in general the full 3^d neighbourhood), as in the ATLAS R2.0 code's 3x3x3 max-pool labelling.
 
+The settings travel as one :class:`~patchwork.config.EnsembleSettings` (weights and model thresholds
+keyed by model name).
+
 Example::
 
-    prob, seg = combine([p_dnp, p_unet1, p_unet2], [2, 1, 1], mode="vote",
-                        model_thresholds=[0.35, 0.25, 0.5], min_component_voxels=27)
+    settings = EnsembleSettings(mode="vote", weights={"dnp": 2.0}, min_component_voxels=27,
+                                model_thresholds={"dnp": 0.35, "unet_a": 0.25, "unet_b": 0.5})
+    prob, seg = combine({"dnp": p_dnp, "unet_a": p_unet1, "unet_b": p_unet2}, settings)
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from scipy import ndimage
 
+from patchwork.config import EnsembleSettings
 from patchwork.errors import PatchworkError
 from patchwork.io import read_image, save_image
-
-MODES = ("mean", "vote")
 
 # Affines of one grid written by different tools differ by float32 rounding; 1e-3 mm is far below
 # any voxel size and far above that rounding.
@@ -94,11 +96,9 @@ def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
     return keep[labels]
 
 
-def _normalised_weights(weights: Sequence[float], n_models: int) -> np.ndarray:
-    """Check the weights (one per model, finite, >= 0, not all 0) and scale them to sum to one."""
+def _normalised_weights(weights: Sequence[float]) -> np.ndarray:
+    """The weights (finite, >= 0, not all 0) scaled to sum to one."""
     w = np.asarray(weights, dtype=np.float64).ravel()
-    if w.size != n_models:
-        raise PatchworkError(f"ensemble: {n_models} probability maps but {w.size} weights")
     if not np.all(np.isfinite(w)) or np.any(w < 0):
         raise PatchworkError(f"ensemble: weights must be finite and non-negative, got {w.tolist()}")
     if w.sum() == 0:
@@ -106,80 +106,64 @@ def _normalised_weights(weights: Sequence[float], n_models: int) -> np.ndarray:
     return w / w.sum()
 
 
-def combine(
-    probs: Sequence[np.ndarray],
-    weights: Sequence[float],
-    threshold: float = 0.5,
-    min_component_voxels: int = 0,
-    mode: str = "mean",
-    model_thresholds: Sequence[float] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+def combine(probs: Mapping[str, np.ndarray], settings: EnsembleSettings) -> tuple[np.ndarray, np.ndarray]:
     """Combine the probability maps of several models (see the module docstring for the maths).
 
     Args:
-        probs: one foreground-probability array per model, all of one shape.
-        weights: one non-negative weight per model; normalised to sum to one.
-        threshold: foreground where the combined value is >= this.
-        min_component_voxels: components smaller than this are removed (0 or 1: none).
-        mode: ``"mean"`` or ``"vote"``.
-        model_thresholds: ``vote`` only (ignored by ``mean``): each model's own threshold;
-            default 0.5 for every model.
+        probs: model name -> foreground-probability array, all of one shape.
+        settings: mode, weights (by model name, default 1), threshold, ``min_component_voxels`` and, for
+            ``vote``, each model's own threshold.
 
     Returns:
         ``(probability, segmentation)``: the weighted mean probability (``mean``) or weighted vote
         fraction (``vote``) as float32, and the final mask as uint8 (0/1).
     """
-    if mode not in MODES:
-        raise PatchworkError(f"ensemble: mode must be one of {MODES}, got {mode!r}")
     if len(probs) == 0:
         raise PatchworkError("ensemble: no probability maps given")
-    shape = np.shape(probs[0])
-    for m, p in enumerate(probs):
-        if np.shape(p) != shape:
-            raise PatchworkError(f"ensemble: map {m} has shape {np.shape(p)}, map 0 has {shape}")
-    w = _normalised_weights(weights, len(probs))
-
-    if mode == "vote":
-        cuts = [0.5] * len(probs) if model_thresholds is None else list(model_thresholds)
-        if len(cuts) != len(probs):
-            raise PatchworkError(f"ensemble: {len(probs)} probability maps but {len(cuts)} model thresholds")
+    names = list(probs)
+    shape = np.shape(probs[names[0]])
+    for name in names:
+        if np.shape(probs[name]) != shape:
+            raise PatchworkError(
+                f"ensemble: map {name} has shape {np.shape(probs[name])}, {names[0]} has {shape}"
+            )
+    w = _normalised_weights([settings.weight(name) for name in names])
+    min_voxels = settings.min_component_voxels
+    if settings.mode == "vote":
         layers = [
-            remove_small_components(np.asarray(p) >= t, min_component_voxels)
-            for p, t in zip(probs, cuts, strict=True)
+            remove_small_components(np.asarray(probs[name]) >= settings.model_threshold(name), min_voxels)
+            for name in names
         ]
     else:
-        layers = list(probs)
+        layers = [probs[name] for name in names]
 
     fused = np.zeros(shape, dtype=np.float64)
     for wm, layer in zip(w, layers, strict=True):
         fused += wm * np.asarray(layer, dtype=np.float64)
-    seg = remove_small_components(fused >= threshold - _TIE_TOLERANCE, min_component_voxels)
+    seg = remove_small_components(fused >= settings.threshold - _TIE_TOLERANCE, min_voxels)
     return fused.astype(np.float32), seg.astype(np.uint8)
 
 
 def ensemble_files(
-    prob_paths: Sequence[Path],
-    weights: Sequence[float],
-    out_prob: Path,
-    out_seg: Path,
-    **combine_kwargs: Any,
+    prob_paths: Mapping[str, Path], settings: EnsembleSettings, out_prob: Path, out_seg: Path
 ) -> None:
-    """Combine probability NIfTIs with :func:`combine` and write the probability and the mask.
+    """Combine probability NIfTIs (model name -> path) with :func:`combine`; write the probability and mask.
 
     All inputs must share the first one's shape and affine (the error names the odd file). The
     outputs get that affine: ``out_prob`` as float32, ``out_seg`` as uint8, both written atomically.
     """
     if len(prob_paths) == 0:
         raise PatchworkError("ensemble: no probability maps given")
-    probs: list[np.ndarray] = []
+    probs: dict[str, np.ndarray] = {}
+    first = next(iter(prob_paths.values()))
     affine = np.eye(4)
-    for path in prob_paths:
+    for name, path in prob_paths.items():
         data, aff = read_image(path)
         if probs:
-            check_same_grid(path, data.shape, aff, prob_paths[0], probs[0].shape, affine)
+            check_same_grid(path, data.shape, aff, first, next(iter(probs.values())).shape, affine)
         else:
             affine = aff
-        probs.append(data)
-    prob, seg = combine(probs, weights, **combine_kwargs)
+        probs[name] = data
+    prob, seg = combine(probs, settings)
     save_image(prob, affine, out_prob, dtype=np.float32)
     save_image(seg, affine, out_seg, dtype=np.uint8)

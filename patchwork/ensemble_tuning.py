@@ -14,20 +14,22 @@ overlap with the reference, without relabelling.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from patchwork.config import EnsembleSettings
 from patchwork.ensemble import check_same_grid, combine, label_components
 from patchwork.errors import PatchworkError
-from patchwork.io import read_image
+from patchwork.io import read_image, read_json
 
 WEIGHT_LEVELS = (0.0, 1.0, 2.0)
-THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.10, 0.901, 0.05))
+THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.10, 0.901, 0.05))
 MIN_SIZES = (0, 5, 10, 27, 50, 100)
 
 
@@ -85,18 +87,18 @@ def weight_grid(n_models: int) -> list[tuple[float, ...]]:
     return grid
 
 
-def tune_ensemble(
-    cases: Sequence[Case], models: Sequence[str], hand_set: Mapping[str, Any]
-) -> dict[str, Any]:
+def tune_ensemble(cases: Sequence[Case], models: Sequence[str], hand_set: EnsembleSettings) -> dict[str, Any]:
     """Grid-search weights, threshold and minimum component size for the best mean Dice.
 
-    ``hand_set`` holds the configured ``weights`` (one per model, in ``models`` order), ``threshold``,
-    ``min_component_voxels``, ``mode`` and ``model_thresholds``; its mean Dice on the same cases is
-    returned beside the tuned values for comparison.
+    ``models`` name the probability maps of each case, in order. Returns the contents of
+    ``ensemble_params.json``: ``settings`` (the hand-set :class:`EnsembleSettings` with the tuned ``mean``
+    mode, weights, threshold and minimum size: read back with :func:`read_tuned`), ``mean_dice``,
+    ``n_subjects``, and ``hand_set`` (its settings and mean Dice on the same cases, for comparison).
     """
     if not cases:
         raise PatchworkError("tune-ensemble: no subjects to tune on")
-    best_score, best = -1.0, (tuple(hand_set["weights"]), float(hand_set["threshold"]), 0)
+    best_score = -1.0
+    best = (tuple(hand_set.weight(m) for m in models), hand_set.threshold, 0)
     for weights in weight_grid(len(models)):
         w = np.asarray(weights) / sum(weights)
         fused = [np.tensordot(w, case.probs, axes=1) for case in cases]
@@ -108,31 +110,32 @@ def tune_ensemble(
             k = int(np.argmax(scores))
             if scores[k] > best_score + 1e-12:
                 best_score, best = float(scores[k]), (weights, threshold, MIN_SIZES[k])
-    hand_segs = [
-        combine(
-            list(case.probs),
-            hand_set["weights"],
-            threshold=hand_set["threshold"],
-            min_component_voxels=hand_set["min_component_voxels"],
-            mode=hand_set["mode"],
-            model_thresholds=hand_set.get("model_thresholds"),
-        )[1]
-        for case in cases
-    ]
+    hand_segs = [combine(dict(zip(models, case.probs, strict=True)), hand_set)[1] for case in cases]
     hand_score = np.mean(
         [_dice_per_min_size(seg > 0, c.reference, [0])[0] for seg, c in zip(hand_segs, cases)]
     )
     weights, threshold, min_size = best
+    tuned = dataclasses.replace(
+        hand_set,
+        mode="mean",
+        weights=dict(zip(models, weights, strict=True)),
+        threshold=threshold,
+        min_component_voxels=min_size,
+    )
     return {
-        "mode": "mean",
-        "weights": dict(zip(models, weights, strict=True)),
-        "threshold": threshold,
-        "min_component_voxels": min_size,
+        "settings": tuned.to_dict(),
         "mean_dice": best_score,
         "n_subjects": len(cases),
-        "hand_set": {
-            **hand_set,
-            "weights": dict(zip(models, hand_set["weights"], strict=True)),
-            "mean_dice": float(hand_score),
-        },
+        "hand_set": {"settings": hand_set.to_dict(), "mean_dice": float(hand_score)},
     }
+
+
+def read_tuned(path: Path) -> EnsembleSettings:
+    """The tuned ensemble settings of an ``ensemble_params.json`` written from :func:`tune_ensemble`."""
+    tuned = read_json(path)
+    if not isinstance(tuned, dict) or "settings" not in tuned:
+        raise PatchworkError(f"{path}: not an ensemble_params.json of tune-ensemble (no 'settings')")
+    try:
+        return EnsembleSettings.from_dict(tuned["settings"])
+    except PatchworkError as err:
+        raise PatchworkError(problems=[f"{path}: {p}" for p in err.problems]) from None

@@ -8,6 +8,7 @@ half-written output that a later run would take for a finished one.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import os
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 
 from patchwork.errors import PatchworkError
 
@@ -61,29 +63,111 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+class _DuplicateKey(ValueError):
+    """A key that appears twice in one JSON object (``json`` would silently keep the last)."""
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``object_pairs_hook`` of :func:`read_json`: a dict, or ``_DuplicateKey`` for a repeated key."""
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise _DuplicateKey(key)
+        seen[key] = value
+    return seen
+
+
 def read_json(path: str | os.PathLike[str]) -> Any:
-    """Read a JSON file, naming the file in the error when it is missing or malformed."""
+    """Read a JSON file, naming the file in the error when it is missing or malformed.
+
+    A key repeated within one object is an error too: ``{"lesion": 1, "lesion": 2}`` would
+    otherwise silently keep the last value.
+    """
     try:
-        return json.loads(Path(path).read_text())
+        return json.loads(Path(path).read_text(), object_pairs_hook=_unique_keys)
     except FileNotFoundError:
         raise PatchworkError(f"{path}: file not found") from None
+    except UnicodeDecodeError:
+        raise PatchworkError(f"{path}: not valid JSON (not UTF-8 text)") from None
     except json.JSONDecodeError as err:
         raise PatchworkError(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+    except _DuplicateKey as err:
+        raise PatchworkError(
+            f"{path}: not valid JSON (key {err.args[0]!r} appears twice in one object)"
+        ) from None
 
 
-def load_nifti(path: str | os.PathLike[str]) -> nib.Nifti1Image:
+def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """A tab-separated table written by the workflow; only empty cells are missing values, so subject ids
+    such as ``NA``, ``null`` or ``None`` stay text (pandas' default would read them as missing)."""
+    return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+
+
+def byte_size(n: int) -> str:
+    """``n`` bytes for a message: ``4 GiB``, ``1.5 MiB``, ``512 B``."""
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{n} B"
+
+
+def _check_gzip_stream(path: Path, max_bytes: int) -> None:
+    """Decompress ``path`` to its end in 1 MiB chunks, discarding the data; raise on a bad stream.
+
+    Reading to the end is what makes ``gzip`` compare the CRC-32 and the length stored after each
+    member with what was decompressed: nibabel stops after the voxels it needs, so a flipped bit
+    inside the stream would otherwise go unnoticed and give wrong voxel values. Memory stays at one
+    chunk; a stream that inflates beyond ``max_bytes`` (a gzip bomb) is abandoned there.
+    """
+    total = 0
+    try:
+        with gzip.open(path, "rb") as stream:
+            while chunk := stream.read(2**20):
+                total += len(chunk)
+                if total > max_bytes:
+                    raise PatchworkError(
+                        f"{path}: decompresses to more than {byte_size(max_bytes)} (the max_image_bytes "
+                        "limit); not read further (raise the limit if this image is genuine)"
+                    )
+    except (OSError, EOFError, zlib.error) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise PatchworkError(f"{path}: cannot read NIfTI (corrupt gzip stream: {first})") from None
+
+
+def load_nifti(path: str | os.PathLike[str], max_bytes: int | None = None) -> nib.Nifti1Image:
     """Open a NIfTI file and read its voxels, turning every failure into a one-line error.
 
     The data are read here (not lazily) so that a truncated or corrupt gzip stream is reported
-    with the file name instead of surfacing later inside numpy.
+    with the file name instead of surfacing later inside numpy. Voxel types that are not real
+    numbers (complex, RGB) are refused: reading them as floats would silently drop a part.
+
+    ``max_bytes`` asks for the full check that ingest makes once per file: a ``.gz`` file is first
+    decompressed to its end (CRC-32 and length checked, at most ``max_bytes``), then the image its
+    header declares must fit in ``max_bytes`` too. Later stages read files that passed ingest and
+    leave it at ``None``.
     """
     path = Path(path)
     if not path.exists():
         raise PatchworkError(f"{path}: file not found")
+    if max_bytes is not None and path.name.lower().endswith(".gz"):
+        _check_gzip_stream(path, max_bytes)
     try:
         img = nib.load(str(path))
         if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
             raise PatchworkError(f"{path}: not a NIfTI image ({type(img).__name__})")
+        dtype = img.get_data_dtype()
+        if dtype.kind not in "biuf":
+            raise PatchworkError(
+                f"{path}: voxel type {dtype} is not a real number type "
+                "(complex and RGB images are not supported)"
+            )
+        if max_bytes is not None:
+            declared = int(np.prod(img.shape, dtype=np.int64)) * dtype.itemsize
+            if declared > max_bytes:
+                raise PatchworkError(
+                    f"{path}: header declares a {'x'.join(map(str, img.shape))} image of {dtype} "
+                    f"({byte_size(declared)}), more than the max_image_bytes limit of {byte_size(max_bytes)}"
+                )
         img.get_fdata(dtype=np.float32)
     except PatchworkError:
         raise
@@ -97,6 +181,25 @@ def read_image(path: str | os.PathLike[str], dtype: type = np.float32) -> tuple[
     """Return ``(data, affine)`` of a NIfTI file; data as ``dtype``, affine as float64 4x4."""
     img = load_nifti(path)
     return np.asarray(img.get_fdata(dtype=np.float32), dtype=dtype), np.asarray(img.affine, dtype=np.float64)
+
+
+def as_volume(data: np.ndarray, path: str | os.PathLike[str]) -> np.ndarray:
+    """``data`` as a 3D volume: trailing axes of length 1 are dropped (a 4D file holding one volume
+    is a 3D image, as some converters write them); any other shape raises a one-line error."""
+    shape = data.shape
+    while data.ndim > 3 and data.shape[-1] == 1:
+        data = data[..., 0]
+    if data.ndim != 3:
+        raise PatchworkError(
+            f"{path}: image has shape {tuple(shape)}; expected a 3D image (or a 4D file holding one volume)"
+        )
+    return data
+
+
+def read_volume(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
+    """``read_image`` of a file that must hold one 3D volume (see :func:`as_volume`); data float32."""
+    data, affine = read_image(path)
+    return as_volume(data, path), affine
 
 
 def save_image(

@@ -1,97 +1,192 @@
-"""Model registry: one place that maps a model spec of the config's ``models:`` list to its code.
+"""Model registry: the table that maps a model ``type`` to its settings, training and prediction code.
 
-A spec is ``{"name": str, "type": "unet" | "dnp", "params": {...}}``. Training writes the spec next
-to the weights (``spec.json``) so that prediction needs only the model file.
+A model spec (an entry of the config's ``models:`` list) is parsed once, by :func:`parse_spec`, into a
+:class:`ModelSpec`::
+
+    {name, type: unet | dnp, threshold: 0.5, seed: null, params: {...}, apply: {...}}
+
+``params`` are what training uses (changing them retrains); ``apply`` says how a trained model is applied
+(changing it re-predicts, never retrains). Every other module asks :data:`MODEL_TYPES` instead of testing
+``type == ...``. The table names its classes and functions by import path and loads them on first use, so
+importing this module (and parsing a spec of a U-Net) never imports torch: the workflow checks its whole
+config on a machine with only Snakemake installed.
+
+Each model type's functions share one signature::
+
+    train(params, images, labels, affines, out_dir, seed, device=None,
+          val_images=None, val_labels=None, val_affines=None) -> Path      # writes out_dir/model.pt
+    predict(model_path, image, affine, apply, device=None, seed=0) -> (prob, std or None)
+
+Example::
+
+    spec = parse_spec({"name": "unet_a", "type": "unet", "params": {"iterations": 100}}, "my.yaml")
+    spec.model_type.outputs  # ("prob", "seg")
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from typing import Any, Protocol
 
-import numpy as np
+from patchwork.errors import PatchworkError, check_keys
+from patchwork.schema import check_fields, setting
+from patchwork.settings import coerce_field
 
-from patchwork.errors import PatchworkError
-from patchwork.io import read_json, write_json
-
-MODEL_TYPES = ("unet", "dnp")
-
-
-def _params_class(model_type: str) -> Any:
-    """The settings dataclass of a model type (imported lazily: torch loads only when needed)."""
-    if model_type == "unet":
-        from patchwork.unet import UNetParams
-
-        return UNetParams
-    from patchwork.dnp.params import DNPParams
-
-    return DNPParams
+DEFAULT_THRESHOLD = 0.5
+RESERVED_NAMES = ("ensemble", "ensemble_tuned")
+NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
 
 
-def parse_spec(spec: dict[str, Any], source: str = "model spec") -> tuple[dict[str, Any], Any]:
-    """Validate a model spec (name, known type, params) once: the spec normalised and its parsed settings
-    (:class:`~patchwork.unet.UNetParams` or :class:`~patchwork.dnp.params.DNPParams`)."""
-    if not isinstance(spec, dict) or "name" not in spec or "type" not in spec:
-        raise PatchworkError(f"{source}: a model needs 'name' and 'type' (got {spec!r})")
-    if spec["type"] not in MODEL_TYPES:
-        known = ", ".join(MODEL_TYPES)
-        raise PatchworkError(
-            f"{source}: model {spec['name']!r} has unknown type {spec['type']!r} (known: {known})"
-        )
-    params = dict(spec.get("params") or {})
-    try:
-        parsed = _params_class(spec["type"]).from_dict(params)
-    except PatchworkError as err:
-        raise PatchworkError(problems=[f"{source}: {problem}" for problem in err.problems]) from None
-    return {"name": str(spec["name"]), "type": spec["type"], "params": params}, parsed
+class Settings(Protocol):
+    """What the registry needs of a settings class: built from and written to a plain mapping."""
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> Settings: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
 
 
-def train_model(
-    spec: dict[str, Any],
-    images: Sequence[np.ndarray],
-    labels: Sequence[np.ndarray],
-    affines: Sequence[np.ndarray],
-    out_dir: Path,
-    seed: int,
-    val: tuple[Sequence[np.ndarray], Sequence[np.ndarray], Sequence[np.ndarray]] | None = None,
-    device: str | None = None,
-) -> Path:
-    """Train the model ``spec`` describes into ``out_dir`` (resuming from its checkpoint there).
+def _load(ref: str) -> Any:
+    """The object an import path ``"package.module:name"`` names (the module imported on first use)."""
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
 
-    ``images`` [C, X, Y, Z] are preprocessed, ``labels`` [X, Y, Z] integer, ``affines`` their 4×4
-    grids; ``val`` is an optional ``(images, labels, affines)`` validation set for the log.
+
+@dataclass(frozen=True)
+class ModelType:
+    """One row of the registry: where a model type's code lives and which files its prediction writes.
+
+    ``params`` and ``apply`` name torch-free settings classes (see :class:`Settings`), ``train`` and
+    ``predict`` the functions with the shared signatures of the module docstring; ``outputs`` are the
+    per-subject files of a prediction (``"std"``: the per-voxel spread of a stochastic model). ``check``
+    optionally names a torch-free ``(params, apply) -> None`` that checks the two sections together (the
+    application against the model it applies), raising :class:`~patchwork.errors.PatchworkError`.
     """
-    spec, params = parse_spec(spec)
-    out_dir = Path(out_dir)
-    write_json(out_dir / "spec.json", spec)
-    val_images, val_labels, val_affines = (list(v) for v in val) if val else (None, None, None)
-    shared = {"seed": seed, "device": device, "val_images": val_images, "val_labels": val_labels}
-    if spec["type"] == "unet":
-        from patchwork.unet import train_unet
 
-        return train_unet(params, list(images), list(labels), out_dir, **shared)
-    from patchwork.dnp.train import train_dnp
+    params: str
+    apply: str
+    train: str
+    predict: str
+    outputs: tuple[str, ...]
+    check: str | None = None
 
-    return train_dnp(
-        params, list(images), list(labels), list(affines), out_dir, val_affines=val_affines, **shared
-    )
+    @property
+    def params_class(self) -> type[Settings]:
+        return _load(self.params)
+
+    @property
+    def apply_class(self) -> type[Settings]:
+        return _load(self.apply)
+
+    @property
+    def train_function(self) -> Callable[..., Any]:
+        return _load(self.train)
+
+    @property
+    def predict_function(self) -> Callable[..., Any]:
+        return _load(self.predict)
 
 
-def predict_model(
-    model_path: Path, image: np.ndarray, affine: np.ndarray, device: str | None = None, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """Foreground probability ``[X, Y, Z]`` of a trained model for a preprocessed ``image`` [C, X, Y, Z]
-    in the grid ``affine``, and its per-voxel spread where the model gives one (DNP), else ``None``."""
-    model_path = Path(model_path)
-    spec_path = model_path.parent / "spec.json"
-    model_type = read_json(spec_path).get("type")
-    if model_type == "unet":
-        from patchwork.unet import predict_unet
+MODEL_TYPES: dict[str, ModelType] = {
+    "unet": ModelType(
+        params="patchwork.unet.params:UNetParams",
+        apply="patchwork.unet.params:UNetApply",
+        train="patchwork.unet.train:train_unet",
+        predict="patchwork.unet.inference:predict_unet",
+        outputs=("prob", "seg"),
+    ),
+    "dnp": ModelType(
+        params="patchwork.dnp.settings:DNPParams",
+        apply="patchwork.dnp.settings:ApplyConfig",
+        train="patchwork.dnp.train:train_dnp",
+        predict="patchwork.dnp.predict:predict_dnp",
+        outputs=("prob", "seg", "std"),
+        check="patchwork.dnp.settings:check_spec",
+    ),
+}
 
-        return predict_unet(model_path, image, device=device), None
-    if model_type == "dnp":
-        from patchwork.dnp.predict import predict_dnp
 
-        return predict_dnp(model_path, image, affine, device=device, seed=seed)
-    raise PatchworkError(f"{spec_path}: unknown model type {model_type!r}")
+def model_type(name: str) -> ModelType:
+    """The registry row of type ``name``, or an error naming the known types."""
+    if name not in MODEL_TYPES:
+        raise PatchworkError(f"unknown model type {name!r} (known: {', '.join(MODEL_TYPES)})")
+    return MODEL_TYPES[name]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model: name, type (unet | dnp), threshold, seed, training params and application settings.
+
+    ``params``/``apply`` are parsed by the settings classes of the type's registry row. The name (letters,
+    digits, ``_``, ``-``) names the model's files; ``ensemble`` and ``ensemble_tuned`` are the ensemble's
+    own. ``threshold`` binarises the probability (and is the model's own cut in the ``vote`` ensemble);
+    ``seed`` (default: the run's seed) seeds training and stochastic application.
+    """
+
+    name: str = setting(pattern=NAME_PATTERN, **{"not": {"enum": list(RESERVED_NAMES)}})
+    type: str = setting(enum=list(MODEL_TYPES))
+    params: Any = setting(type="object", optional=True)
+    apply: Any = setting(type="object", optional=True)
+    threshold: float = setting(DEFAULT_THRESHOLD, minimum=0, maximum=1)
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        problems = check_fields(self)
+        if problems:
+            raise PatchworkError(problems=problems)
+
+    @property
+    def model_type(self) -> ModelType:
+        return MODEL_TYPES[self.type]
+
+    def training_dict(self) -> dict[str, Any]:
+        """What training depends on (``patchwork train --spec``, ``spec.json``): name, type and params."""
+        return {"name": self.name, "type": self.type, "params": self.params.to_dict()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole spec as plain builtins; ``parse_spec(s.to_dict(), ...) == s``."""
+        return {
+            **self.training_dict(),
+            "apply": self.apply.to_dict(),
+            "threshold": self.threshold,
+            "seed": self.seed,
+        }
+
+
+def _field(spec: Mapping[str, Any], key: str, default: Any, hint: Any) -> Any:
+    """``spec[key]`` (else ``default``) checked against the type ``hint``; the error names the key."""
+    value = spec.get(key, default)
+    try:
+        return coerce_field(value, hint)
+    except TypeError as err:
+        raise PatchworkError(f"{key}={value!r}: {err}") from None
+
+
+def parse_spec(spec: Any, source: str) -> ModelSpec:
+    """Validate a model spec once; every error line starts with ``source`` and the model's name.
+
+    Checks everything that can be checked without torch: the keys, the name, the type, the threshold (in
+    [0, 1]), the seed, ``params``/``apply`` through the type's settings classes, and the two together
+    through the type's ``check``.
+    """
+    if not isinstance(spec, Mapping) or "name" not in spec or "type" not in spec:
+        raise PatchworkError(f"{source}: a model needs 'name' and 'type' (got {spec!r})")
+    try:
+        check_keys(spec, (f.name for f in fields(ModelSpec)), "keys")
+        row = model_type(spec["type"])
+        parsed = ModelSpec(
+            name=_field(spec, "name", None, str),
+            type=spec["type"],
+            params=row.params_class.from_dict(spec.get("params") or {}),
+            apply=row.apply_class.from_dict(spec.get("apply") or {}),
+            threshold=_field(spec, "threshold", DEFAULT_THRESHOLD, float),
+            seed=_field(spec, "seed", None, int | None),
+        )
+        if row.check:
+            _load(row.check)(parsed.params, parsed.apply)
+        return parsed
+    except PatchworkError as err:
+        where = f"{source}: model {spec['name']}"
+        raise PatchworkError(problems=[f"{where}: {problem}" for problem in err.problems]) from None

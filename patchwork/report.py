@@ -36,7 +36,7 @@ from scipy import ndimage
 from patchwork import __version__
 from patchwork.ensemble import check_same_grid, label_components
 from patchwork.errors import PatchworkError
-from patchwork.io import atomic_path, load_nifti, write_text
+from patchwork.io import atomic_path, load_nifti, read_table, write_text
 from patchwork.metrics import (
     DEFAULT_TOLERANCE_MM,
     EMPTY_MASK_CONVENTION,
@@ -233,7 +233,7 @@ def read_train_logs(paths: Sequence[Path]) -> dict[str, dict[str, pd.DataFrame]]
     logs: dict[str, dict[str, pd.DataFrame]] = {}
     for path in map(Path, paths):
         try:
-            table = pd.read_csv(path, sep="\t")
+            table = read_table(path)
         except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
             raise PatchworkError(f"{path}: cannot read the training log ({type(err).__name__})") from None
         logs.setdefault(path.parent.parent.name, {})[path.parent.name] = table

@@ -1,16 +1,24 @@
-"""The command line: one-line errors, log files, model specs and the packaged challenge entry."""
+"""The command line: one-line errors, tracebacks of bugs, settings as JSON, stages end to end."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
+from patchwork import cli
 from patchwork.cli import main
+from patchwork.config import schema_yaml
+from patchwork.data.cohort import Subject, write_subjects
 from patchwork.errors import PatchworkError
-from patchwork.models import parse_spec
+from patchwork.io import read_image, read_json, save_image, write_json
+from patchwork.networks import init_weights
 from patchwork.submission import package_submission, sha256
+from patchwork.unet.modelfile import build_network, save_model
+from patchwork.unet.params import UNetParams
 
 
 def test_missing_input_gives_one_error_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -26,21 +34,114 @@ def test_missing_input_gives_one_error_line_and_exit_1(tmp_path: Path, capsys: p
 
 def test_bad_json_argument_is_a_usage_error(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["ingest", str(tmp_path), "--out", "a", "--fingerprint", "b", "--labels", "{bad"])
+        main(["ingest", str(tmp_path), "--out", "a", "--fingerprint", "b", "--settings", "{bad"])
     assert exc.value.code == 2
 
 
-@pytest.mark.parametrize(
-    ("spec", "message"),
-    [
-        ({"type": "unet"}, "needs 'name' and 'type'"),
-        ({"name": "m", "type": "resnet"}, "unknown type 'resnet'"),
-        ({"name": "m", "type": "unet", "params": {"no_such_param": 1}}, "no_such_param"),
-    ],
-)
-def test_bad_model_spec(spec: dict, message: str) -> None:
-    with pytest.raises(PatchworkError, match=message):
-        parse_spec(spec)
+def test_bad_settings_are_one_line_naming_the_section_and_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = main(["splits", "--subjects", "x.tsv", "--out", "s.json", "--settings", '{"n_folds": 1, "k": 2}'])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "error: splits: unknown key(s) k (known: n_folds, file)"
+    ]
+
+
+def test_an_unexpected_exception_gives_its_traceback_in_the_log_and_exit_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(cli.data, "splits", broken)
+    log = tmp_path / "splits.log"
+    assert main(["--log", str(log), "splits", "--subjects", "x.tsv", "--out", "s.json"]) == 1
+    for text in (capsys.readouterr().err, log.read_text()):
+        assert "Traceback (most recent call last)" in text and "RuntimeError: a bug" in text
+
+
+def test_schema_command_prints_the_generated_schema(capsys: pytest.CaptureFixture) -> None:
+    assert main(["schema"]) == 0
+    assert capsys.readouterr().out == schema_yaml()
+
+
+def _cohort(tmp_path: Path) -> tuple[Path, Path]:
+    """A one-subject cohort (an 8 mm cube in a 2 mm 20^3 image) and its fingerprint (median 2 mm)."""
+    image = np.zeros((20, 20, 20), dtype=np.float32)
+    image[6:14, 6:14, 6:14] = 1.0
+    image += np.random.default_rng(0).normal(0, 0.1, image.shape).astype(np.float32) + 2
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    save_image(image, affine, tmp_path / "raw" / "s1_0000.nii.gz")
+    save_image((image > 2.5).astype(np.uint8), affine, tmp_path / "raw" / "s1.nii.gz", np.uint8)
+    subjects = tmp_path / "subjects.tsv"
+    raw = tmp_path / "raw"
+    write_subjects([Subject("s1", "train", (raw / "s1_0000.nii.gz",), raw / "s1.nii.gz")], subjects)
+    fingerprint = tmp_path / "fingerprint.json"
+    write_json(fingerprint, {"median_spacing": [4.0, 4.0, 4.0], "labels": {"background": 0, "lesion": 1}})
+    return subjects, fingerprint
+
+
+def test_preprocess_falls_back_to_the_median_spacing_and_writes_the_subject_folder(tmp_path: Path) -> None:
+    subjects, fingerprint = _cohort(tmp_path)
+    out = tmp_path / "preprocessed" / "s1"
+    args = ["preprocess", "--subjects", str(subjects), "--subject", "s1", "--fingerprint", str(fingerprint)]
+    assert main([*args, "--out-dir", str(out), "--settings", '{"crop_nonzero": false}']) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["image_0000.nii.gz", "record.json", "seg.nii.gz"]
+    record = read_json(out / "record.json")
+    assert record["target_spacing"] == [4.0, 4.0, 4.0] and record["shape"] == [10, 10, 10]
+    assert main([*args, "--out-dir", str(out), "--settings", '{"target_spacing": [2, 2, 2]}']) == 0
+    assert read_json(out / "record.json")["target_spacing"] == [2.0, 2.0, 2.0]
+
+
+def test_predict_applies_the_apply_settings_and_refuses_a_spread_the_model_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    subjects, fingerprint = _cohort(tmp_path)
+    pre = tmp_path / "preprocessed"
+    common = ["--subjects", str(subjects), "--subject", "s1", "--fingerprint", str(fingerprint)]
+    assert main(["preprocess", *common, "--out-dir", str(pre / "s1")]) == 0
+    params = UNetParams(patch_size=(8, 8, 8), n_stages=2, base_features=2, max_features=4)
+    net = build_network(params, in_channels=1)
+    init_weights(net, torch.Generator().manual_seed(0))
+    model = tmp_path / "m" / "model.pt"
+    model.parent.mkdir()
+    save_model(model, params, 1, 0, net)
+    write_json(model.parent / "spec.json", {"name": "u", "type": "unet", "params": params.to_dict()})
+
+    def predict(*extra: str) -> int:
+        return main(["predict", "--model", str(model), "--preprocessed", str(pre), "--subject", "s1",
+                     "--out-prob", str(tmp_path / "p.nii.gz"), "--out-seg", str(tmp_path / "s.nii.gz"),
+                     *extra])  # fmt: skip
+
+    assert predict("--threshold", "0.0") == 0
+    prob, affine = read_image(tmp_path / "p.nii.gz")
+    assert prob.shape == (20, 20, 20) and np.allclose(affine, np.diag([2.0, 2.0, 2.0, 1.0]))
+    assert read_image(tmp_path / "s.nii.gz")[0].all()  # threshold 0: every voxel
+    assert predict("--apply", '{"test_time_mirroring": true, "overlap": 0}') == 0
+    assert not np.array_equal(read_image(tmp_path / "p.nii.gz")[0], prob)
+    capsys.readouterr()
+    assert predict("--apply", '{"overlap": 1}') == 1
+    assert capsys.readouterr().err.strip() == "error: unet apply: overlap=1.0: must be < 1"
+    assert predict("--out-std", str(tmp_path / "d.nii.gz")) == 1
+    assert "gives no uncertainty map" in capsys.readouterr().err
+
+
+def test_ensemble_takes_named_maps_one_settings_object_and_tuned_settings(tmp_path: Path) -> None:
+    a = np.zeros((4, 4, 4), dtype=np.float32)
+    a[1:3, 1:3, 1:3] = 0.8
+    b = np.full_like(a, 0.3)
+    save_image(a, np.eye(4), tmp_path / "a.nii.gz")
+    save_image(b, np.eye(4), tmp_path / "b.nii.gz")
+    out = ["--out-prob", str(tmp_path / "p.nii.gz"), "--out-seg", str(tmp_path / "s.nii.gz")]
+    probs = ["--probs", f"a={tmp_path / 'a.nii.gz'}", f"b={tmp_path / 'b.nii.gz'}"]
+    settings = {"mode": "vote", "weights": {"a": 1, "b": 3}, "model_thresholds": {"a": 0.5, "b": 0.25}}
+    assert main(["ensemble", *probs, "--settings", json.dumps(settings), *out]) == 0
+    assert read_image(tmp_path / "s.nii.gz")[0].all()  # b (weight 3) votes everywhere at its 0.25
+    tuned = {"settings": {"mode": "mean", "weights": {"a": 1, "b": 0}, "threshold": 0.5}}
+    write_json(tmp_path / "ensemble_params.json", tuned)
+    assert main(["ensemble", *probs, "--tuned", str(tmp_path / "ensemble_params.json"), *out]) == 0
+    assert read_image(tmp_path / "s.nii.gz")[0].sum() == 8  # a alone
 
 
 def test_package_submission_checksums_every_file(tmp_path: Path) -> None:

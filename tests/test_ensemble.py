@@ -2,30 +2,43 @@
 
 from __future__ import annotations
 
+import re
+
 import nibabel as nib
 import numpy as np
 import pytest
 
+from patchwork.config import EnsembleSettings
 from patchwork.ensemble import combine, ensemble_files, label_components, remove_small_components
 from patchwork.errors import PatchworkError
 from patchwork.io import save_image
 
 
+def mix(probs, weights, model_thresholds=None, **settings):
+    """``combine`` of maps named m0, m1, ... with these weights (and model thresholds, in order)."""
+    names = [f"m{i}" for i in range(len(probs))]
+    cuts = dict(zip(names, model_thresholds or [], strict=False))
+    ensemble = EnsembleSettings(
+        weights=dict(zip(names, weights, strict=False)), model_thresholds=cuts, **settings
+    )
+    return combine(dict(zip(names, probs, strict=True)), ensemble)
+
+
 def test_weighted_mean_is_exact_and_weights_are_normalised():
     a = np.array([[[0.2, 0.8], [0.0, 1.0]]], dtype=np.float32)
     b = np.array([[[0.6, 0.4], [1.0, 0.0]]], dtype=np.float32)
-    prob, seg = combine([a, b], [3, 1])
+    prob, seg = mix([a, b], [3, 1])
     np.testing.assert_allclose(prob, 0.75 * a + 0.25 * b, atol=1e-7)
     assert prob.dtype == np.float32 and seg.dtype == np.uint8
     np.testing.assert_array_equal(seg, [[[0, 1], [0, 1]]])
     for weights in ([6, 2], [0.75, 0.25]):
-        np.testing.assert_allclose(combine([a, b], weights)[0], prob, atol=1e-7)
+        np.testing.assert_allclose(mix([a, b], weights)[0], prob, atol=1e-7)
 
 
 def test_threshold_is_inclusive():
     p = np.array([[[0.29, 0.3, 0.31]]])
-    np.testing.assert_array_equal(combine([p], [1], threshold=0.3)[1], [[[0, 1, 1]]])
-    np.testing.assert_array_equal(combine([p], [1])[1], [[[0, 0, 0]]])
+    np.testing.assert_array_equal(mix([p], [1], threshold=0.3)[1], [[[0, 1, 1]]])
+    np.testing.assert_array_equal(mix([p], [1])[1], [[[0, 0, 0]]])
 
 
 def test_diagonal_neighbours_form_one_component():
@@ -54,7 +67,7 @@ def test_small_components_removed_large_kept():
 def test_vote_equals_dnp_or_both_unets():
     rng = np.random.default_rng(0)
     dnp, u1, u2 = (rng.random((12, 12, 12)) for _ in range(3))
-    prob, seg = combine([dnp, u1, u2], [2, 1, 1], mode="vote", model_thresholds=[0.35, 0.25, 0.5])
+    prob, seg = mix([dnp, u1, u2], [2, 1, 1], mode="vote", model_thresholds=[0.35, 0.25, 0.5])
     b1, b2, b3 = dnp >= 0.35, u1 >= 0.25, u2 >= 0.5
     np.testing.assert_array_equal(seg.astype(bool), b1 | (b2 & b3))
     np.testing.assert_allclose(prob, 0.5 * b1 + 0.25 * b2 + 0.25 * b3, atol=1e-7)
@@ -68,11 +81,11 @@ def test_vote_removes_small_components_per_model_and_at_the_end():
     unet[0:3, 0:3, 0:4] = 0.9
     unet[6:9, 6:9, 6:9] = 0.9  # meets the DNP cube in the single voxel (6, 6, 6)
     kwargs = {"mode": "vote", "model_thresholds": [0.5, 0.5], "threshold": 0.75}
-    prob, seg = combine([dnp, unet], [1, 1], min_component_voxels=3, **kwargs)
+    prob, seg = mix([dnp, unet], [1, 1], min_component_voxels=3, **kwargs)
     assert prob[1, 1, 1] == pytest.approx(0.5)  # only the U-Net's vote is left
     assert prob[6, 6, 6] == pytest.approx(1.0)
     assert seg.sum() == 0  # the one-voxel agreement is removed at the end
-    seg_kept = combine([dnp, unet], [1, 1], min_component_voxels=0, **kwargs)[1]
+    seg_kept = mix([dnp, unet], [1, 1], min_component_voxels=0, **kwargs)[1]
     assert seg_kept[1, 1, 1] == 1 and seg_kept[6, 6, 6] == 1 and seg_kept.sum() == 3
 
 
@@ -80,7 +93,7 @@ def test_mean_mode_removes_small_components():
     p = np.zeros((8, 8, 8))
     p[0, 0, 0] = 0.9
     p[4:6, 4:6, 4:6] = 0.9
-    seg = combine([p], [1], min_component_voxels=2)[1]
+    seg = mix([p], [1], min_component_voxels=2)[1]
     assert seg[0, 0, 0] == 0 and seg.sum() == 8
 
 
@@ -88,17 +101,25 @@ def test_mean_mode_removes_small_components():
     ("probs", "weights", "kwargs", "message"),
     [
         ([np.zeros((2, 2, 2)), np.zeros((2, 2, 3))], [1, 1], {}, "shape"),
-        ([np.zeros((2, 2, 2))] * 2, [1], {}, "weights"),
-        ([np.zeros((2, 2, 2))] * 2, [1, -1], {}, "non-negative"),
+        ([np.zeros((2, 2, 2))] * 2, [1, -1], {}, "weights.m1=-1: must be >= 0"),
         ([np.zeros((2, 2, 2))] * 2, [0, 0], {}, "zero"),
-        ([np.zeros((2, 2, 2))] * 2, [1, 1], {"mode": "max"}, "mode"),
-        ([np.zeros((2, 2, 2))] * 2, [1, 1], {"mode": "vote", "model_thresholds": [0.5]}, "model thresholds"),
+        ([np.zeros((2, 2, 2))] * 2, [1, 1], {"mode": "max"}, "mode='max': expected one of mean, vote"),
+        ([np.zeros((2, 2, 2))] * 2, [1, 1], {"threshold": 1.5}, "threshold=1.5: must be <= 1"),
+        ([np.zeros((2, 2, 2))] * 2, [1, 1], {"model_thresholds": [0.5, 2]}, "model_thresholds.m1=2"),
         ([], [], {}, "no probability"),
     ],
 )
 def test_combine_rejects_bad_input(probs, weights, kwargs, message):
-    with pytest.raises(PatchworkError, match=message):
-        combine(probs, weights, **kwargs)
+    with pytest.raises(PatchworkError, match=re.escape(message)):
+        mix(probs, weights, **kwargs)
+
+
+def test_missing_weight_is_one_and_missing_model_threshold_is_the_default():
+    a, b = np.full((1, 1, 2), 0.9), np.array([[[0.0, 0.6]]])
+    prob = combine({"a": a, "b": b}, EnsembleSettings(weights={"a": 3.0}))[0]
+    np.testing.assert_allclose(prob, 0.75 * a + 0.25 * b, atol=1e-7)
+    vote = combine({"a": a, "b": b}, EnsembleSettings(mode="vote", model_thresholds={"a": 0.95}))[0]
+    np.testing.assert_allclose(vote, [[[0.0, 0.5]]])  # a below its own 0.95; b cut at 0.5
 
 
 def test_ensemble_files_round_trip(tmp_path):
@@ -107,11 +128,11 @@ def test_ensemble_files_round_trip(tmp_path):
     a = np.zeros((6, 5, 4), dtype=np.float32)
     a[1:4, 1:4, 1:3] = 0.8
     b = np.full_like(a, 0.1)
-    paths = [tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"]
-    save_image(a, affine, paths[0])
-    save_image(b, affine, paths[1])
+    paths = {"a": tmp_path / "a.nii.gz", "b": tmp_path / "b.nii.gz"}
+    save_image(a, affine, paths["a"])
+    save_image(b, affine, paths["b"])
     out_prob, out_seg = tmp_path / "out" / "prob.nii.gz", tmp_path / "out" / "seg.nii.gz"
-    ensemble_files(paths, [3, 1], out_prob, out_seg, threshold=0.5)
+    ensemble_files(paths, EnsembleSettings(weights={"a": 3, "b": 1}), out_prob, out_seg)
     prob_img, seg_img = nib.load(out_prob), nib.load(out_seg)
     assert prob_img.get_data_dtype() == np.float32 and seg_img.get_data_dtype() == np.uint8
     np.testing.assert_allclose(prob_img.affine, affine)
@@ -131,8 +152,8 @@ def test_ensemble_files_rejects_other_affine(tmp_path):
     save_image(data, shifted, tmp_path / "b.nii.gz")
     with pytest.raises(PatchworkError, match=r"b\.nii\.gz: affine differs"):
         ensemble_files(
-            [tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"],
-            [1, 1],
+            {"a": tmp_path / "a.nii.gz", "b": tmp_path / "b.nii.gz"},
+            EnsembleSettings(),
             tmp_path / "p.nii.gz",
             tmp_path / "s.nii.gz",
         )

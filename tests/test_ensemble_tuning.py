@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from patchwork.ensemble_tuning import Case, load_case, tune_ensemble, weight_grid
+from patchwork.config import EnsembleSettings
+from patchwork.ensemble_tuning import Case, load_case, read_tuned, tune_ensemble, weight_grid
 from patchwork.errors import PatchworkError
-from patchwork.io import save_image
+from patchwork.io import save_image, write_json
 
-HAND_SET = {"mode": "mean", "weights": [1.0, 1.0], "threshold": 0.5, "min_component_voxels": 0}
+HAND_SET = EnsembleSettings(mode="vote", min_component_voxels=3, model_thresholds={"good": 0.3})
 
 
 def cube_case(rng: np.random.Generator) -> Case:
@@ -35,12 +36,27 @@ def test_tuning_finds_the_informative_model_threshold_and_min_size() -> None:
     rng = np.random.default_rng(0)
     cases = [cube_case(rng) for _ in range(3)]
     result = tune_ensemble(cases, ["good", "noise"], HAND_SET)
-    assert result["weights"]["noise"] == 0.0 and result["weights"]["good"] > 0
-    assert 0.1 <= result["threshold"] <= 0.4
-    assert result["min_component_voxels"] >= 5  # the specks are single voxels
+    tuned = result["settings"]
+    assert tuned["weights"]["noise"] == 0.0 and tuned["weights"]["good"] > 0
+    assert 0.1 <= tuned["threshold"] <= 0.4
+    assert tuned["min_component_voxels"] >= 5  # the specks are single voxels
+    assert tuned["mode"] == "mean" and tuned["model_thresholds"] == {"good": 0.3}
     assert result["mean_dice"] == pytest.approx(1.0)
-    assert result["hand_set"]["mean_dice"] < 0.5  # 0.5 * (0.4 + noise) rarely passes 0.5
+    # the hand-set vote: "good" cut at its own 0.3 finds the cube (half the vote: 0.5 >= 0.5), "noise" never
+    # passes 0.5, and the single-voxel specks fall below 3 voxels
+    assert result["hand_set"] == {"settings": HAND_SET.to_dict(), "mean_dice": pytest.approx(1.0)}
     assert result["n_subjects"] == 3
+
+
+def test_tuned_settings_read_back_into_one_settings_object(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    result = tune_ensemble([cube_case(rng)], ["good", "noise"], HAND_SET)
+    write_json(tmp_path / "ensemble_params.json", result)
+    tuned = read_tuned(tmp_path / "ensemble_params.json")
+    assert isinstance(tuned, EnsembleSettings) and tuned.to_dict() == result["settings"]
+    write_json(tmp_path / "bad.json", {"settings": {**result["settings"], "mode": "max"}})
+    with pytest.raises(PatchworkError, match=r"bad\.json: ensemble: mode='max'"):
+        read_tuned(tmp_path / "bad.json")
 
 
 def test_load_case_crops_and_checks_the_grid(tmp_path: Path) -> None:

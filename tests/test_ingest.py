@@ -11,9 +11,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
+from patchwork.config import PreprocessSettings
 from patchwork.data.cohort import read_subjects
 from patchwork.data.demo import make_demo_dataset
 from patchwork.data.ingest import ingest, write_ingest
+from patchwork.data.preprocess import preprocess_subject
 from patchwork.errors import PatchworkError
 from patchwork.io import read_json, save_image
 
@@ -267,3 +269,22 @@ def test_labels_argument_must_agree_with_dataset_json(dataset: Path) -> None:
 
 def test_unknown_source(tmp_path: Path) -> None:
     assert_reported(problems_of(tmp_path / "nothing.txt"), tmp_path / "nothing.txt", "not a dataset folder")
+
+
+def test_max_image_bytes_bounds_every_file(dataset: Path) -> None:
+    problems = problems_of(dataset, max_image_bytes=100_000)
+    assert len(problems) == 7, problems  # 3 images + 3 labels + 1 test image, each ~0.5 MiB unpacked
+    assert all("decompresses to more than 97.66 KiB (the max_image_bytes limit)" in line for line in problems)
+    with pytest.raises(PatchworkError, match="ingest.max_image_bytes must be a positive whole number"):
+        ingest(dataset, max_image_bytes=0)
+
+
+def test_affine_tolerance_is_applied_by_ingest_alone(dataset: Path, tmp_path: Path) -> None:
+    path = dataset / "labelsTr" / "demo_001.nii.gz"
+    label, affine = load(path)
+    affine[:3, 3] += 5e-3
+    save_image(label, affine, path, np.uint8)
+    assert_reported(problems_of(dataset), path.resolve(), "affine differs", "tolerance 0.001")
+    subjects, _ = ingest(dataset, affine_tolerance=1e-2)
+    record = preprocess_subject(subjects[0], tmp_path / "pre", PreprocessSettings(crop_nonzero=False))
+    assert record["shape"] == list(label.shape)

@@ -44,7 +44,9 @@ def test_runtime_dependencies_are_what_the_package_imports(repo: Path) -> None:
     imported = {DISTRIBUTION.get(name, name).lower() for name in third_party_imports(repo / "patchwork")}
     declared = set(requirements(project(repo)["dependencies"]))
     assert "snakemake" not in imported, "the package must never import Snakemake"
-    assert imported == declared, f"imported but not declared: {imported - declared}; unused: {declared - imported}"
+    assert imported == declared, (
+        f"imported but not declared: {imported - declared}; unused: {declared - imported}"
+    )
 
 
 def test_workflow_extra_excludes_the_broken_combinations(repo: Path) -> None:

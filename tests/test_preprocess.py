@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
+from patchwork.config import PreprocessSettings
 from patchwork.data.cohort import Subject
 from patchwork.data.preprocess import (
     load_preprocessed,
@@ -21,6 +22,12 @@ from patchwork.data.preprocess import (
 )
 from patchwork.errors import PatchworkError
 from patchwork.io import read_json, save_image
+
+
+def _preprocess(subject: Subject, root: Path, target: object, **settings: object) -> dict:
+    """Preprocess ``subject`` into ``root/{subject}/`` (the workflow's layout) at spacing ``target``."""
+    spacing = None if target is None else tuple(float(v) for v in target)  # type: ignore[attr-defined]
+    return preprocess_subject(subject, root / subject.subject, PreprocessSettings(spacing, **settings))
 
 
 def _rotation(axis: np.ndarray, degrees: float) -> np.ndarray:
@@ -107,17 +114,17 @@ def test_sitk_geometry_matches_simpleitk_nifti_reader(tmp_path: Path, name: str)
 @pytest.mark.parametrize("name", sorted(GEOMETRIES))
 def test_resampled_label_maps_back_to_the_original_grid(tmp_path: Path, name: str) -> None:
     subject, _, label, affine = _write_case(tmp_path, name)
-    record = preprocess_subject(subject, tmp_path / "pre", TARGET)
+    record = _preprocess(subject, tmp_path / "pre", TARGET)
     image, pre_label, _ = load_preprocessed(tmp_path / "pre", name)
 
     assert image.shape == (2, *record["shape"]) and image.dtype == np.float32
     assert pre_label.shape == tuple(record["shape"]) and pre_label.dtype == np.uint8
     assert record["crop_box"] != [[0, n] for n in label.shape]
     np.testing.assert_allclose(voxel_spacing(np.array(record["affine"])), TARGET, rtol=1e-12)
-    header = nib.load(tmp_path / "pre" / f"{name}_0000.nii.gz").header
+    header = nib.load(tmp_path / "pre" / name / "image_0000.nii.gz").header
     np.testing.assert_allclose(header.get_zooms(), TARGET, rtol=1e-5)
     np.testing.assert_allclose(
-        nib.load(tmp_path / "pre" / f"{name}_seg.nii.gz").affine, record["affine"], atol=1e-4
+        nib.load(tmp_path / "pre" / name / "seg.nii.gz").affine, record["affine"], atol=1e-4
     )
     extent_before = np.array(record["cropped_shape"]) * voxel_spacing(np.array(record["cropped_affine"]))
     assert np.all(np.abs(np.array(record["shape"]) * TARGET - extent_before) <= np.array(TARGET) / 2 + 1e-9)
@@ -146,7 +153,7 @@ def test_resampling_matches_an_independent_interpolation(tmp_path: Path, name: s
     subject, image, _, affine = _write_case(tmp_path, name)
     smooth = ndimage.gaussian_filter(image, 2.0)
     save_image(smooth, affine, subject.images[0], np.float32)
-    record = preprocess_subject(subject, tmp_path / "pre", TARGET, normalization="none")
+    record = _preprocess(subject, tmp_path / "pre", TARGET, normalization="none")
     pre, _, _ = load_preprocessed(tmp_path / "pre", name)
 
     index = np.indices(record["shape"]).reshape(3, -1).T
@@ -160,7 +167,9 @@ def test_resampling_matches_an_independent_interpolation(tmp_path: Path, name: s
 @pytest.mark.parametrize("name", sorted(GEOMETRIES))
 def test_original_spacing_without_crop_is_identical(tmp_path: Path, name: str) -> None:
     subject, image, label, affine = _write_case(tmp_path, name)
-    record = preprocess_subject(subject, tmp_path / "pre", voxel_spacing(affine), "none", crop_nonzero=False)
+    record = _preprocess(
+        subject, tmp_path / "pre", voxel_spacing(affine), normalization="none", crop_nonzero=False
+    )
     pre_image, pre_label, _ = load_preprocessed(tmp_path / "pre", name)
     assert np.array_equal(pre_label, label)
     assert np.array_equal(pre_image[0], image)
@@ -170,7 +179,7 @@ def test_original_spacing_without_crop_is_identical(tmp_path: Path, name: str) -
 
 def test_crop_alone_pastes_back_exactly(tmp_path: Path) -> None:
     subject, _, label, affine = _write_case(tmp_path, "oblique_flipped")
-    record = preprocess_subject(subject, tmp_path / "pre", None)
+    record = _preprocess(subject, tmp_path / "pre", None)
     _, pre_label, _ = load_preprocessed(tmp_path / "pre", subject.subject)
     assert pre_label.shape == tuple(record["cropped_shape"]) and pre_label.shape != label.shape
     assert np.array_equal(to_original(pre_label, record, "nearest")[0], label)
@@ -181,7 +190,7 @@ def test_crop_alone_pastes_back_exactly(tmp_path: Path) -> None:
 
 def test_probabilities_map_back_with_fill_outside_the_crop(tmp_path: Path) -> None:
     subject, _, label, _ = _write_case(tmp_path, "anisotropic")
-    record = preprocess_subject(subject, tmp_path / "pre", TARGET)
+    record = _preprocess(subject, tmp_path / "pre", TARGET)
     _, pre_label, _ = load_preprocessed(tmp_path / "pre", subject.subject)
     prob = np.stack([1.0 - pre_label, pre_label]).astype(np.float32)
     back, _ = to_original(prob, record, interpolation="linear", fill=-1.0)
@@ -246,11 +255,18 @@ def test_zscore_whole_volume_and_none(tmp_path: Path) -> None:
 
 def test_record_round_trips_through_json(tmp_path: Path) -> None:
     subject, _, _, _ = _write_case(tmp_path, "oblique_flipped")
-    record = preprocess_subject(subject, tmp_path / "pre", TARGET)
+    record = _preprocess(subject, tmp_path / "pre", TARGET)
     image, label, loaded = load_preprocessed(tmp_path / "pre", subject.subject)
-    assert loaded == record == read_json(tmp_path / "pre" / "oblique_flipped.json")
-    assert record["channel_files"] == ["oblique_flipped_0000.nii.gz", "oblique_flipped_0001.nii.gz"]
-    assert record["label_file"] == "oblique_flipped_seg.nii.gz"
+    folder = tmp_path / "pre" / "oblique_flipped"
+    assert loaded == record == read_json(folder / "record.json")
+    assert record["channel_files"] == ["image_0000.nii.gz", "image_0001.nii.gz"]
+    assert record["label_file"] == "seg.nii.gz"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "image_0000.nii.gz",
+        "image_0001.nii.gz",
+        "record.json",
+        "seg.nii.gz",
+    ]
     assert record["source_label"] == str(subject.label)
     assert np.array_equal(to_original(label, loaded, "nearest")[0], to_original(label, record, "nearest")[0])
 
@@ -258,10 +274,10 @@ def test_record_round_trips_through_json(tmp_path: Path) -> None:
 def test_subject_without_label(tmp_path: Path) -> None:
     subject, _, _, _ = _write_case(tmp_path, "anisotropic")
     test_subject = Subject("case", "test", subject.images, None)
-    record = preprocess_subject(test_subject, tmp_path / "pre", TARGET)
+    record = _preprocess(test_subject, tmp_path / "pre", TARGET)
     image, label, _ = load_preprocessed(tmp_path / "pre", "case")
     assert label is None and record["label_file"] is None
-    assert not (tmp_path / "pre" / "case_seg.nii.gz").exists()
+    assert not (tmp_path / "pre" / "case" / "seg.nii.gz").exists()
     assert image.shape == (2, *record["shape"])
 
 
@@ -270,15 +286,15 @@ def test_bad_inputs_raise_one_line_errors(tmp_path: Path) -> None:
     fractional = tmp_path / "fractional.nii.gz"
     save_image(label * 0.5, affine, fractional, np.float32)
     with pytest.raises(PatchworkError, match="fractional.nii.gz: label must hold whole numbers"):
-        preprocess_subject(Subject("s", "train", subject.images, fractional), tmp_path / "pre", TARGET)
+        _preprocess(Subject("s", "train", subject.images, fractional), tmp_path / "pre", TARGET)
 
     small = tmp_path / "small.nii.gz"
     save_image(label[:-1], affine, small, np.uint8)
     with pytest.raises(PatchworkError, match="small.nii.gz: grid"):
-        preprocess_subject(Subject("s", "train", subject.images, small), tmp_path / "pre", TARGET)
+        _preprocess(Subject("s", "train", subject.images, small), tmp_path / "pre", TARGET)
 
-    with pytest.raises(PatchworkError, match="unknown normalization 'minmax'"):
-        preprocess_subject(subject, tmp_path / "pre", TARGET, normalization="minmax")
-    with pytest.raises(PatchworkError, match="target_spacing must be three positive numbers"):
-        preprocess_subject(subject, tmp_path / "pre", (1.0, 0.0, 1.0))
-    assert not (tmp_path / "pre").exists() or not any((tmp_path / "pre").glob("s*"))
+    with pytest.raises(PatchworkError, match="preprocess: normalization='minmax': expected one of"):
+        _preprocess(subject, tmp_path / "pre", TARGET, normalization="minmax")
+    with pytest.raises(PatchworkError, match=r"preprocess: target_spacing\[1\]=0.0: must be > 0"):
+        _preprocess(subject, tmp_path / "pre", (1.0, 0.0, 1.0))
+    assert not (tmp_path / "pre" / "s").exists()

@@ -9,10 +9,17 @@ import pytest
 import torch
 
 from patchwork.errors import PatchworkError
-from patchwork.unet import UNetParams, gaussian_weight, load_unet, predict_unet, sliding_window_inference
+from patchwork.networks import init_weights
+from patchwork.unet import (
+    UNetApply,
+    UNetParams,
+    gaussian_weight,
+    load_unet,
+    predict_unet,
+    sliding_window_inference,
+)
 from patchwork.unet.inference import foreground_probability, window_starts
 from patchwork.unet.modelfile import build_network, save_model
-from patchwork.networks import init_weights
 
 
 class Identity(torch.nn.Module):
@@ -117,7 +124,7 @@ def model_file(tmp_path):
 def test_model_file_loads_with_weights_only(model_file):
     path, net = model_file
     obj = torch.load(path, weights_only=True)
-    assert obj["in_channels"] == 2 and obj["params"]["head"] == "softmax"
+    assert obj["in_channels"] == 2 and obj["params"]["head"] == "softmax" and obj["version"] == 2
     model, params = load_unet(path)
     assert params.patch_size == (16, 16, 16) and not model.training
     for (k, v), (k2, v2) in zip(model.state_dict().items(), net.state_dict().items(), strict=True):
@@ -127,11 +134,13 @@ def test_model_file_loads_with_weights_only(model_file):
 def test_predict_returns_probability_map_of_the_image_shape(model_file):
     path, net = model_file
     image = np.random.default_rng(0).standard_normal((2, 20, 11, 18)).astype(np.float32)
-    prob = predict_unet(path, image)
-    assert prob.shape == (20, 11, 18) and prob.dtype == np.float32
+    prob, spread = predict_unet(path, image)
+    assert prob.shape == (20, 11, 18) and prob.dtype == np.float32 and spread is None
     assert (prob >= 0).all() and (prob <= 1).all()
-    mirrored = predict_unet(path, image, mirror=True)
+    mirrored, _ = predict_unet(path, image, apply=UNetApply(test_time_mirroring=True))
     assert not np.array_equal(prob, mirrored)
+    sparse, _ = predict_unet(path, image, apply=UNetApply(overlap=0.0, sw_batch_size=1))
+    assert not np.array_equal(prob, sparse)  # fewer windows: other weights where windows meet
 
 
 def test_predict_rejects_wrong_channels_and_bad_files(model_file, tmp_path):

@@ -1,11 +1,11 @@
-"""UNetParams: defaults, round trip, and one clear error per bad key or value."""
+"""UNetParams and UNetApply: defaults, round trip, and one clear error per bad key or value."""
 
 from __future__ import annotations
 
 import pytest
 
 from patchwork.errors import PatchworkError
-from patchwork.unet import UNetParams
+from patchwork.unet.params import UNetApply, UNetParams
 
 
 def test_defaults_are_valid_and_round_trip():
@@ -40,7 +40,7 @@ def test_from_dict_accepts_ints_for_floats_and_lists_for_tuples():
         ({"num_classes": 1}, "num_classes=1"),
         ({"lr": -1.0}, "lr=-1.0: must be positive"),
         ({"lr": float("nan")}, "expected a finite number"),
-        ({"overlap": 1.0}, "overlap=1.0"),
+        ({"overlap": 0.5}, "unknown key(s) overlap"),  # an application setting: UNetApply
         ({"oversample_foreground": 1.5}, "oversample_foreground=1.5"),
         ({"scale_range": [1.2, 0.8]}, "scale_range=[1.2, 0.8]"),
         ({"max_features": 4}, "max_features=4"),
@@ -62,3 +62,18 @@ def test_all_problems_reported_at_once():
 def test_not_a_mapping():
     with pytest.raises(PatchworkError, match="expected a mapping"):
         UNetParams.from_dict([1, 2])
+
+
+def test_apply_settings_round_trip_and_name_bad_values():
+    apply = UNetApply.from_dict({"overlap": 0, "test_time_mirroring": True})
+    assert apply.overlap == 0.0 and UNetApply.from_dict(apply.to_dict()) == apply
+    for d, message in [
+        ({"overlap": 1.0}, "unet apply: overlap=1.0: must be < 1"),
+        ({"overlap": -0.1}, "unet apply: overlap=-0.1: must be >= 0"),
+        ({"sw_batch_size": 0}, "unet apply: sw_batch_size=0: must be >= 1"),
+        ({"test_time_mirroring": 1}, "unet apply: test_time_mirroring=1: expected true or false"),
+        ({"patch_size": [8, 8, 8]}, "unet apply: unknown key(s) patch_size"),
+    ]:
+        with pytest.raises(PatchworkError) as err:
+            UNetApply.from_dict(d)
+        assert str(err.value).startswith(message) and len(err.value.problems) == 1

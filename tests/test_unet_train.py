@@ -38,9 +38,9 @@ def test_tiny_training_overfits(tmp_path, head):
     params = UNetParams.from_dict(
         {**TINY, **settings, "augment": False, "oversample_foreground": 0.5, "val_every": 30}
     )
-    model_path = train_unet(params, [d[0] for d in data], [d[1] for d in data], tmp_path, seed=0)
+    model_path = train_unet(params, [d[0] for d in data], [d[1] for d in data], None, tmp_path, seed=0)
     for image, label in data:
-        prob = predict_unet(model_path, image)
+        prob, _ = predict_unet(model_path, image)
         assert dice(prob >= 0.5, label > 0) > 0.8
     log = (tmp_path / "train_log.tsv").read_text().splitlines()
     assert log[0].split("\t") == ["iteration", "train_loss", "val_loss", "val_dice", "lr", "seconds"]
@@ -60,6 +60,7 @@ def _run(out_dir, seed=3):
         UNetParams.from_dict(RESUME),
         [train[0]],
         [train[1]],
+        None,
         out_dir,
         seed,
         val_images=[val[0]],
@@ -147,7 +148,7 @@ def test_bad_training_data_is_named(tmp_path):
     ]
     for images, labels, message in cases:
         with pytest.raises(PatchworkError, match=message):
-            train_unet(params, images, labels, tmp_path, seed=0)
+            train_unet(params, images, labels, None, tmp_path, seed=0)
 
 
 def test_poly_lr():

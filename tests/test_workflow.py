@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -27,21 +31,42 @@ TINY_DNP = {
     "train": {"num_its": 2, "num_patches": 2, "epochs": 1, "batch_size": 4},
 }
 MODELS = ["unet_sigmoid", "unet_softmax", "dnp"]
+# Threads of the tiny run: training jobs take both cores, so no other job may run beside one.
+CORES = 2
+N_TRAIN, N_TEST = 4, 1
+THREADS = {"train": 2, "predict": 1}
 
 
-def snakemake(repo: Path, workdir: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def snakemake(
+    repo: Path, workdir: Path, *args: str, env: dict[str, str] | None = None, timeout: int = 900
+) -> subprocess.CompletedProcess:
     """Run the repository's Snakefile in ``workdir`` (so results stay in the test's folder)."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(workdir), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    # The jobs call the `patchwork` console script of this Python's environment.
+    env = {**os.environ, **(env or {})}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def planned_jobs(run: subprocess.CompletedProcess) -> dict[str, int]:
+    """Jobs per rule of a dry run (its "Job stats" table); empty when there is nothing to be done."""
+    text = run.stdout + run.stderr
+    assert run.returncode == 0, text[-5000:]
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1].split("\n\n", 1)[0]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)\s*$", table, flags=re.MULTILINE))
+    return {rule: int(n) for rule, n in jobs.items() if rule != "total"}
 
 
 def tiny_config(workdir: Path, **overrides: object) -> Path:
-    """A config for 6 demo subjects at 4 mm, 2 folds, two U-Nets of a few iterations."""
+    """A config for 4 + 1 demo subjects at 4 mm, 2 folds, two U-Nets and a DNP of a few iterations."""
     config = {
         "dataset": "demo",
-        "demo": {"n_train": 6, "n_test": 2, "spacing": 4.0, "target_spacing": None},
+        "demo": {"n_train": N_TRAIN, "n_test": N_TEST, "spacing": 4.0},
+        "preprocess": {"target_spacing": None},  # the cohort's own 4 mm (config/demo.yaml says 3 mm)
         "splits": {"n_folds": 2},
-        "threads": {"train": 1, "predict": 1},
+        "threads": THREADS,
         "models": [
             {"name": "unet_sigmoid", "type": "unet", "params": {"head": "sigmoid", **TINY_UNET}},
             {"name": "unet_softmax", "type": "unet", "params": {"head": "softmax", **TINY_UNET}},
@@ -55,11 +80,103 @@ def tiny_config(workdir: Path, **overrides: object) -> Path:
     return path
 
 
+# --- threads in use, from the benchmark files ---------------------------------------------------------
+
+# Benchmark files are written when a job's command ends; its `s` column is the command's wall time. The
+# next job of a core starts only after that, so intervals of jobs that ran one after the other touch at
+# most; this slack only absorbs the rounding of `s` and of file times.
+SLACK_S = 0.25
+
+
+def job_intervals(benchmarks: Path, threads: dict[str, int]) -> list[tuple[float, float, int, str]]:
+    """``(start, end, threads, file)`` of every job: end = the benchmark file's mtime, start = end - s.
+
+    Files lie in ``benchmarks/{rule}/...``; a rule's threads are ``threads[rule]`` (train, predict), else 1.
+    """
+    jobs = []
+    for path in sorted(benchmarks.rglob("*.tsv")):
+        rule = path.relative_to(benchmarks).parts[0]
+        end = path.stat().st_mtime
+        seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[-1])
+        jobs.append((end - seconds, end, threads.get(rule.removesuffix("_with_std"), 1), str(path)))
+    return jobs
+
+
+def peak_threads(jobs: list[tuple[float, float, int, str]], slack: float = SLACK_S) -> tuple[int, list[str]]:
+    """Most threads in use at any moment (a sweep over the job intervals) and the jobs running then."""
+    events = []
+    for start, end, threads, name in jobs:
+        if end - start > 2 * slack:
+            events += [(start + slack, 1, threads, name), (end - slack, 0, threads, name)]
+    running: dict[str, int] = {}
+    peak, peak_jobs = 0, []
+    for _, is_start, threads, name in sorted(events):  # at one instant, ends (0) before starts (1)
+        if is_start:
+            running[name] = threads
+            if sum(running.values()) > peak:
+                peak, peak_jobs = sum(running.values()), sorted(running)
+        else:
+            running.pop(name)
+    return peak, peak_jobs
+
+
+def test_peak_threads_sweep() -> None:
+    one_after_other = [(0.0, 10.0, 2, "a"), (10.0, 20.0, 2, "b"), (10.0, 15.0, 0, "c")]
+    assert peak_threads(one_after_other)[0] == 2
+    together = [(0.0, 10.0, 2, "a"), (5.0, 20.0, 2, "b"), (6.0, 7.0, 1, "c")]
+    assert peak_threads(together) == (5, ["a", "b", "c"])
+    assert peak_threads([(0.0, 10.0, 1, "a"), (9.9, 20.0, 1, "b")])[0] == 1  # within the slack
+
+
+# --- dry runs ------------------------------------------------------------------------------------------
+
+
 def test_dry_run_and_lint_of_default_config(repo: Path, tmp_path: Path) -> None:
     dry = snakemake(repo, tmp_path, "-n", "--cores", "1")
     assert dry.returncode == 0, dry.stderr
     lint = snakemake(repo, tmp_path, "--lint")
     assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
+
+
+def fake_finished_ingest(workdir: Path, n_train: int = 4, n_test: int = 1, n_folds: int = 2) -> None:
+    """The demo folder, cohort table and splits of a run whose ingest and splits are done (files empty)."""
+    results = workdir / "results"
+    (results / "demo").mkdir(parents=True)
+    ids = [f"s{i}" for i in range(n_train + n_test)]
+    rows = ["subject\trole\timage_0000\tlabel"]
+    for i, subject in enumerate(ids):
+        image = results / "demo" / f"{subject}_0000.nii.gz"
+        image.touch()
+        label = results / "demo" / f"{subject}.nii.gz" if i < n_train else ""
+        if label:
+            label.touch()
+        rows.append(f"{subject}\t{'train' if label else 'test'}\t{image}\t{label}")
+    (results / "subjects.tsv").write_text("\n".join(rows) + "\n")
+    (results / "fingerprint.json").write_text("{}")
+    folds = [ids[:n_train][k::n_folds] for k in range(n_folds)]
+    splits = [{"train": [s for f in folds if f is not val for s in f], "val": val} for val in folds]
+    (results / "splits.json").write_text(json.dumps(splits))
+
+
+def test_snakefile_parses_without_torch_or_pandas(repo: Path, tmp_path: Path) -> None:
+    """The environment that runs Snakemake (a cluster's login node, say) needs neither torch nor pandas:
+    parsing the Snakefile, checking every model spec and building the whole DAG (input functions that
+    read the cohort table and the splits) import neither."""
+    blocked = tmp_path / "blocked"
+    for module in ("torch", "pandas"):
+        (blocked / module).mkdir(parents=True)
+        (blocked / module / "__init__.py").write_text(
+            f"raise ImportError('{module} imported while the workflow was planned')\n"
+        )
+    workdir = tmp_path / "run"
+    fake_finished_ingest(workdir)
+    config = tiny_config(workdir)
+    dry = snakemake(
+        repo, workdir, "-n", "--cores", "2", "--configfile", str(config), env={"PYTHONPATH": str(blocked)}
+    )
+    assert planned_jobs(dry)["train"] == 3 * 3, dry.stdout + dry.stderr  # every fold and the final model
+    assert "imported while the workflow was planned" not in dry.stdout + dry.stderr
 
 
 @pytest.mark.parametrize("overlay", ["atlas2.yaml", "demo_dnp.yaml"])
@@ -76,8 +193,9 @@ def test_shipped_overlay_configs_plan(repo: Path, tmp_path: Path, overlay: str) 
     ("overrides", "message"),
     [
         ({"splits": {"n_folds": 1}}, "n_folds"),
-        ({"models": [{"name": "dnp", "type": "dnp", "params": {"apply": {"windows": "cos"}}}]}, "windows"),
+        ({"models": [{"name": "dnp", "type": "dnp", "apply": {"windows": "cos"}}]}, "windows"),
         ({"models": [{"name": "u", "type": "unet", "params": {"patch_size": [30, 32, 32]}}]}, "patch_size"),
+        ({"models": [{"name": "u", "type": "unet", "threshold": 1.5}]}, "threshold"),
     ],
 )
 def test_bad_config_is_rejected_before_any_job(repo: Path, tmp_path: Path, overrides, message) -> None:
@@ -88,17 +206,148 @@ def test_bad_config_is_rejected_before_any_job(repo: Path, tmp_path: Path, overr
     assert not (tmp_path / "results").exists()
 
 
+# --- ingest's inputs are the dataset's files ---------------------------------------------------------------
+
+
+def load_workflow_inputs(repo: Path):
+    """The workflow's helper module workflow/inputs.py (not part of the installed package)."""
+    spec = importlib.util.spec_from_file_location("workflow_inputs", repo / "workflow" / "inputs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_dataset_files_of_folder_and_manifest(repo: Path, tmp_path: Path) -> None:
+    inputs = load_workflow_inputs(repo)
+    folder = tmp_path / "raw"
+    (folder / "imagesTr").mkdir(parents=True)
+    (folder / ".cache").mkdir()
+    for name in ("dataset.json", "imagesTr/a_0000.nii.gz", ".cache/x", ".DS_Store"):
+        (folder / name).write_text("x")
+    assert inputs.dataset_files(folder) == [
+        str(folder / "dataset.json"),
+        str(folder / "imagesTr/a_0000.nii.gz"),
+    ]
+    assert inputs.dataset_files(tmp_path / "missing") == [str(tmp_path / "missing")]
+
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text(
+        "Subject,t1,flair,label,group\n"
+        "a,raw/imagesTr/a_0000.nii.gz,/nowhere/a_flair.nii.gz,raw/dataset.json,site1\n"
+        "b,raw/imagesTr/a_0000.nii.gz,,,raw/dataset.json\n"
+    )
+    named = [str(folder / "dataset.json"), str(folder / "imagesTr/a_0000.nii.gz")]
+    # The manifest and the files it names that exist (a group cell is no file; missing files are ingest's).
+    assert inputs.dataset_files(manifest) == [str(manifest), *named]
+
+
+def test_new_or_replaced_dataset_file_reruns_ingest(repo: Path, tmp_path: Path) -> None:
+    from patchwork.data.demo import make_demo_dataset
+
+    source = make_demo_dataset(tmp_path / "raw", n_train=3, n_test=0, spacing=4.0, seed=1)
+    images = sorted((source / "imagesTr").glob("*.nii.gz"))
+    labels = sorted((source / "labelsTr").glob("*.nii.gz"))
+    manifest = tmp_path / "cohort.csv"
+    rows = "".join(f"m{i},{image},{label}\n" for i, (image, label) in enumerate(zip(images, labels)))
+    manifest.write_text("subject,image,label\n" + rows)
+
+    def replace(path: Path) -> None:
+        """The image written anew with other intensities (Snakemake ignores a newer file of equal content)."""
+        image = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asanyarray(image.dataobj) * 2, image.affine, image.header), path)
+
+    def ingest(workdir: Path, dry: bool) -> subprocess.CompletedProcess:
+        """Run (or plan) the workflow up to the cohort table."""
+        config = ("--configfile", str(workdir / "config.yaml"))
+        return snakemake(
+            repo, workdir, "results/subjects.tsv", *(["-n"] if dry else []), "--cores", "1", *config
+        )
+
+    for dataset in (manifest, source):
+        workdir = tmp_path / f"run_{dataset.name}"
+        workdir.mkdir()
+        tiny_config(workdir, dataset=str(dataset))
+        run = ingest(workdir, dry=False)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert planned_jobs(ingest(workdir, dry=True)) == {}
+
+        replace(images[0])  # a file the manifest names, or one of the folder
+        dry = ingest(workdir, dry=True)
+        assert planned_jobs(dry) == {"ingest": 1} and "Updated input files" in dry.stdout, dry.stdout
+        run = ingest(workdir, dry=False)
+        assert run.returncode == 0, run.stdout + run.stderr
+
+    # A file added to the folder: a test image, older than the cohort table (copy2 keeps its time).
+    (source / "imagesTs").mkdir()
+    shutil.copy2(images[1], source / "imagesTs" / "test_001_0000.nii.gz")
+    dry = ingest(tmp_path / "run_raw", dry=True)
+    assert planned_jobs(dry) == {"ingest": 1}, dry.stdout
+    assert "Set of input files has changed" in dry.stdout, dry.stdout
+
+
+def test_broken_dataset_stops_at_ingest_with_one_line(repo: Path, tmp_path: Path) -> None:
+    from patchwork.data.demo import make_demo_dataset
+
+    source = make_demo_dataset(tmp_path / "raw", n_train=3, n_test=0, spacing=4.0, seed=1)
+    label = next((source / "labelsTr").glob("*.nii.gz"))
+    label.unlink()
+    config = tiny_config(tmp_path, dataset=str(source))
+    run = snakemake(repo, tmp_path, "--cores", "1", "--configfile", str(config))
+    assert run.returncode != 0
+    assert label.name in run.stdout + run.stderr
+    log = (tmp_path / "logs" / "ingest.log").read_text()
+    assert label.name in log and "Traceback" not in log
+    assert not (tmp_path / "results" / "subjects.tsv").exists()
+
+
+def test_crash_of_a_command_reaches_the_rule_log(repo: Path, tmp_path: Path) -> None:
+    """Even a command line that fails to import writes its traceback, once, into the rule's log file."""
+    broken = tmp_path / "broken" / "patchwork"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise RuntimeError('the package is broken')\n")
+    workdir = tmp_path / "run"
+    workdir.mkdir()
+    config = tiny_config(workdir)
+    run = snakemake(
+        repo, workdir, "--cores", "1", "--configfile", str(config), env={"PYTHONPATH": str(broken.parent)}
+    )
+    assert run.returncode != 0
+    log = (workdir / "logs" / "demo.log").read_text()
+    assert log.count("Traceback") == 1 and log.count("RuntimeError: the package is broken") == 1, log
+
+
+# --- the whole workflow ----------------------------------------------------------------------------------
+
+
 @pytest.mark.slow
 def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     config = tiny_config(tmp_path)
-    run = snakemake(repo, tmp_path, "--cores", "2", "--configfile", str(config))
+    run = snakemake(repo, tmp_path, "--cores", str(CORES), "--configfile", str(config))
     assert run.returncode == 0, run.stderr[-5000:]
     results = tmp_path / "results"
+
+    # Jobs together never used more threads than --cores (snakemake 9.15 started two `threads: 2`
+    # trainings at once on 2 cores: snakemake/snakemake#3913).
+    jobs = job_intervals(results / "benchmarks", THREADS)
+    peak, together = peak_threads(jobs)
+    assert peak <= CORES, f"{peak} threads in use on {CORES} cores: {together}"
+    # A benchmark file for every rule (but `all`).
+    rules = {Path(j[3]).relative_to(results / "benchmarks").parts[0] for j in jobs}
+    assert rules == {
+        "demo", "ingest", "preprocess", "splits", "train", "predict", "predict_with_std", "ensemble",
+        "tune_ensemble", "ensemble_tuned", "evaluate", "summarise", "report", "package_submission",
+    }  # fmt: skip
 
     subjects = read_subjects(results / "subjects.tsv")
     train = [s for s in subjects if s.role == "train"]
     test = [s for s in subjects if s.role == "test"]
-    assert len(train) == 6 and len(test) == 2
+    assert len(train) == N_TRAIN and len(test) == N_TEST
+
+    # Preprocessing writes one declared folder per subject.
+    for s in subjects:
+        folder = results / "preprocessed" / s.subject
+        assert (folder / "record.json").is_file() and (folder / "image_0000.nii.gz").is_file()
+        assert (folder / "seg.nii.gz").is_file() == (s.role == "train")
 
     splits = json.loads((results / "splits.json").read_text())
     assert len(splits) == 2
@@ -109,6 +358,7 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
             fold_dir = results / "models" / model / f"fold_{fold}"
             for name in ("model.pt", "train_log.tsv", "curve.png", "spec.json"):
                 assert (fold_dir / name).is_file(), fold_dir / name
+            assert not (fold_dir / "checkpoint.pt").exists()
 
     def assert_same_grid(path: Path, reference: Path) -> None:
         pred, ref = nib.load(path), nib.load(reference)
@@ -135,7 +385,7 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     summary = pd.read_csv(results / "summary.tsv", sep="\t")
     assert set(summary["model"]) == {*MODELS, "ensemble", "ensemble_tuned"}
     dice = summary[summary["metric"] == "dice"]
-    assert len(dice) == 5 and dice["n"].eq(6).all()
+    assert len(dice) == 5 and dice["n"].eq(N_TRAIN).all()
     tuned = json.loads((results / "ensemble_params.json").read_text())
     assert tuned["mean_dice"] >= tuned["hand_set"]["mean_dice"] - 1e-9
 
@@ -152,28 +402,37 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     assert packaged <= set(manifest["files"])
     assert all(len(v["sha256"]) == 64 for v in manifest["files"].values())
 
-    again = snakemake(repo, tmp_path, "-n", "--cores", "2", "--configfile", str(config))
-    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+    again = snakemake(repo, tmp_path, "-n", "--cores", str(CORES), "--configfile", str(config))
+    assert planned_jobs(again) == {}
+
+    # A model's threshold and application settings are prediction's: changing them re-predicts that
+    # model (and what depends on its predictions), and retrains nothing.
+    changed = yaml.safe_load(config.read_text())
+    changed["models"][0]["threshold"] = 0.4
+    changed["models"][2]["apply"] = {"num_patches": 2}
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed))
+    dry = snakemake(
+        repo, tmp_path, "-n", "--cores", str(CORES), "--configfile", str(tmp_path / "changed.yaml")
+    )
+    planned = planned_jobs(dry)
+    assert "train" not in planned, dry.stdout
+    # unet_sigmoid: every subject (out-of-fold or test); dnp (with its spread map) the same.
+    n = N_TRAIN + N_TEST
+    assert planned["predict"] == n and planned["predict_with_std"] == n, planned
+    assert re.search(r"reason: .*Params have changed", dry.stdout), dry.stdout
 
     # A model added to a finished run trains on every fold and joins the ensemble.
     extra = yaml.safe_load(config.read_text())
     extra["models"].append({"name": "unet_extra", "type": "unet", "params": {"head": "sigmoid", **TINY_UNET}})
     config.write_text(yaml.safe_dump(extra))
-    grown = snakemake(repo, tmp_path, "--cores", "2", "--configfile", str(config))
+    grown = snakemake(repo, tmp_path, "--cores", str(CORES), "--configfile", str(config))
     assert grown.returncode == 0, grown.stderr[-5000:]
+    assert (
+        planned_jobs(snakemake(repo, tmp_path, "-n", "--cores", str(CORES), "--configfile", str(config)))
+        == {}
+    )
     for s in train:
         assert_same_grid(results / "predictions" / "unet_extra" / f"{s.subject}_prob.nii.gz", s.images[0])
     assert "unet_extra" in set(pd.read_csv(results / "summary.tsv", sep="\t")["model"])
-
-
-def test_broken_dataset_stops_at_ingest_with_one_line(repo: Path, tmp_path: Path) -> None:
-    from patchwork.data.demo import make_demo_dataset
-
-    source = make_demo_dataset(tmp_path / "raw", n_train=3, n_test=0, spacing=4.0, seed=1)
-    label = next((source / "labelsTr").glob("*.nii.gz"))
-    label.unlink()
-    config = tiny_config(tmp_path, dataset=str(source))
-    run = snakemake(repo, tmp_path, "--cores", "1", "--configfile", str(config))
-    assert run.returncode != 0
-    assert f"error: {label}" in run.stdout + run.stderr or label.name in run.stdout + run.stderr
-    assert not (tmp_path / "results" / "subjects.tsv").exists()
+    peak, together = peak_threads(job_intervals(results / "benchmarks", THREADS))
+    assert peak <= CORES, f"{peak} threads in use on {CORES} cores: {together}"

@@ -6,15 +6,24 @@ Sources:
   ``file_ending``), ``imagesTr/{id}_{cccc}{ending}``, ``labelsTr/{id}{ending}`` and optionally
   ``imagesTs/{id}_{cccc}{ending}`` (test subjects; a ``labelsTs/`` folder is not read). A Medical
   Segmentation Decathlon / nnU-Net v1 ``dataset.json`` (``modality``, ``labels`` as
-  ``{"0": "background"}``, a ``training`` list of ``{"image", "label"}`` and a ``test`` list) works too;
+  ``{"0": "background"}``, a ``training`` list of ``{"image", "label"}`` and a ``test`` list of paths,
+  or of objects ``{"image": path}`` as in MONAI's decathlon data lists) works too;
 * a CSV (or ``.tsv``) manifest: a ``subject`` (or ``id``) column, a ``label`` column (an empty cell
   makes a test subject), an optional ``group`` column, and every other column an image channel, in
-  order (``image``, or ``t1``, ``flair`` ...). Relative paths are relative to the manifest's folder.
-  Its labels are the ``labels`` argument (default background 0, lesion 1).
+  order (``image``, or ``t1``, ``flair`` ...); a channel column whose cells are not ``.nii``/``.nii.gz``
+  paths (an ``age`` column, say) is an error rather than a channel. Cells are text as written: an id
+  ``NA``, ``null`` or ``None`` is an id, not a missing value. Relative paths are relative to the
+  manifest's folder. Its labels are the ``labels`` argument (default background 0, lesion 1).
 
-Every file is opened once (``patchwork.data.validate``); all problems of the dataset are collected
-and raised together as one ``PatchworkError`` with a line ``"{path}: {problem}"`` each, so a user
-fixes a dataset in one round. Example::
+Labels are whole numbers from 0 to 255 (label maps are stored as uint8 from preprocessing on), each
+used by one name. Subject ids must be safe as file names and unique even ignoring case (``Case1``
+and ``case1`` would be one file on macOS and Windows).
+
+Every file is opened once (``patchwork.data.validate``): its gzip stream read to the end (CRC
+checked) but never beyond ``max_image_bytes``, its header's geometry and voxel type checked, its
+voxels checked; all problems of the dataset are collected and raised together as one
+``PatchworkError`` with a line ``"{path}: {problem}"`` each, so a user fixes a dataset in one round.
+Later stages trust what ingest accepted (they repeat none of these checks). Example::
 
     subjects, fingerprint = ingest("raw/Dataset001_Demo")
     write_ingest(subjects, fingerprint, Path("results/subjects.tsv"), Path("results/fingerprint.json"))
@@ -31,6 +40,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from patchwork.config import DEFAULT_MAX_IMAGE_BYTES
 from patchwork.data.cohort import Subject, write_subjects
 from patchwork.data.validate import SubjectCheck, check_id, check_subject
 from patchwork.errors import PatchworkError
@@ -39,8 +49,10 @@ from patchwork.io import read_json, write_json
 log = logging.getLogger(__name__)
 
 DEFAULT_LABELS = {"background": 0, "lesion": 1}
+LABEL_RANGE = (0, 255)  # label values preprocessing can store (uint8)
 ID_COLUMNS = ("subject", "id")
 RESERVED_COLUMNS = (*ID_COLUMNS, "label", "group")
+NIFTI_ENDINGS = (".nii", ".nii.gz")
 
 
 @dataclass
@@ -54,33 +66,45 @@ class Source:
 
 
 def ingest(
-    source: str | Path, labels: dict[str, int] | None = None, affine_tolerance: float = 1e-3
+    source: str | Path,
+    labels: dict[str, int] | None = None,
+    affine_tolerance: float = 1e-3,
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
 ) -> tuple[list[Subject], dict[str, Any]]:
     """Read and check a cohort; return its subjects (train first, then test) and its fingerprint.
 
     ``labels`` declares the label values of a CSV manifest; for a folder the ``dataset.json`` declares
     them, and a ``labels`` argument that differs from it is reported as a problem. Affines of the
-    channels and the label of a subject may differ by ``affine_tolerance`` (absolute, any entry).
+    channels and the label of a subject, and the qform and sform of one file, may differ by
+    ``affine_tolerance`` (absolute, any entry); this is the only place the tolerance is applied.
+    ``max_image_bytes`` bounds what one file may decompress to (and its header declare), so that a
+    gzip bomb is refused in one line instead of exhausting memory.
 
     The fingerprint (a plain dict, written as json) holds the source, channel names, labels, subject
     counts, each subject's spacing (mm) and shape, their medians over the training subjects, and each
     training subject's number of foreground voxels.
     """
+    if not (isinstance(affine_tolerance, (int, float)) and 0 <= affine_tolerance < float("inf")):
+        raise PatchworkError(f"ingest.affine_tolerance must be a number >= 0, got {affine_tolerance!r}")
+    if isinstance(max_image_bytes, bool) or not isinstance(max_image_bytes, int) or max_image_bytes <= 0:
+        raise PatchworkError(
+            f"ingest.max_image_bytes must be a positive whole number, got {max_image_bytes!r}"
+        )
     path = Path(source).resolve()
     if path.is_dir():
         parsed = read_raw_folder(path, labels)
     elif path.suffix.lower() in (".csv", ".tsv"):
-        parsed = read_manifest(path, labels or DEFAULT_LABELS)
+        parsed = read_manifest(path, DEFAULT_LABELS if labels is None else labels)
     else:
         raise PatchworkError(f"{path}: not a dataset folder with dataset.json, nor a .csv/.tsv manifest")
     problems = list(parsed.problems)
     checks = {}
     for subject in parsed.subjects:
-        checks[subject.subject] = check_subject(subject, parsed.labels, affine_tolerance)
+        checks[subject.subject] = check_subject(subject, parsed.labels, affine_tolerance, max_image_bytes)
         problems.extend(checks[subject.subject].problems)
     train = [s for s in parsed.subjects if s.role == "train"]
     test = [s for s in parsed.subjects if s.role == "test"]
-    if not train:
+    if not train and not problems:  # otherwise a consequence of the problems already reported
         problems.append(f"{path}: no training subject (no subject has a label)")
     if problems:
         raise PatchworkError(problems=problems)
@@ -119,21 +143,45 @@ def write_ingest(
     write_json(fingerprint_json, fingerprint)
 
 
-def declared_labels(meta: dict[str, Any], where: Path, problems: list[str]) -> dict[str, int]:
-    """Labels of a dataset.json as {name: value}; nnU-Net v2 ``{"lesion": 1}`` or MSD ``{"1": "lesion"}``."""
-    raw = meta.get("labels")
+def parse_labels(raw: object, where: str | Path, problems: list[str]) -> dict[str, int]:
+    """Labels as {name: value}, from nnU-Net v2 ``{"lesion": 1}`` or MSD ``{"1": "lesion"}`` form.
+
+    Every value must be a whole number in ``LABEL_RANGE`` (an int, or a string of digits as MSD keys
+    are) and belong to one name; problems are appended with ``where`` (the file or setting) in front,
+    and the labels that passed are returned.
+    """
     if not isinstance(raw, dict) or not raw:
         problems.append(f"{where}: 'labels' must be a non-empty mapping of label names to values")
         return {}
-    if all(isinstance(v, str) for v in raw.values()):
-        raw = {name: key for key, name in raw.items()}
+    pairs = list(raw.items())
+    if all(isinstance(v, str) for _, v in pairs):
+        pairs = [(name, key) for key, name in pairs]
     labels: dict[str, int] = {}
-    for name, value in raw.items():
-        try:
-            labels[str(name)] = int(value)
-        except (TypeError, ValueError):
-            problems.append(f"{where}: label {name!r} has value {value!r}; expected an integer")
+    names: dict[int, str] = {}
+    low, high = LABEL_RANGE
+    for name, value in pairs:
+        number = label_value(value)
+        if number is None or not low <= number <= high:
+            problems.append(
+                f"{where}: label {name!r} has value {value!r}; expected a whole number from {low} to {high}"
+            )
+        elif name in labels:
+            problems.append(f"{where}: label name {name!r} is given to values {labels[name]} and {number}")
+        elif number in names:
+            problems.append(f"{where}: labels {names[number]!r} and {name!r} both have value {number}")
+        else:
+            labels[str(name)] = number
+            names[number] = str(name)
     return labels
+
+
+def label_value(value: object) -> int | None:
+    """``value`` as an int when it is one (not a bool) or a string of digits; otherwise None."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
+        return int(value)
+    return None
 
 
 def declared_channels(meta: dict[str, Any], where: Path, problems: list[str]) -> list[str]:
@@ -183,10 +231,15 @@ def read_raw_folder(folder: Path, labels: dict[str, int] | None) -> Source:
     """
     meta_path = folder / "dataset.json"
     meta = read_json(meta_path)
+    if not isinstance(meta, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(meta), "a number"
+        )
+        raise PatchworkError(f"{meta_path}: expected a JSON object {{...}} at the top level, found {kind}")
     problems: list[str] = []
     channels = declared_channels(meta, meta_path, problems)
-    declared = declared_labels(meta, meta_path, problems)
-    if labels is not None and dict(labels) != declared:
+    declared = parse_labels(meta.get("labels"), meta_path, problems)
+    if labels is not None and not problems and dict(labels) != declared:
         problems.append(f"{meta_path}: declares labels {declared}, but labels {dict(labels)} were given")
     if problems:
         raise PatchworkError(problems=problems)
@@ -200,9 +253,10 @@ def read_raw_folder(folder: Path, labels: dict[str, int] | None) -> Source:
         if (folder / "imagesTs").is_dir():
             test_ids = scan_images(folder / "imagesTs", len(channels), ending, problems)
         labelled = {p.name[: -len(ending)] for p in (folder / "labelsTr").glob(f"*{ending}")}
-        for orphan in sorted(labelled - set(train_ids)):
+        for orphan in sorted(labelled - set(train_ids)) if (folder / "imagesTr").is_dir() else []:
             problems.append(f"{folder / 'labelsTr' / (orphan + ending)}: label without images in imagesTr")
-    if meta.get("numTraining") not in (None, len(train_ids)):
+    scanned = listed or (folder / "imagesTr").is_dir()
+    if scanned and meta.get("numTraining") not in (None, len(train_ids)):
         problems.append(f"{meta_path}: numTraining is {meta['numTraining']} but {len(train_ids)} were found")
     subjects = []
     for role, ids in (("train", train_ids), ("test", test_ids)):
@@ -230,7 +284,8 @@ def listed_subjects(
 
     MSD lists ``./imagesTr/la_003.nii.gz`` and stores that file; nnU-Net v1 lists the same name but
     stores the channels as ``imagesTr/la_003_0000.nii.gz`` ... ``read_raw_folder`` takes whichever
-    exists. Labels are always ``labelsTr/{id}{ending}``.
+    exists. Labels are always ``labelsTr/{id}{ending}``. MSD's ``test`` list holds paths; an object
+    ``{"image": path}`` (MONAI's data lists, and the shape of a training entry) is taken as its path.
     """
     train = []
     for entry in meta["training"]:
@@ -239,12 +294,26 @@ def listed_subjects(
             problems.append(f"{meta_path}: training entry {entry!r} has no image ending in {ending}")
             continue
         train.append(Path(image).name[: -len(ending)])
-    test = [Path(p).name[: -len(ending)] for p in meta.get("test", []) if str(p).endswith(ending)]
+    entries = meta.get("test", [])
+    if not isinstance(entries, list):
+        problems.append(f"{meta_path}: 'test' must be a list of image paths, got {entries!r}")
+        entries = []
+    test = []
+    for entry in entries:
+        image = entry.get("image") if isinstance(entry, dict) else entry
+        if not isinstance(image, str) or not image.endswith(ending):
+            problems.append(
+                f"{meta_path}: test entry {entry!r} is neither an image path ending in {ending} "
+                'nor an object {"image": path}'
+            )
+            continue
+        test.append(Path(image).name[: -len(ending)])
     return train, test
 
 
 def id_problems(entries: list[tuple[str, str]]) -> list[str]:
-    """Problem lines for ids unsafe as file names or used twice; ``entries`` are (id, where it is)."""
+    """Problem lines for ids unsafe as file names, used twice, or differing only in case (one file on
+    the case-insensitive file systems of macOS and Windows); ``entries`` are (id, where it is)."""
     problems = []
     seen: dict[str, list[str]] = {}
     for subject, where in entries:
@@ -255,6 +324,16 @@ def id_problems(entries: list[tuple[str, str]]) -> list[str]:
         if len(wheres) > 1:
             others = ", ".join(wheres[1:])
             problems.append(f"{wheres[0]}: subject id {subject!r} is used more than once (also at {others})")
+    spellings: dict[str, list[str]] = {}
+    for subject in seen:
+        spellings.setdefault(subject.casefold(), []).append(subject)
+    for same in spellings.values():
+        if len(same) > 1:
+            others = ", ".join(f"{s!r} at {seen[s][0]}" for s in same[1:])
+            problems.append(
+                f"{seen[same[0]][0]}: subject id {same[0]!r} differs only in case from {others} "
+                "(they would be one file on macOS and Windows)"
+            )
     return problems
 
 
@@ -262,21 +341,44 @@ def read_manifest(path: Path, labels: dict[str, int]) -> Source:
     """Parse a CSV/TSV manifest (see the module docstring); files are not opened here."""
     if not path.is_file():
         raise PatchworkError(f"{path}: file not found")
+    problems: list[str] = []
+    labels = parse_labels(labels, "ingest.labels", problems)
+    if problems:
+        raise PatchworkError(problems=problems)
     try:
-        table = pd.read_csv(path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str)
+        table = pd.read_csv(
+            path, sep="\t" if path.suffix.lower() == ".tsv" else ",", dtype=str, keep_default_na=False
+        )
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise PatchworkError(f"{path}: cannot read the manifest ({str(err).splitlines()[0]})") from None
-    table = table.fillna("").rename(columns=lambda c: str(c).strip())
+    table = table.fillna("").rename(columns=lambda c: str(c).strip())  # short rows give NaN cells
     lower = {c.lower(): c for c in table.columns}
     id_column = next((lower[c] for c in ID_COLUMNS if c in lower), None)
-    channels = [c for c in table.columns if c.lower() not in RESERVED_COLUMNS]
-    if id_column is None or not channels:
+    if id_column is None:
         raise PatchworkError(
-            f"{path}: a manifest needs a 'subject' (or 'id') column and at least one image column "
-            f"(found columns {list(table.columns)})"
+            f"{path}: a manifest needs a 'subject' (or 'id') column (found {list(table.columns)})"
+        )
+    channels = []
+    for column in (c for c in table.columns if c.lower() not in RESERVED_COLUMNS):
+        odd = next(
+            ((line, cell) for line, cell in enumerate(table[column], start=2) if not is_nifti_cell(cell)),
+            None,
+        )
+        if odd is None:
+            channels.append(column)
+        else:
+            problems.append(
+                f"{path}: column {column!r} would be read as an image channel, but line {odd[0]} holds "
+                f"{odd[1]!r}, not a .nii/.nii.gz path (all columns but subject/id, label, group are channels)"
+            )
+    if not channels:
+        raise PatchworkError(
+            problems=[
+                *problems,
+                f"{path}: a manifest needs at least one image column (found {list(table.columns)})",
+            ]
         )
     label_column, group_column = lower.get("label"), lower.get("group")
-    problems: list[str] = []
     subjects = []
     lines = []
     for line, row in enumerate(table.to_dict("records"), start=2):
@@ -299,6 +401,11 @@ def read_manifest(path: Path, labels: dict[str, int]) -> Source:
         )
     problems.extend(id_problems([(s.subject, where) for s, where in zip(subjects, lines, strict=True)]))
     return Source(subjects=subjects, channels=channels, labels=dict(labels), problems=problems)
+
+
+def is_nifti_cell(cell: str) -> bool:
+    """Whether a manifest cell may name an image: empty (reported per line) or a NIfTI file name."""
+    return not cell.strip() or cell.strip().lower().endswith(NIFTI_ENDINGS)
 
 
 def resolve(base: Path, cell: str) -> Path:

@@ -15,8 +15,9 @@ kept to within one target voxel and the spacing of the result is exactly ``t``.
 
 Example::
 
-    record = preprocess_subject(subject, Path("results/preprocessed"), target_spacing=(1.0, 1.0, 1.0))
-    image, label, record = load_preprocessed(Path("results/preprocessed"), subject.subject)
+    settings = PreprocessSettings(target_spacing=(1.0, 1.0, 1.0))
+    record = preprocess_subject(subject, Path("results/preprocessed/sub-01"), settings)
+    image, label, record = load_preprocessed(Path("results/preprocessed"), "sub-01")
     prob_original, affine = to_original(prob, record, interpolation="linear")
 """
 
@@ -28,18 +29,18 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from patchwork.config import NORMALIZATIONS, PreprocessSettings
 from patchwork.data.cohort import Subject
 from patchwork.errors import PatchworkError
-from patchwork.io import read_image, read_json, save_image, write_json
+from patchwork.io import read_image, read_json, read_volume, save_image, write_json
 
-NORMALIZATIONS = ("zscore_nonzero", "zscore", "none")
+RECORD = "record.json"
 INTERPOLATORS = {
     "nearest": sitk.sitkNearestNeighbor,
     "linear": sitk.sitkLinear,
     "bspline": sitk.sitkBSpline,
 }
 _RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-_AFFINE_ATOL = 1e-3  # mm: channels and label must share their grid to this precision
 
 
 def voxel_spacing(affine: np.ndarray) -> np.ndarray:
@@ -232,25 +233,32 @@ def preprocess_image(
 
 
 def _as_label(data: np.ndarray, path: Path) -> np.ndarray:
-    """Return a label volume as uint8, or raise naming ``path`` when it holds non-label values."""
+    """Return a label volume as uint8, or raise naming ``path`` when it holds non-label values.
+
+    Ingest already rejects every value outside the declared labels (whole numbers 0 to 255); this
+    guard only keeps a hand-edited ``subjects.tsv`` from wrapping a value silently into uint8.
+    """
     if not np.all(np.isfinite(data)) or np.any(data != np.round(data)) or data.min() < 0 or data.max() > 255:
         raise PatchworkError(f"{path}: label must hold whole numbers from 0 to 255")
     return data.astype(np.uint8)
 
 
 def _read_subject(subject: Subject) -> tuple[list[np.ndarray], np.ndarray, np.ndarray | None]:
-    """Read the channels and label of ``subject``; every file must share the first channel's grid."""
+    """Read the channels and label of ``subject`` on the first channel's grid.
+
+    A 4D file holding one volume is read as 3D (``read_volume``). Ingest has checked that the files
+    share one grid, within ``ingest.affine_tolerance`` (the one place that tolerance is applied);
+    only the shapes are compared again here, since arrays of other shapes cannot be stacked.
+    """
     if not subject.images:
         raise PatchworkError(f"subject {subject.subject}: no image channels")
     images, affine = [], None
     paths = [*subject.images, *([subject.label] if subject.label is not None else [])]
     for path in paths:
-        data, this_affine = read_image(path)
-        if data.ndim != 3:
-            raise PatchworkError(f"{path}: expected a 3D image, got shape {data.shape}")
+        data, this_affine = read_volume(path)
         if affine is None:
             affine, shape = this_affine, data.shape
-        elif data.shape != shape or not np.allclose(this_affine, affine, rtol=0.0, atol=_AFFINE_ATOL):
+        elif data.shape != shape:
             raise PatchworkError(
                 f"{path}: grid (shape {data.shape}) differs from {subject.images[0]} (shape {shape})"
             )
@@ -260,31 +268,33 @@ def _read_subject(subject: Subject) -> tuple[list[np.ndarray], np.ndarray, np.nd
 
 
 def preprocess_subject(
-    subject: Subject,
-    out_dir: Path,
-    target_spacing: Sequence[float] | None,
-    normalization: str = "zscore_nonzero",
-    crop_nonzero: bool = True,
-    interpolation: str = "linear",
+    subject: Subject, out_dir: Path, settings: PreprocessSettings, interpolation: str = "linear"
 ) -> dict:
-    """Preprocess one subject (see :func:`preprocess_image`) and write the result to ``out_dir``.
+    """Preprocess one subject (see :func:`preprocess_image`) into its own folder ``out_dir``.
 
-    Writes ``{subject}_0000.nii.gz`` ... (float32, one per channel), ``{subject}_seg.nii.gz``
-    (uint8, only when the subject has a label) and, last, ``{subject}.json``: the record, which
-    also names the written files and the sources. Returns the record.
+    ``settings.target_spacing`` None keeps the image's spacing (the preprocess stage fills in the cohort's
+    median first). Writes ``image_0000.nii.gz`` ... (float32, one per channel), ``seg.nii.gz`` (uint8, only
+    when the subject has a label) and, last, ``record.json``: the record, which also names the written
+    files and the sources. Returns the record.
     """
     out_dir = Path(out_dir)
     images, affine, label = _read_subject(subject)
     image, out_label, record = preprocess_image(
-        images, affine, target_spacing, normalization, crop_nonzero, label, interpolation
+        images,
+        affine,
+        settings.target_spacing,
+        settings.normalization,
+        settings.crop_nonzero,
+        label,
+        interpolation,
     )
     new_affine = np.asarray(record["affine"])
-    channel_files = [f"{subject.subject}_{c:04d}.nii.gz" for c in range(len(image))]
+    channel_files = [f"image_{c:04d}.nii.gz" for c in range(len(image))]
     for name, channel in zip(channel_files, image, strict=True):
         save_image(channel, new_affine, out_dir / name, np.float32)
     label_file = None
     if out_label is not None:
-        label_file = f"{subject.subject}_seg.nii.gz"
+        label_file = "seg.nii.gz"
         save_image(out_label, new_affine, out_dir / label_file, np.uint8)
     record = {
         "subject": subject.subject,
@@ -294,18 +304,19 @@ def preprocess_subject(
         "source_label": str(subject.label) if subject.label is not None else None,
         **record,
     }
-    write_json(out_dir / f"{subject.subject}.json", record)
+    write_json(out_dir / RECORD, record)
     return record
 
 
-def load_preprocessed(out_dir: Path, subject: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """Read what :func:`preprocess_subject` wrote: image ``[C, X, Y, Z]`` float32, label or None, record."""
-    out_dir = Path(out_dir)
-    record = read_json(out_dir / f"{subject}.json")
-    image = np.stack([read_image(out_dir / name)[0] for name in record["channel_files"]])
+def load_preprocessed(root: Path, subject: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Read what :func:`preprocess_subject` wrote into ``root/subject/``: image ``[C, X, Y, Z]`` float32,
+    label ``[X, Y, Z]`` uint8 or None, and the record."""
+    folder = Path(root) / subject
+    record = read_json(folder / RECORD)
+    image = np.stack([read_image(folder / name)[0] for name in record["channel_files"]])
     label = None
     if record["label_file"] is not None:
-        label = read_image(out_dir / record["label_file"], dtype=np.uint8)[0]
+        label = read_image(folder / record["label_file"], dtype=np.uint8)[0]
     return image, label, record
 
 

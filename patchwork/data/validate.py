@@ -3,6 +3,11 @@
 Problems are returned as lines ``"{path}: {problem}"`` rather than raised, so that ingest can report
 every problem of a dataset in one go. A subject's first channel is the reference grid: the other
 channels and the label must have its shape and (within a tolerance) its affine.
+
+What a file must be to pass: a NIfTI-1/2 file whose gzip stream (if any) is intact and no larger
+than the ``max_bytes`` limit, of a real voxel type, holding one 3D volume (a 4D file with one
+volume counts) of finite values, with positive voxel sizes in the header, a non-degenerate
+affine, and, when both its qform and sform are set, the two agreeing (see :func:`geometry_problems`).
 """
 
 from __future__ import annotations
@@ -12,11 +17,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from patchwork.data.cohort import Subject
 from patchwork.errors import PatchworkError
-from patchwork.io import load_nifti
+from patchwork.io import as_volume, load_nifti
 
 log = logging.getLogger(__name__)
 
@@ -55,21 +61,23 @@ def check_id(subject: str, where: str) -> list[str]:
     ]
 
 
-def open_volume(path: Path, problems: list[str]) -> tuple[Volume, np.ndarray] | None:
-    """Read a 3D NIfTI and check its values are finite; append problems and return None on failure.
+def open_volume(
+    path: Path, problems: list[str], tolerance: float, max_bytes: int | None
+) -> tuple[Volume, np.ndarray] | None:
+    """Read and check one file (see the module docstring); append problems and return None on failure.
 
-    A 4D file whose 4th dimension is 1 counts as 3D (some converters write images that way).
+    ``tolerance`` bounds the qform/sform disagreement (:func:`geometry_problems`), ``max_bytes`` what
+    is decompressed (:func:`patchwork.io.load_nifti`).
     """
     try:
-        img = load_nifti(path)
+        img = load_nifti(path, max_bytes)
+        data = as_volume(np.asarray(img.get_fdata(dtype=np.float32)), path)
     except PatchworkError as err:
         problems.extend(err.problems)
         return None
-    data = np.asarray(img.get_fdata(dtype=np.float32))
-    if data.ndim == 4 and data.shape[3] == 1:
-        data = data[..., 0]
-    if data.ndim != 3:
-        problems.append(f"{path}: image has shape {tuple(data.shape)}; expected a 3D image")
+    geometry = geometry_problems(path, img, tolerance)
+    if geometry:
+        problems.extend(geometry)
         return None
     bad = int(np.count_nonzero(~np.isfinite(data)))
     if bad:
@@ -77,6 +85,47 @@ def open_volume(path: Path, problems: list[str]) -> tuple[Volume, np.ndarray] | 
         return None
     volume = Volume(path=path, shape=tuple(int(n) for n in data.shape), affine=np.asarray(img.affine, float))
     return volume, data
+
+
+QFORM_PRECISION = 1e-3  # mm: how closely a float32 quaternion qform can match an oblique sform
+
+
+def geometry_problems(path: Path, img: nib.Nifti1Image, tolerance: float) -> list[str]:
+    """Problem lines (at most one) about the geometry in the header of ``img``.
+
+    * Voxel sizes (``pixdim[1:4]``) must be positive and finite as stored: nibabel silently reads a
+      0 as 1 and a negative size as its absolute value, while ITK-based tools use the stored value
+      (SimpleITK then fails on a zero spacing), so the two would disagree about the grid.
+    * The affine nibabel uses must be finite and invertible (no zero-length or parallel axes).
+    * When both the qform and the sform are set (codes > 0) they must agree within ``tolerance``
+      (never tighter than ``QFORM_PRECISION``): nibabel and patchwork use the sform, some ITK
+      versions the qform, so disagreeing forms make the result's position depend on the viewer.
+      Such a file is rejected, not warned about: the fix (rewrite one form from the other, e.g.
+      ``fslorient -copysform2qform``) is the user's call, and a warning is easily missed.
+    """
+    with nib.openers.ImageOpener(path) as stream:
+        stored = type(img.header).from_fileobj(stream, check=False)
+    pixdim = [float(x) for x in stored["pixdim"][1:4]]
+    if not all(np.isfinite(x) and x > 0 for x in pixdim):
+        sizes = ", ".join(f"{x:g}" for x in pixdim)
+        return [f"{path}: voxel size ({sizes}) in the header (pixdim) must be positive"]
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        return [f"{path}: the affine holds NaN or infinite values"]
+    lengths = np.linalg.norm(affine[:3, :3], axis=0)
+    if np.any(lengths == 0) or abs(np.linalg.det(affine[:3, :3])) <= 1e-6 * np.prod(lengths):
+        shown = ", ".join(f"{x:g}" for x in lengths)
+        return [f"{path}: the affine is degenerate (voxel axes of length {shown} mm, or parallel)"]
+    header = img.header
+    if int(header["qform_code"]) > 0 and int(header["sform_code"]) > 0:
+        limit = max(tolerance, QFORM_PRECISION)
+        difference = float(np.max(np.abs(header.get_qform() - header.get_sform())))
+        if difference > limit:
+            return [
+                f"{path}: qform and sform disagree by up to {difference:.4g} (tolerance {limit:g}); "
+                "tools differ in which one they use: rewrite the file with one of them"
+            ]
+    return []
 
 
 def same_grid(reference: Volume, other: Volume, tolerance: float) -> list[str]:
@@ -102,14 +151,16 @@ def label_problems(path: Path, data: np.ndarray, labels: dict[str, int]) -> list
     return [f"{path}: label values {shown} are not among the declared labels ({declared})"]
 
 
-def check_subject(subject: Subject, labels: dict[str, int], tolerance: float) -> SubjectCheck:
-    """Open every file of ``subject`` once and collect its problems.
+def check_subject(
+    subject: Subject, labels: dict[str, int], tolerance: float, max_bytes: int | None = None
+) -> SubjectCheck:
+    """Open every file of ``subject`` once and collect its problems (``open_volume`` for the arguments).
 
     Returns the first channel's grid and, for a labelled subject, the number of non-background voxels.
     An all-background label is allowed (healthy subjects exist) but logged as a warning.
     """
     problems: list[str] = []
-    opened = [open_volume(path, problems) for path in subject.images]
+    opened = [open_volume(path, problems, tolerance, max_bytes) for path in subject.images]
     volumes = [item[0] for item in opened if item is not None]
     reference = volumes[0] if opened[0] is not None else None
     if reference is not None:
@@ -117,7 +168,7 @@ def check_subject(subject: Subject, labels: dict[str, int], tolerance: float) ->
             problems.extend(same_grid(reference, volume, tolerance))
     foreground = None
     if subject.label is not None:
-        label = open_volume(subject.label, problems)
+        label = open_volume(subject.label, problems, tolerance, max_bytes)
         if label is not None:
             volume, data = label
             if reference is not None:

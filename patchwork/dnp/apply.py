@@ -17,7 +17,9 @@ the output grid (:mod:`~patchwork.dnp.stitch`):
 * ``out_typ`` (:mod:`~patchwork.dnp.outtype`) encodes the result, ``ce_threshold`` is the softmax
   models' default threshold.
 
-The per-voxel standard deviation of the overlapping outputs is the uncertainty.
+The settings are an :class:`~patchwork.dnp.settings.ApplyConfig` (its defaults: 4 trees with random
+rotations, ``dphi`` 0.2, and cosine windows). The per-voxel standard deviation of the overlapping outputs
+is the uncertainty.
 
 **Chunks and randomness.** The whole patch geometry (all trees, every parent with its children) is drawn
 first from ``generator``, then the trees are evaluated in ``num_chunks`` groups of level-0 patches, the
@@ -36,103 +38,22 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-from patchwork.dnp.augment import Augment
-from patchwork.dnp.crop import Children, CropGenerator, GenerateType, Parents, as_generator
-from patchwork.dnp.lazy import LazyEval
+from patchwork.dnp.crop import Children, CropGenerator, Parents, as_generator
+from patchwork.dnp.lazy import attention_function, keep, scores
 from patchwork.dnp.model import PatchWorkModel
-from patchwork.dnp.outtype import OutType
-from patchwork.dnp.resample import WINDOWS, Window
+from patchwork.dnp.outtype import encode
+from patchwork.dnp.settings import ApplyConfig, LazyEval
 from patchwork.dnp.stitch import OutputGrid, Stitcher
 from patchwork.dnp.volume import ImageLike, Volume
-from patchwork.errors import PatchworkError, check_keys
 
 Tensor = torch.Tensor
-LevelChoice = int | Literal["mix"]
 MIX_BASE = 10.0
-
-
-@dataclass(frozen=True)
-class ApplyConfig:
-    """The application settings (names from the paper), validated once; see the module docstring."""
-
-    generate_type: GenerateType = "tree"
-    num_patches: int = 1
-    branch_factor: int = 1
-    num_chunks: int = 1
-    batch_size: int = 64
-    augment: Augment | None = None
-    independent_augmentation: bool = False
-    lazyEval: LazyEval | None = None  # noqa: N815 - the paper's name
-    window: Window = None
-    sparse_suppression: float = 0.0
-    scale_to_original: bool = True
-    sampling_factor: float = 1.0
-    level: LevelChoice = -1
-    ce_threshold: float = 0.5
-    out_typ: OutType = OutType()
-
-    def __post_init__(self) -> None:
-        augment = None if self.augment is None else Augment.from_value(self.augment)
-        object.__setattr__(self, "augment", None if augment == Augment() else augment)
-        object.__setattr__(self, "lazyEval", LazyEval.from_value(self.lazyEval))
-        object.__setattr__(self, "out_typ", OutType.parse(self.out_typ))
-        for name in ("num_chunks", "batch_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise PatchworkError(f"{name} must be a positive int, got {value!r}")
-        if self.window not in WINDOWS:
-            raise PatchworkError(f"window must be one of {WINDOWS}, got {self.window!r}")
-        if not isinstance(self.sparse_suppression, (int, float)) or self.sparse_suppression < 0:
-            raise PatchworkError(f"sparse_suppression must be a number >= 0, got {self.sparse_suppression!r}")
-        if not isinstance(self.sampling_factor, (int, float)) or self.sampling_factor <= 0:
-            raise PatchworkError(f"sampling_factor must be a number > 0, got {self.sampling_factor!r}")
-        if self.level != "mix" and (isinstance(self.level, bool) or not isinstance(self.level, int)):
-            raise PatchworkError(f"level must be an int or 'mix', got {self.level!r}")
-        if not isinstance(self.ce_threshold, (int, float)) or not 0.0 <= self.ce_threshold <= 1.0:
-            raise PatchworkError(f"ce_threshold must be in [0, 1], got {self.ce_threshold!r}")
-
-    @classmethod
-    def from_value(cls, value: object, **overrides: Any) -> ApplyConfig:
-        """Settings from an :class:`ApplyConfig` or a dictionary of its fields (a checkpoint's ``apply``
-        section, :class:`~patchwork.dnp.params.DNPParams`), with ``overrides``.
-
-        ``sparse_suppression=None`` means 0.
-        """
-        if isinstance(value, ApplyConfig):
-            if not overrides:
-                return value
-            base = {f.name: getattr(value, f.name) for f in fields(value)}
-        elif isinstance(value, Mapping) or value is None:
-            base = dict(value or {})
-        else:
-            raise PatchworkError(f"apply settings must be a mapping, got {type(value).__name__}")
-        merged = {**base, **overrides}
-        if merged.get("sparse_suppression") is None:
-            merged["sparse_suppression"] = 0.0
-        check_keys(merged, (f.name for f in fields(cls)), "application settings")
-        return cls(**merged)
-
-    def check(self, cropper: CropGenerator) -> list[int]:
-        """Check these settings against a patchwork's ``cropper``; return the levels stitched into the
-        output (:meth:`scattered`)."""
-        cropper.check_sampling(self.num_patches, self.generate_type, self.branch_factor)
-        if self.augment is not None:
-            self.augment.check(cropper.config.ndim)
-        return self.scattered(cropper.config.depth)
-
-    def scattered(self, depth: int) -> list[int]:
-        """The levels stitched into the output (checks ``level`` against ``depth``)."""
-        if self.level == "mix":
-            return list(range(depth))
-        if not -depth <= self.level < depth:
-            raise PatchworkError(f"level {self.level} does not exist in a patchwork of depth {depth}")
-        return [self.level % depth]
 
 
 @dataclass(frozen=True)
@@ -194,12 +115,13 @@ def apply_dnp(
 ) -> DNPResult:
     """Apply ``model`` to ``image`` (``[C, *spatial]`` with ``affine``, or a nibabel image).
 
-    ``config`` and the keyword ``settings`` (which win) are :class:`ApplyConfig` fields; ``generator`` (a
-    ``torch.Generator`` or a seed) makes every random choice; ``device`` defaults to the model's.
+    ``config`` (an :class:`~patchwork.dnp.settings.ApplyConfig` or its plain mapping; ``None``: the defaults)
+    and the keyword ``settings`` (the paper's names, which win); ``generator`` (a ``torch.Generator`` or a
+    seed) makes every random choice; ``device`` defaults to the model's.
     """
     config = ApplyConfig.from_value(config, **settings)
     cropper = model.cropper
-    scattered = config.check(cropper)
+    scattered = config.check(cropper.config)
     last = max(scattered)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     volume = cropper.prepare(image, affine=None if affine is None else torch.as_tensor(affine), device=device)
@@ -225,7 +147,7 @@ def apply_dnp(
                 continue
             alive, kept_output, local_parent = roots, None, None
             for n in range(last + 1):
-                children, outputs, scores = geometry[n], [], []
+                children, outputs, evidence = geometry[n], [], []
                 for batch in torch.split(torch.arange(len(alive)), config.batch_size):
                     inputs, _ = cropper.crop_patches(volume, n, children.matrices[alive[batch]])
                     parent = None
@@ -238,23 +160,24 @@ def apply_dnp(
                     if n < last:
                         outputs.append(output)
                     if n < last and config.lazyEval is not None:
-                        scores.append(attention(model, config.lazyEval, n, output).cpu())
+                        evidence.append(attention(model, config.lazyEval, n, output).cpu())
                 evaluated[n] += len(alive)
                 if n == last:
                     break
-                keep = config.lazyEval.keep(torch.cat(scores)) if scores else torch.arange(len(alive))
+                kept = keep(config.lazyEval, torch.cat(evidence)) if evidence else torch.arange(len(alive))
                 per_parent = len(geometry[n + 1]) // len(children)
-                kept_output = torch.cat(outputs)[keep.to(device)]
-                alive = (alive[keep][:, None] * per_parent + torch.arange(per_parent)).reshape(-1)
-                local_parent = torch.arange(len(keep)).repeat_interleave(per_parent)
+                kept_output = torch.cat(outputs)[kept.to(device)]
+                alive = (alive[kept][:, None] * per_parent + torch.arange(per_parent)).reshape(-1)
+                local_parent = torch.arange(len(kept)).repeat_interleave(per_parent)
     return _result(model, stitchers[0], config, tuple(evaluated))
 
 
 def attention(model: PatchWorkModel, lazy: LazyEval, level: int, output: Tensor) -> Tensor:
     """Evidence scores [N] of a level's patches: ``reduceFun(attentionFun(prediction logits))``."""
-    if lazy.attentionFun is None:
-        return lazy.scores(foreground(model, level, output))
-    return lazy.scores(lazy.attentionFun(model.prediction(level, output)))
+    function = attention_function(lazy)
+    if function is None:
+        return scores(lazy, foreground(model, level, output))
+    return scores(lazy, function(model.prediction(level, output)))
 
 
 def _result(
@@ -263,8 +186,8 @@ def _result(
     """Collect the stitched sums into a :class:`DNPResult` and encode ``out_typ``."""
     probabilities = stitcher.mean(config.sparse_suppression)
     threshold = config.ce_threshold if model.activation == "softmax" else 0.5
-    output = config.out_typ.encode(
-        probabilities, threshold, label_values(model.cropper, probabilities.shape[0])
+    output = encode(
+        config.output_type, probabilities, threshold, label_values(model.cropper, probabilities.shape[0])
     )
     return DNPResult(
         probabilities=probabilities,
@@ -279,4 +202,4 @@ def _result(
 def label_values(cropper: CropGenerator, count: int) -> Sequence[int]:
     """The label value of each foreground channel: ``categorial_label``, else ``1 .. count``."""
     values = cropper.config.categorial_label
-    return tuple(values) if values is not None else tuple(range(1, count + 1))
+    return values if values is not None else tuple(range(1, count + 1))

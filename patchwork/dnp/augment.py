@@ -12,79 +12,44 @@ about its centre. The patch matrix's linear part is ``L_aug diag(h)`` with ``h``
 * ``dscale``: per axis ratio ``a_k >= 0``; ``Sigma_kk *= (1 + a_k)^e_k``, ``e_k ~ N(0, 1)``, a log-normal
   factor whose one-sigma draw scales the field of view by ``1 + a_k``.
 
+The widths are an :class:`~patchwork.dnp.settings.Augment`.
+
 Example::
 
-    Augment(dphi=0.3, flip=(1, 0, 0), dscale=(0.1, 0.1, 0.1))
+    draw(Augment(dphi=0.3, flip=(1, 0, 0), dscale=(0.1, 0.1, 0.1)), 16, 3, torch.Generator().manual_seed(0))
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Sequence
 
 import torch
 
-from patchwork.errors import PatchworkError, check_keys
+from patchwork.dnp.settings import Augment
 
 Tensor = torch.Tensor
 
 
-def _tuple(name: str, value: float | Sequence[float] | None, ndim: int) -> tuple[float, ...] | None:
-    """A non-negative float broadcast to ``ndim`` entries, or a tuple of ``ndim`` of them."""
-    if value is None:
-        return None
-    values = (float(value),) * ndim if isinstance(value, (int, float)) else tuple(float(v) for v in value)
-    if len(values) != ndim or any(v < 0 for v in values):
-        raise PatchworkError(f"augment.{name} must be a non-negative number or {ndim} of them, got {value!r}")
-    return values
+def draw(augment: Augment, count: int, ndim: int, generator: torch.Generator) -> Tensor:
+    """``count`` linear maps ``R Sigma`` as float64 ``[count, ndim, ndim]``, drawn from ``generator``.
 
-
-@dataclass(frozen=True)
-class Augment:
-    """Augmentation widths (see the module docstring); ``None`` switches a part off."""
-
-    dphi: float | tuple[float, ...] | None = None
-    flip: tuple[float, ...] | None = None
-    dscale: tuple[float, ...] | None = None
-
-    @classmethod
-    def from_value(cls, value: Augment | Mapping[str, object] | None) -> Augment:
-        """Accept an :class:`Augment`, the paper's dictionary, or ``None``/``{}`` (no augmentation)."""
-        if isinstance(value, Augment):
-            return value
-        value = dict(value or {})
-        check_keys(value, (f.name for f in fields(cls)), "augment")
-        return cls(**value)  # type: ignore[arg-type]
-
-    def check(self, ndim: int) -> None:
-        """Validate the widths for ``ndim`` dimensions."""
-        if isinstance(self.dphi, (int, float)):
-            _tuple("dphi", self.dphi, 1)
-        elif self.dphi is not None:
-            _tuple("dphi", self.dphi, 1 if ndim == 2 else 3)
-        flips = _tuple("flip", self.flip, ndim)
-        if flips is not None and any(v not in (0.0, 1.0) for v in flips):
-            raise PatchworkError(f"augment.flip must hold 0 or 1 per axis, got {self.flip!r}")
-        _tuple("dscale", self.dscale, ndim)
-
-    def draw(self, count: int, ndim: int, generator: torch.Generator) -> Tensor:
-        """``count`` linear maps ``R Sigma`` as float64 ``[count, ndim, ndim]``, drawn from ``generator``.
-
-        Call :meth:`check` once before drawing.
-        """
-        diag = torch.ones(count, ndim, dtype=torch.float64)
-        if self.flip is not None:
-            enabled = torch.tensor(self.flip, dtype=torch.bool)
-            mirror = torch.rand(count, ndim, generator=generator, dtype=torch.float64) < 0.5
-            diag = torch.where(mirror & enabled, -diag, diag)
-        if self.dscale is not None:
-            ratio = torch.tensor(self.dscale, dtype=torch.float64)
-            normal = torch.randn(count, ndim, generator=generator, dtype=torch.float64)
-            diag = diag * (1.0 + ratio) ** normal
-        sigma = torch.diag_embed(diag)
-        if self.dphi is None:
-            return sigma
-        return rotations(self.dphi, count, ndim, generator) @ sigma
+    ``augment`` must have passed ``augment.check(ndim)``.
+    """
+    diag = torch.ones(count, ndim, dtype=torch.float64)
+    flip = augment.widths("flip", ndim)
+    if flip is not None:
+        enabled = torch.tensor(flip, dtype=torch.float64) > 0
+        mirror = torch.rand(count, ndim, generator=generator, dtype=torch.float64) < 0.5
+        diag = torch.where(mirror & enabled, -diag, diag)
+    dscale = augment.widths("dscale", ndim)
+    if dscale is not None:
+        ratio = torch.tensor(dscale, dtype=torch.float64)
+        normal = torch.randn(count, ndim, generator=generator, dtype=torch.float64)
+        diag = diag * (1.0 + ratio) ** normal
+    sigma = torch.diag_embed(diag)
+    if augment.dphi is None:
+        return sigma
+    return rotations(augment.dphi, count, ndim, generator) @ sigma
 
 
 def rotations(dphi: float | Sequence[float], count: int, ndim: int, generator: torch.Generator) -> Tensor:

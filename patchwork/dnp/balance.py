@@ -10,62 +10,37 @@ Label weights: ``w_l = label_weight_l`` (default 1); with ``autoweight`` they ar
 volume ``V_l = sum_i y_l(i)``, so every present label gets the same share of foreground trees — rare labels
 (a small lesion next to a large organ) are weighted up.
 
+The settings are a :class:`~patchwork.dnp.settings.Balance`.
+
 Example::
 
-    Balance(ratio=0.5, autoweight=True)
+    sites = ForegroundSites.from_labels(label_channels)
+    foreground, targets = sites.draw(Balance(ratio=0.5, autoweight=True), 16, generator)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 
-from patchwork.errors import PatchworkError, check_keys
+from patchwork.dnp.settings import Balance
+from patchwork.errors import PatchworkError
 
 Tensor = torch.Tensor
 
 
-@dataclass(frozen=True)
-class Balance:
-    """``ratio`` in [0, 1], optional ``label_weight`` (one non-negative float per label), ``autoweight``."""
-
-    ratio: float = 0.5
-    label_weight: tuple[float, ...] | None = None
-    autoweight: bool = False
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.ratio, (int, float)) or not 0.0 <= self.ratio <= 1.0:
-            raise PatchworkError(f"balance.ratio must be in [0, 1], got {self.ratio!r}")
-        if self.label_weight is not None:
-            weights = tuple(float(w) for w in self.label_weight)
-            if not weights or any(w < 0 for w in weights):
-                raise PatchworkError(
-                    f"balance.label_weight must be non-negative floats, got {self.label_weight!r}"
-                )
-            object.__setattr__(self, "label_weight", weights)
-        object.__setattr__(self, "autoweight", bool(self.autoweight))
-
-    @classmethod
-    def from_value(cls, value: Balance | Mapping[str, object]) -> Balance:
-        """Accept a :class:`Balance` or the paper's dictionary."""
-        if isinstance(value, Balance):
-            return value
-        check_keys(value, (f.name for f in fields(cls)), "balance")
-        return cls(**value)  # type: ignore[arg-type]
-
-    def weights(self, volumes: Tensor) -> Tensor:
-        """Per-label weights ``w_l`` for label volumes ``V_l`` (float64 ``[L]``)."""
-        count = volumes.shape[0]
-        if self.label_weight is not None and len(self.label_weight) != count:
-            raise PatchworkError(
-                f"balance.label_weight has {len(self.label_weight)} entries for {count} labels"
-            )
-        weights = torch.tensor(self.label_weight or (1.0,) * count, dtype=torch.float64)
-        if self.autoweight:
-            weights = torch.where(volumes > 0, weights / volumes.clamp(min=1e-12), torch.zeros_like(weights))
-        return weights
+def label_weights(balance: Balance, volumes: Tensor) -> Tensor:
+    """Per-label weights ``w_l`` for label volumes ``V_l`` (float64 ``[L]``)."""
+    count = volumes.shape[0]
+    if balance.label_weight is not None and len(balance.label_weight) != count:
+        raise PatchworkError(
+            f"balance.label_weight has {len(balance.label_weight)} entries for {count} labels"
+        )
+    weights = torch.tensor(balance.label_weight or (1.0,) * count, dtype=torch.float64)
+    if balance.autoweight:
+        weights = torch.where(volumes > 0, weights / volumes.clamp(min=1e-12), torch.zeros_like(weights))
+    return weights
 
 
 @dataclass(frozen=True)
@@ -93,7 +68,7 @@ class ForegroundSites:
         d = self.index.shape[1]
         if self.index.shape[0] == 0:
             return torch.zeros(count, dtype=torch.bool), torch.zeros(count, d, dtype=torch.float64)
-        mass = self.values @ balance.weights(self.values.sum(dim=0))
+        mass = self.values @ label_weights(balance, self.values.sum(dim=0))
         cdf = mass.cumsum(0)
         if cdf[-1] <= 0:
             return torch.zeros(count, dtype=torch.bool), torch.zeros(count, d, dtype=torch.float64)

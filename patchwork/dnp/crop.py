@@ -20,81 +20,36 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-from patchwork.dnp.augment import Augment
-from patchwork.dnp.balance import Balance, ForegroundSites
+from patchwork.dnp.augment import draw
+from patchwork.dnp.balance import ForegroundSites, label_weights
 from patchwork.dnp.geometry import apply, invert, place, resize_matrix
-from patchwork.dnp.grid import SYSTEMS, ImageGrid, System
-from patchwork.dnp.normalize import NORMALIZATIONS, Normalization, normalize_image, normalize_patches
+from patchwork.dnp.grid import ImageGrid
+from patchwork.dnp.normalize import normalize_image, normalize_patches
 from patchwork.dnp.patchset import Level, PatchSet
 from patchwork.dnp.placement import around_targets, tiling, uniform
-from patchwork.dnp.resample import INTERPS, WINDOWS, Interp, PointSampler, Window, pad_source, scatter
-from patchwork.dnp.scheme import Scheme
-from patchwork.dnp.smoothing import Smoothing, antialias, check_smoothing
+from patchwork.dnp.resample import PointSampler, pad_source, scatter
+from patchwork.dnp.scheme import voxel_sizes
+from patchwork.dnp.settings import (
+    INTERPS,
+    WINDOWS,
+    Augment,
+    Balance,
+    CropConfig,
+    GenerateType,
+    Interp,
+    Window,
+    check_sampling,
+    nested,
+)
+from patchwork.dnp.smoothing import antialias
 from patchwork.dnp.volume import ImageLike, LevelSource, Volume, image_tensor, label_channels, undersampling
 from patchwork.errors import PatchworkError
 
 Tensor = torch.Tensor
-GenerateType = Literal["random", "tree"]
 AugmentLike = Augment | Mapping[str, object] | None
-
-
-@dataclass(frozen=True)
-class CropConfig:
-    """The CropGenerator's settings (names from the paper), validated once on construction."""
-
-    depth: int
-    ndim: int
-    scheme: Scheme
-    system: System = "world"
-    snapper: tuple[bool, ...] | None = None
-    interp_type: Interp = "NN"
-    scatter_type: Interp = "NN"
-    categorial_label: tuple[int, ...] | None = None
-    categorical: bool = False
-    num_labels: int | None = None
-    smoothfac_data: Smoothing = 0.0
-    smoothfac_label: Smoothing = 0.0
-    normalize_input: Normalization = None
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.depth, int) or self.depth < 1:
-            raise PatchworkError(f"depth must be a positive int, got {self.depth!r}")
-        if self.ndim not in (2, 3):
-            raise PatchworkError(f"ndim must be 2 or 3, got {self.ndim!r}")
-        self.scheme.check(self.depth, self.ndim)
-        if self.system not in SYSTEMS:
-            raise PatchworkError(f"system must be one of {SYSTEMS}, got {self.system!r}")
-        snapper = self.snapper if self.snapper is not None else (True,) * self.depth
-        snapper = (snapper,) * self.depth if isinstance(snapper, (bool, int)) else tuple(snapper)
-        if len(snapper) != self.depth:
-            raise PatchworkError(f"snapper needs {self.depth} entries (one per level), got {len(snapper)}")
-        object.__setattr__(self, "snapper", tuple(bool(s) for s in snapper))
-        for name in ("interp_type", "scatter_type"):
-            if getattr(self, name) not in INTERPS:
-                raise PatchworkError(f"{name} must be one of {INTERPS}, got {getattr(self, name)!r}")
-        if self.categorial_label is not None:
-            labels = tuple(self.categorial_label)
-            if not labels or not all(isinstance(v, int) for v in labels) or len(set(labels)) != len(labels):
-                raise PatchworkError(f"categorial_label must be distinct ints, got {self.categorial_label!r}")
-            object.__setattr__(self, "categorial_label", labels)
-            if self.num_labels is not None and self.num_labels != len(labels):
-                raise PatchworkError(
-                    f"num_labels={self.num_labels} but categorial_label has {len(labels)} entries"
-                )
-        if self.num_labels is not None and (not isinstance(self.num_labels, int) or self.num_labels < 1):
-            raise PatchworkError(f"num_labels must be a positive int, got {self.num_labels!r}")
-        check_smoothing("smoothfac_data", self.smoothfac_data)
-        check_smoothing("smoothfac_label", self.smoothfac_label)
-        if self.smoothfac_label == "mixture":
-            raise PatchworkError("smoothfac_label='mixture' would change the number of labels")
-        if self.normalize_input not in NORMALIZATIONS:
-            raise PatchworkError(
-                f"normalize_input must be one of {NORMALIZATIONS}, got {self.normalize_input!r}"
-            )
 
 
 @dataclass(frozen=True)
@@ -162,43 +117,18 @@ def as_generator(generator: torch.Generator | int | None) -> torch.Generator:
 class CropGenerator:
     """Crops nested DNP patch sets (see the module docstring); keywords are the paper's.
 
-    ``scheme`` is a :class:`~patchwork.dnp.scheme.Scheme` or its dictionary, ``snapper`` one flag per level
-    (default: all snapped), ``categorial_label`` the label values to learn from one label map (else label
-    channels are given), ``categorical`` returns class-index label patches (mutually exclusive labels).
+    Its settings are a :class:`~patchwork.dnp.settings.CropConfig` (``self.config``): ``scheme``,
+    ``snapper`` one flag per level (default: all snapped), ``categorial_label`` the label values to learn
+    from one label map (else label channels are given), ``categorical`` returns class-index label patches
+    (mutually exclusive labels).
     """
 
-    def __init__(
-        self,
-        *,
-        depth: int,
-        ndim: int,
-        scheme: Scheme | Mapping[str, object],
-        system: System = "world",
-        snapper: Sequence[bool] | bool | None = None,
-        interp_type: Interp = "NN",
-        scatter_type: Interp = "NN",
-        categorial_label: Sequence[int] | None = None,
-        categorical: bool = False,
-        num_labels: int | None = None,
-        smoothfac_data: Smoothing = 0.0,
-        smoothfac_label: Smoothing = 0.0,
-        normalize_input: Normalization = None,
-    ) -> None:
-        self.config = CropConfig(
-            depth=depth,
-            ndim=ndim,
-            scheme=Scheme.from_value(scheme),
-            system=system,
-            snapper=snapper,  # type: ignore[arg-type]
-            interp_type=interp_type,
-            scatter_type=scatter_type,
-            categorial_label=categorial_label,  # type: ignore[arg-type]
-            categorical=categorical,
-            num_labels=num_labels,
-            smoothfac_data=smoothfac_data,
-            smoothfac_label=smoothfac_label,
-            normalize_input=normalize_input,
-        )
+    def __init__(self, config: CropConfig | None = None, /, **settings: object) -> None:
+        """Crop by ``config``, or by the paper's keywords ``settings`` (``depth``, ``ndim``, ``scheme`` as a
+        dictionary, ... as in :class:`~patchwork.dnp.settings.CropConfig`), not both."""
+        if config is not None and settings:
+            raise PatchworkError("CropGenerator takes a CropConfig or its keywords, not both")
+        self.config: CropConfig = config if config is not None else nested(CropConfig, settings, "crop")  # type: ignore[assignment]
 
     def prepare(
         self,
@@ -224,7 +154,7 @@ class CropGenerator:
                 raise PatchworkError(
                     f"labels have {channels.shape[0]} channels, num_labels is {cfg.num_labels}"
                 )
-        voxel_sizes = cfg.scheme.voxel_sizes(cfg.depth, grid)
+        sizes = voxel_sizes(cfg.scheme, cfg.depth, grid)
         padded: dict[int, tuple[Tensor, Tensor]] = {}
 
         def pad_once(tensor: Tensor) -> Tensor:
@@ -237,14 +167,14 @@ class CropGenerator:
             return padded[id(tensor)][1]
 
         sources = []
-        for h in voxel_sizes:
+        for h in sizes:
             factors = undersampling(grid, h)
             smoothed = (
                 None if channels is None else pad_once(antialias(channels, factors, cfg.smoothfac_label))
             )
             sources.append(LevelSource(pad_once(antialias(data, factors, cfg.smoothfac_data)), smoothed))
         sites = None if channels is None else ForegroundSites.from_labels(channels)
-        return Volume(grid, voxel_sizes, sources, sites)
+        return Volume(grid, sizes, sources, sites)
 
     def crop_patches(self, volume: Volume, level: int, matrices: Tensor) -> tuple[Tensor, Tensor | None]:
         """Crop level ``level``'s inputs and labels at system ``matrices`` [N, d+1, d+1].
@@ -290,15 +220,17 @@ class CropGenerator:
         ``'random'``: ``num_patches`` patches at level 0, ``branch_factor`` children per parent below.
         ``'tree'``: ``num_patches`` complete tilings (every parent tiled by its children, see
         :mod:`~patchwork.dnp.placement`); the branching follows from the scheme, so ``branch_factor`` must
-        stay 1 and ``balance`` is not used. ``augment`` is one setting or one per level; with
-        ``independent_augmentation`` every level draws its own transformation, otherwise a tree shares
-        level 0's. ``balance`` places foreground trees (:mod:`~patchwork.dnp.balance`). All random draws
+        stay 1 and ``balance`` is not used. ``augment`` (an :class:`~patchwork.dnp.settings.Augment` or its
+        dictionary) is one setting or one per level; with ``independent_augmentation`` every level draws its
+        own transformation, otherwise a tree shares level 0's. ``balance`` (a
+        :class:`~patchwork.dnp.settings.Balance` or its dictionary) places foreground trees
+        (:mod:`~patchwork.dnp.balance`); settings objects are used as they are. All random draws
         come from ``generator`` (a ``torch.Generator`` or a seed), so a seed reproduces the patch set.
         """
         volume = image if isinstance(image, Volume) else self.prepare(image, labels, affine)
         augments = self.augments(augment)
-        balance = None if balance is None else Balance.from_value(balance)
-        self.check_sampling(num_patches, generate_type, branch_factor)
+        balance = nested(Balance, balance, "balance")
+        check_sampling(num_patches, generate_type, branch_factor)
         self._check_balance(volume, generate_type, balance)
         rng = as_generator(generator)
         parents = Parents.of_image(volume.grid)
@@ -376,7 +308,7 @@ class CropGenerator:
             relative = uniform(count, d, generator)
         if level == 0 or independent_augmentation:
             identity = torch.eye(d, dtype=torch.float64).expand(count, d, d)
-            drawn = identity if augment is None else augment.draw(count, d, generator)
+            drawn = identity if augment is None else draw(augment, count, d, generator)
         else:
             drawn = parents.augment[parent]
         linear = drawn @ nominal
@@ -429,21 +361,11 @@ class CropGenerator:
             items = [augment] * depth
         out: list[Augment | None] = []
         for item in items:
-            parsed = Augment.from_value(item)
-            parsed.check(self.config.ndim)
-            out.append(None if parsed == Augment() else parsed)
+            parsed = nested(Augment, item, "augment")
+            if parsed is not None:
+                parsed.check(self.config.ndim)
+            out.append(None if parsed is None or parsed.is_identity else parsed)
         return out
-
-    def check_sampling(self, num_patches: int, generate_type: str, branch_factor: int) -> None:
-        """Validate the placement arguments of :meth:`sample` (and of the application)."""
-        if generate_type not in ("random", "tree"):
-            raise PatchworkError(f"generate_type must be 'random' or 'tree', got {generate_type!r}")
-        if not isinstance(num_patches, int) or num_patches < 1:
-            raise PatchworkError(f"num_patches must be a positive int, got {num_patches!r}")
-        if not isinstance(branch_factor, int) or branch_factor < 1:
-            raise PatchworkError(f"branch_factor must be a positive int, got {branch_factor!r}")
-        if generate_type == "tree" and branch_factor != 1:
-            raise PatchworkError("generate_type='tree' tiles each parent; branch_factor applies to 'random'")
 
     @staticmethod
     def _check_balance(volume: Volume, generate_type: str, balance: Balance | None) -> None:
@@ -453,4 +375,4 @@ class CropGenerator:
                 raise PatchworkError("balance applies to generate_type='random'")
             if volume.sites is None:
                 raise PatchworkError("balance needs labels")
-            balance.weights(volume.sites.values.sum(dim=0))
+            label_weights(balance, volume.sites.values.sum(dim=0))

@@ -9,16 +9,14 @@ indices; the image's matrix is the identity and patches are aligned with the arr
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
 from patchwork.dnp.geometry import invert, shape_tensor
+from patchwork.dnp.settings import System
 from patchwork.errors import PatchworkError
 
 Tensor = torch.Tensor
-System = Literal["world", "matrix"]
-SYSTEMS = ("world", "matrix")
 
 
 def reduce_affine(affine: Tensor, ndim: int) -> Tensor:

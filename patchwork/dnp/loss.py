@@ -7,7 +7,7 @@ class target ``y``, class 0 = no label):
 
 * ``'ce'``: ``sum_v m_v ce_v / sum_v m_v`` with ``ce_v`` the binary cross-entropy averaged over labels
   (sigmoid) or the cross-entropy of the class (softmax);
-* ``'dice'``: ``1 - mean_k Dice_k`` with the soft Dice of :func:`patchwork.unet.loss.soft_dice` on
+* ``'dice'``: ``1 - mean_k Dice_k`` with the soft Dice of :func:`patchwork.training.losses.soft_dice` on
   ``(m p, m y)`` (labels for sigmoid, foreground classes for softmax), so masked voxels add nothing;
 * ``'dice+ce'``: their sum.
 

@@ -41,41 +41,22 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from patchwork.dnp.blocks import BlockCreator, UNetBlocks
-from patchwork.dnp.crop import CropConfig, CropGenerator
+from patchwork.dnp.crop import CropGenerator
 from patchwork.dnp.geometry import invert, resize_matrix
 from patchwork.dnp.patchset import PatchSet
 from patchwork.dnp.resample import crop
+from patchwork.dnp.settings import FORWARD_TYPES, DNPParams, ForwardType
 from patchwork.errors import PatchworkError
 
 Tensor = torch.Tensor
-ForwardType = Literal["simple", "bridge", "mult"]
-FORWARD_TYPES = ("simple", "bridge", "mult")
 CONV = {2: nn.Conv2d, 3: nn.Conv3d}
-
-
-def plain(value: Any) -> Any:
-    """``value`` with tuples turned into lists, recursively: JSON- and ``weights_only``-safe."""
-    if isinstance(value, Mapping):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    return value
-
-
-def crop_kwargs(config: CropConfig) -> dict[str, Any]:
-    """The keywords that rebuild a cropper (``CropGenerator(**crop_kwargs(c.config))``), as builtins."""
-    kwargs = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
-    kwargs["scheme"] = {k: v for k, v in dataclasses.asdict(config.scheme).items() if v is not None}
-    return plain(kwargs)
 
 
 def gate(child: Tensor, parent: Tensor, activation: str) -> Tensor:
@@ -116,7 +97,7 @@ class PatchWorkModel(nn.Module):
         cfg = cropper.config
         self.cropper = cropper
         self.activation = "softmax" if cfg.categorical else "sigmoid"
-        labels = cfg.num_labels or (len(cfg.categorial_label) if cfg.categorial_label else 1)
+        labels = cfg.label_count
         self.num_labels = labels
         self.num_pred = labels + (1 if cfg.categorical else 0)
         self.in_channels = _positive("in_channels", in_channels)
@@ -271,50 +252,33 @@ class PatchWorkModel(nn.Module):
             [lv.inputs for lv in levels], [lv.relative for lv in levels], [lv.parent for lv in levels]
         )
 
-    def config_dict(self) -> dict[str, Any]:
-        """Everything but the weights that rebuilds this model, as builtins (``weights_only``-safe).
 
-        ``block`` holds the default blocks' settings, or ``None`` when a custom ``blockCreator`` was given;
-        ``final_block`` says whether a ``finalBlock`` was given (callables are not stored; pass them again
-        to :meth:`from_config_dict`).
-        """
-        block = None if self.default_blocks is None else plain(dataclasses.asdict(self.default_blocks))
-        return {
-            "crop": crop_kwargs(self.cropper.config),
-            "in_channels": self.in_channels,
-            "forward_type": self.forward_type,
-            "identical_blocks": self.identical_blocks,
-            "intermediate_out": self.intermediate_out,
-            "intermediate_loss": self.intermediate_loss,
-            "block_out": self.block_out,
-            "finalBlock_all_levels": self.finalBlock_all_levels,
-            "crop_fdim": self.crop_fdim,
-            "block": block,
-            "final_block": self.finalBlock is not None,
-        }
-
-    @classmethod
-    def from_config_dict(
-        cls,
-        d: Mapping[str, Any],
-        blockCreator: BlockCreator | None = None,  # noqa: N803 - the paper's name
-        finalBlock: nn.Module | None = None,  # noqa: N803 - the paper's name
-    ) -> PatchWorkModel:
-        """Rebuild a model (untrained weights) from :meth:`config_dict`; custom callables are passed again."""
-        d = dict(d)
-        block, final = d.pop("block", None), d.pop("final_block", False)
-        crop_kwargs, in_channels = d.pop("crop"), d.pop("in_channels")
-        if block is None and blockCreator is None:
-            raise PatchworkError(
-                "this model was built with a custom blockCreator: pass it to from_config_dict"
-            )
-        if final and finalBlock is None:
-            raise PatchworkError("this model was built with a finalBlock: pass it to from_config_dict")
-        if blockCreator is None:
-            blockCreator = UNetBlocks(**block)
-        return cls(
-            CropGenerator(**crop_kwargs), in_channels, blockCreator=blockCreator, finalBlock=finalBlock, **d
+def build_model(params: DNPParams, in_channels: int) -> PatchWorkModel:
+    """The :class:`PatchWorkModel` (untrained) that ``params`` describe, for images of ``in_channels``
+    channels, with the default U-Net blocks; a setting that does not fit raises ``dnp model: ...``."""
+    m = params.model
+    try:
+        return PatchWorkModel(
+            CropGenerator(params.crop),
+            in_channels,
+            blockCreator=UNetBlocks(m.block_features, m.block_max_features, m.block_stages),
+            forward_type=m.forward_type,  # type: ignore[arg-type]
+            identical_blocks=m.identical_blocks,
+            intermediate_out=m.intermediate_out,
+            intermediate_loss=m.intermediate_loss,
+            block_out=m.block_out,
+            crop_fdim=m.crop_fdim,
         )
+    except PatchworkError as err:
+        raise PatchworkError(problems=[f"dnp model: {p}" for p in err.problems]) from None
+
+
+def check_model(params: DNPParams) -> None:
+    """Check that ``params`` describe a model that can be built (patch sizes against the blocks,
+    ``block_out``, ``crop_fdim``, ...): the one check of the settings that needs torch. Builds on the meta
+    device, so it allocates no memory."""
+    with torch.device("meta"):
+        build_model(params, in_channels=1)
 
 
 def _positive(name: str, value: int, allow_zero: bool = False) -> int:

@@ -13,15 +13,12 @@ Standard deviations are population ones (``1/n``); a constant image or patch is 
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
+from patchwork.dnp.settings import Normalization
 from patchwork.errors import PatchworkError
 
 Tensor = torch.Tensor
-Normalization = Literal["max", "mean", "m0s1", "patch_m0s1"] | None
-NORMALIZATIONS = (None, "max", "mean", "m0s1", "patch_m0s1")
 _EPS = 1e-6
 
 

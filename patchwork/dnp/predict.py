@@ -1,15 +1,18 @@
-"""Applying a saved patchwork to NIfTI files and to arrays, with the checkpoint's application settings.
+"""Applying a saved patchwork to NIfTI files and to arrays, with application settings given at call time.
 
-:func:`apply_to_file` reads an image, applies the model (:func:`~patchwork.dnp.apply.apply_dnp`) with the
-``apply`` settings stored in the checkpoint, overridden by keywords, and writes the encoded output (and
-optionally the uncertainty) as NIfTI. With ``scale_to_original`` (the default) the output has exactly the
-input's shape and affine. :func:`predict_dnp` is what the model registry calls: foreground probability
-and its spread for a preprocessed image array.
+A model file holds what training used; how to apply it is an :class:`~patchwork.dnp.settings.ApplyConfig`
+given with each call, so changing it never requires retraining. :func:`apply_to_file` reads an image,
+applies the model (:func:`~patchwork.dnp.apply.apply_dnp`) and writes the ``out_typ``-encoded output (and
+optionally the uncertainty) as NIfTI; with ``scale_to_original`` (the default) the output has exactly the
+input's shape and affine. :func:`predict_dnp` is what the model registry calls: the foreground probability
+and its spread for a preprocessed image array, in that array's grid (so it rejects the settings that would
+change the grid or encode the output, :meth:`~patchwork.dnp.settings.ApplyConfig.check_prediction`).
 
 Example::
 
     apply_to_file("models/dnp/fold0/model.pt", "sub-01_T1w.nii.gz", "sub-01_lesion.nii.gz",
                   std_path="sub-01_std.nii.gz", label_names={1: "lesion"}, out_typ="mask")
+    prob, std = predict_dnp(model_path, image, affine, ApplyConfig.from_dict({"num_patches": 8}))
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import torch
 
 from patchwork.dnp.apply import DNPResult, apply_dnp, label_values
 from patchwork.dnp.outtype import numpy_dtype
+from patchwork.dnp.settings import ApplyConfig
 from patchwork.dnp.train import load_dnp
 from patchwork.dnp.volume import image_tensor
 from patchwork.errors import PatchworkError
@@ -62,22 +66,24 @@ def apply_to_file(
     out_path: str | os.PathLike[str],
     std_path: str | os.PathLike[str] | None = None,
     *,
+    apply: ApplyConfig | Mapping[str, Any] | None = None,
     label_names: Mapping[int, str] | Sequence[str] | None = None,
     device: torch.device | str | None = None,
     seed: int = 0,
-    **overrides: Any,
+    **settings: Any,
 ) -> DNPResult:
     """Apply the model in ``model_path`` to the NIfTI ``image_path`` and write ``out_path``.
 
-    ``overrides`` replace the checkpoint's ``apply`` settings. The output is ``out_typ``-encoded, labels in
-    NIfTI's 4th dimension; ``std_path`` receives the per-voxel standard deviation (float32).
+    ``apply`` (default: :class:`ApplyConfig`'s defaults) and the keyword ``settings`` (the paper's names,
+    which win) are the application settings. The output is ``out_typ``-encoded, labels in NIfTI's 4th
+    dimension; ``std_path`` receives the per-voxel standard deviation (float32).
     ``label_names`` (label value -> name, or one name per label in label order) go into the header.
     With ``scale_to_original`` the files take the input's affine; otherwise the stitching grid's.
     """
-    model, params = load_dnp(Path(model_path), device)
+    config = ApplyConfig.from_value(apply, **settings)
+    model, _ = load_dnp(Path(model_path), device)
     source = load_nifti(image_path)
     data, affine = image_tensor(source, None, model.cropper.config.ndim)
-    config = params.application(**overrides)
     result = apply_dnp(model, data, affine, config, generator=seed)
     out_affine = np.asarray(source.affine) if config.scale_to_original else nifti_affine(result.affine)
     values = label_values(model.cropper, result.probabilities.shape[0])
@@ -91,17 +97,25 @@ def apply_to_file(
 
 
 def predict_dnp(
-    model_path: Path, image: np.ndarray, affine: np.ndarray, device: str | None = None, seed: int = 0
+    model_path: Path,
+    image: np.ndarray,
+    affine: np.ndarray,
+    apply: ApplyConfig,
+    device: str | None = None,
+    seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Foreground probability ``[*spatial]`` (float32) and its standard deviation for ``image [C, *spatial]``.
+    """Foreground probability ``[*spatial]`` (float32) and its standard deviation for ``image [C, *spatial]``
+    in the grid ``affine``, applied by ``apply`` with every random draw from ``seed``.
 
-    Uses the checkpoint's ``apply`` settings; the result lies in the image's grid. With several labels the
-    probability is that of the most probable label and the spread that label's.
+    The result lies in the image's grid; with several labels the probability is that of the most probable
+    label and the spread that label's. Settings that cannot apply to such a map (``scale_to_original``
+    false, ``sampling_factor``, ``out_typ``, ``ce_threshold``) raise a one-line error.
     """
-    model, params = load_dnp(Path(model_path), device)
+    apply.check_prediction()
+    model, _ = load_dnp(Path(model_path), device)
     if not np.isfinite(image).all():
         raise PatchworkError(f"{model_path}: input image contains NaN or infinite values")
-    result = apply_dnp(model, image, affine, params.apply, generator=seed, scale_to_original=True)
+    result = apply_dnp(model, image, affine, apply, generator=seed)
     probability, winner = result.probabilities.max(dim=0, keepdim=True)
     spread = result.std.gather(0, winner)
     return (

@@ -22,18 +22,14 @@ import functools
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 
 from patchwork.dnp.geometry import patch_coordinates
+from patchwork.dnp.settings import Interp, Window
 
 Tensor = torch.Tensor
-Interp = Literal["NN", "lin"]
-INTERPS = ("NN", "lin")
-Window = Literal["cos", "cos2"] | None
-WINDOWS = (None, "cos", "cos2")
 
 
 def _strides(shape: Sequence[int], device: torch.device) -> Tensor:

@@ -24,20 +24,9 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from patchwork.errors import PatchworkError
+from patchwork.dnp.settings import Smoothing
 
 Tensor = torch.Tensor
-Smoothing = float | Literal["boxcar", "max", "mixture"]
-FILTERS = ("boxcar", "max", "mixture")
-
-
-def check_smoothing(name: str, value: object) -> None:
-    """Validate a ``smoothfac_*`` setting."""
-    if isinstance(value, str):
-        if value not in FILTERS:
-            raise PatchworkError(f"{name} must be a float >= 0 or one of {FILTERS}, got {value!r}")
-    elif not isinstance(value, (int, float)) or value < 0:
-        raise PatchworkError(f"{name} must be a float >= 0 or one of {FILTERS}, got {value!r}")
 
 
 def _pool(pool: Literal["max", "avg"], data: Tensor, widths: Sequence[int]) -> Tensor:

@@ -31,6 +31,7 @@ Labels are integer maps (0 background); with one label the foreground is ``label
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 import time
@@ -44,25 +45,26 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from patchwork.dnp.crop import CropConfig, CropGenerator
+from patchwork.dnp.crop import CropGenerator
 from patchwork.dnp.grid import reduce_affine
 from patchwork.dnp.hardmining import hardness, select_hard
 from patchwork.dnp.loss import level_loss, patch_f1, patch_losses
-from patchwork.dnp.model import PatchWorkModel, crop_kwargs
-from patchwork.dnp.params import DNPParams, TrainParams, build_model
+from patchwork.dnp.model import PatchWorkModel, build_model, check_model
 from patchwork.dnp.patchset import PatchSet
+from patchwork.dnp.settings import CropConfig, DNPParams, TrainParams
 from patchwork.dnp.volume import Volume
 from patchwork.errors import PatchworkError
 from patchwork.io import atomic_path
-from patchwork.training.modelfile import check_same_training, finished_model, read_model, resolve_device
 from patchwork.networks import init_weights
+from patchwork.training.modelfile import check_same_training, finished_model, read_model, resolve_device
 from patchwork.training.seeding import STREAM_INIT, STREAM_PATCHES, STREAM_VALIDATION, torch_generator
 from patchwork.training.trainlog import plot_curve, write_train_log
 
 log = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
-MODEL_FORMAT, CHECKPOINT_FORMAT, VERSION = "patchwork-dnp", "patchwork-dnp-checkpoint", 1
+# version 2: the training settings are stored once (``params``, without ``apply``), with ``in_channels``
+MODEL_FORMAT, CHECKPOINT_FORMAT, VERSION = "patchwork-dnp", "patchwork-dnp-checkpoint", 2
 STREAM_SHUFFLE = 5
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
@@ -138,7 +140,7 @@ def label_targets(label: np.ndarray, crop: CropConfig, dontcare: bool) -> Tensor
         raise PatchworkError("labels contain NaN or negative values but dontcare is off")
     if bool((values[care] != values[care].round()).any()):
         raise PatchworkError("labels must be integers (NaN or -1 for don't care)")
-    count = crop.num_labels or (len(crop.categorial_label) if crop.categorial_label else 1)
+    count = crop.label_count
     picks = crop.categorial_label or (tuple(range(1, count + 1)) if count > 1 else None)
     channels = (values > 0)[None] if picks is None else torch.stack([values == v for v in picks])
     channels = channels.float()
@@ -181,9 +183,7 @@ def check_cases(
 
 def training_cropper(crop: CropConfig) -> CropGenerator:
     """The cropper that draws training trees: the configured geometry, labels given as channels."""
-    return CropGenerator(
-        **{**crop_kwargs(crop), "categorial_label": None, "categorical": False, "num_labels": None}
-    )
+    return CropGenerator(dataclasses.replace(crop, categorial_label=None, categorical=False, num_labels=None))
 
 
 def draw_trees(
@@ -211,10 +211,10 @@ def draw_trees(
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(crop: dict[str, Any], cases: list[Case], train: TrainParams, seed: int) -> None:
+def _worker_init(crop: CropConfig, cases: list[Case], train: TrainParams, seed: int) -> None:
     """Prepare the volumes once in the cropping process (one thread: training owns the others)."""
     torch.set_num_threads(1)
-    cropper = CropGenerator(**crop)
+    cropper = CropGenerator(crop)
     _WORKER.update(
         cropper=cropper,
         volumes=[cropper.prepare(c.image, c.targets, c.affine) for c in cases],
@@ -244,7 +244,7 @@ class Drawer:
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_init,
-                initargs=(crop_kwargs(self.cropper.config), cases, train, seed),
+                initargs=(self.cropper.config, cases, train, seed),
             )
         else:
             self.volumes = [self.cropper.prepare(c.image, c.targets, c.affine) for c in cases]
@@ -435,10 +435,11 @@ def train_dnp(
     """Train a patchwork on ``images`` [C, *S] / integer ``labels`` [*S] / ``affines``; return ``model.pt``.
 
     Writes ``checkpoint.pt`` (every ``checkpoint_every`` outer iterations, removed at the end),
-    ``model.pt`` (``{"format", "version", "params", "model": config_dict, "seed", "state_dict"}``),
+    ``model.pt`` (``{"format", "version", "params": params.to_dict(), "seed", "in_channels", "state_dict"}``),
     ``train_log.tsv`` and ``curve.png`` into ``out_dir``. Resumes from a checkpoint of the same params, seed
     and data; returns at once when ``model.pt`` of this training exists. ``device``: default CUDA if present.
     """
+    check_model(params)
     out_dir = Path(out_dir)
     model_path, ckpt_path = out_dir / "model.pt", out_dir / "checkpoint.pt"
     cases = check_cases(images, labels, affines, params, "training")
@@ -504,19 +505,20 @@ def train_dnp(
         ("total", *log_columns(depth)[1 : depth + 1]),
         f"loss ({kinds})",
     )
-    _save_model(model_path, params, int(seed), model)
+    _save_model(model_path, identity, model)
     ckpt_path.unlink(missing_ok=True)
     return model_path
 
 
-def _save_model(path: Path, params: DNPParams, seed: int, model: PatchWorkModel) -> None:
-    """Write ``model.pt`` atomically (weights on CPU, loadable with ``weights_only=True``)."""
+def _save_model(path: Path, identity: dict[str, Any], model: PatchWorkModel) -> None:
+    """Write ``model.pt`` atomically: the training's settings and seed once, the image channels, the weights
+    on CPU (loadable with ``weights_only=True``)."""
     obj = {
         "format": MODEL_FORMAT,
         "version": VERSION,
-        "params": params.to_dict(),
-        "model": model.config_dict(),
-        "seed": seed,
+        "params": identity["params"],
+        "seed": identity["seed"],
+        "in_channels": model.in_channels,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
     with atomic_path(path) as tmp:
@@ -524,10 +526,13 @@ def _save_model(path: Path, params: DNPParams, seed: int, model: PatchWorkModel)
 
 
 def load_dnp(model_path: Path, device: str | torch.device | None = None) -> tuple[PatchWorkModel, DNPParams]:
-    """The trained model (eval mode, on ``device``: default CUDA if present) and its settings."""
+    """The trained model (eval mode, on ``device``: default CUDA if present) and its training settings."""
     obj = read_model(Path(model_path), MODEL_FORMAT, VERSION, "DNP model")
-    params = DNPParams.from_dict(obj["params"])
-    model = PatchWorkModel.from_config_dict(obj["model"])
+    try:
+        params = DNPParams.from_dict(obj["params"])
+    except PatchworkError as err:
+        raise PatchworkError(problems=[f"{model_path}: {p}" for p in err.problems]) from None
+    model = build_model(params, obj["in_channels"])
     model.load_state_dict(obj["state_dict"])
     memory_format = CHANNELS_LAST[params.crop.ndim]  # as in training: faster CPU convolutions
     return model.to(resolve_device(device), memory_format=memory_format).eval(), params

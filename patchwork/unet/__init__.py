@@ -1,26 +1,35 @@
 """nnU-Net style 3D U-Net baseline: network, foreground-oversampling sampler, batched augmentation,
 Dice + CE loss, resumable training and Gaussian-weighted sliding-window inference.
 
+Names are loaded on first use, so ``import patchwork.unet.params`` (the torch-free settings) does not
+import torch.
+
 Example::
 
-    from patchwork.unet import UNetParams, predict_unet, train_unet
+    from patchwork.unet import UNetApply, UNetParams, predict_unet, train_unet
 
-    model_path = train_unet(UNetParams(iterations=300), images, labels, Path("out"), seed=0)
-    prob = predict_unet(model_path, image)  # [X, Y, Z] foreground probability
+    model_path = train_unet(UNetParams(iterations=300), images, labels, None, Path("out"), seed=0)
+    prob, _ = predict_unet(model_path, image, apply=UNetApply(test_time_mirroring=True))  # [X, Y, Z]
 """
 
-from patchwork.networks import UNet3D
-from patchwork.unet.inference import gaussian_weight, predict_unet, sliding_window_inference
-from patchwork.unet.modelfile import load_unet
-from patchwork.unet.params import UNetParams
-from patchwork.unet.train import train_unet
+import importlib
+from typing import Any
 
-__all__ = [
-    "UNet3D",
-    "UNetParams",
-    "gaussian_weight",
-    "load_unet",
-    "predict_unet",
-    "sliding_window_inference",
-    "train_unet",
-]
+_HOMES = {
+    "UNet3D": "patchwork.networks",
+    "UNetApply": "patchwork.unet.params",
+    "UNetParams": "patchwork.unet.params",
+    "gaussian_weight": "patchwork.unet.inference",
+    "load_unet": "patchwork.unet.modelfile",
+    "predict_unet": "patchwork.unet.inference",
+    "sliding_window_inference": "patchwork.unet.inference",
+    "train_unet": "patchwork.unet.train",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name from its module on first access (PEP 562)."""
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_HOMES[name]), name)

@@ -24,6 +24,7 @@ import torch
 
 from patchwork.errors import PatchworkError
 from patchwork.unet.modelfile import load_unet
+from patchwork.unet.params import UNetApply
 
 
 def gaussian_weight(patch_size: Sequence[int], sigma_scale: float = 1 / 8) -> torch.Tensor:
@@ -118,12 +119,20 @@ def sliding_window_inference(
 
 
 def predict_unet(
-    model_path: Path, image: np.ndarray, device: str | None = None, mirror: bool | None = None
-) -> np.ndarray:
+    model_path: Path,
+    image: np.ndarray,
+    affine: np.ndarray | None = None,
+    apply: UNetApply | None = None,
+    device: str | None = None,
+    seed: int = 0,
+) -> tuple[np.ndarray, None]:
     """Foreground probability ``[X, Y, Z]`` float32 of the model in ``model_path`` for ``image [C, X, Y, Z]``.
 
-    ``mirror`` overrides the model's ``test_time_mirroring`` setting.
+    ``apply`` (default :class:`UNetApply`) sets the sliding window. The signature is the model registry's
+    (:mod:`patchwork.models`): ``affine`` and ``seed`` are not needed (the windows lie on the voxel grid,
+    and the result is deterministic), and there is no spread map (``None``).
     """
+    apply = apply or UNetApply()
     model, params = load_unet(model_path, device)
     in_channels = model.in_channels
     if image.ndim != 4 or image.shape[0] != in_channels:
@@ -137,8 +146,8 @@ def predict_unet(
         model,
         x,
         params.patch_size,
-        overlap=params.overlap,
-        batch_size=params.sw_batch_size,
-        mirror=params.test_time_mirroring if mirror is None else mirror,
+        overlap=apply.overlap,
+        batch_size=apply.sw_batch_size,
+        mirror=apply.test_time_mirroring,
     )
-    return foreground_probability(logits, params.head).cpu().numpy().astype(np.float32)
+    return foreground_probability(logits, params.head).cpu().numpy().astype(np.float32), None

@@ -2,7 +2,7 @@
 
 ``model.pt`` is a plain dict that loads with ``torch.load(path, weights_only=True)``::
 
-    {"format": "patchwork-unet", "version": 1, "params": UNetParams.to_dict(),
+    {"format": "patchwork-unet", "version": 2, "params": UNetParams.to_dict(),
      "in_channels": int, "seed": int, "state_dict": {name: tensor}}
 """
 
@@ -18,7 +18,7 @@ from patchwork.training.modelfile import read_model, resolve_device
 from patchwork.unet.params import UNetParams
 
 MODEL_FORMAT = "patchwork-unet"
-MODEL_VERSION = 1
+MODEL_VERSION = 2  # 2: the application settings left UNetParams (UNetApply, given at prediction)
 
 
 def build_network(params: UNetParams, in_channels: int) -> UNet3D:

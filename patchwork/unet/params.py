@@ -1,4 +1,6 @@
-"""Settings of the U-Net baseline: one typed dataclass, validated once when it is built.
+"""Settings of the U-Net baseline: :class:`UNetParams` (what training uses) and :class:`UNetApply` (how a
+trained model is applied: changing it re-predicts, never retrains). Both are validated once when built
+and import no torch.
 
 The defaults are sized for a fast CPU demo (48³ patches, 8 base features, 4 stages, batch 2, a few
 hundred iterations); nnU-Net's own values are given in the field comments for real data.
@@ -7,6 +9,7 @@ Example::
 
     params = UNetParams.from_dict({"head": "softmax", "iterations": 1000})
     params.to_dict()  # plain JSON/torch-safe dict, round-trips through from_dict
+    apply = UNetApply.from_dict({"test_time_mirroring": True})
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from patchwork.errors import PatchworkError
+from patchwork.schema import check_fields, setting
 from patchwork.settings import dataclass_from_dict
 
 HEADS = ("sigmoid", "softmax")
@@ -24,7 +28,7 @@ OPTIMIZERS = ("sgd", "adamw")
 
 @dataclass(frozen=True)
 class UNetParams:
-    """Architecture, training and inference settings of the nnU-Net style 3D U-Net.
+    """Architecture and training settings of the nnU-Net style 3D U-Net.
 
     Network: ``n_stages`` resolution stages, stage ``s`` has ``min(base_features * 2**s, max_features)``
     features; every patch axis must be divisible by ``2**(n_stages - 1)``. Head ``"sigmoid"`` gives one
@@ -58,9 +62,6 @@ class UNetParams:
     checkpoint_every: int = 50
     val_every: int = 50
     val_patches: int = 16
-    overlap: float = 0.5
-    sw_batch_size: int = 2
-    test_time_mirroring: bool = False
 
     def __post_init__(self) -> None:
         problems = _check_values(self)
@@ -101,7 +102,7 @@ def _check_values(p: UNetParams) -> list[str]:
                 f"2**(n_stages-1) = {factor}"
             )
     for name in ("base_features", "max_features", "batch_size", "iterations", "checkpoint_every",
-                 "val_every", "val_patches", "sw_batch_size"):  # fmt: skip
+                 "val_every", "val_patches"):  # fmt: skip
         if getattr(p, name) < 1:
             problems.append(f"{name}={getattr(p, name)}: must be at least 1")
     if p.max_features < p.base_features:
@@ -119,6 +120,32 @@ def _check_values(p: UNetParams) -> list[str]:
         problems.append(f"rotation_deg={p.rotation_deg}: must be in [0, 180]")
     if not 0 < p.scale_range[0] <= p.scale_range[1]:
         problems.append(f"scale_range={list(p.scale_range)}: need 0 < low <= high")
-    if not 0 <= p.overlap < 1:
-        problems.append(f"overlap={p.overlap}: must be in [0, 1)")
     return problems
+
+
+@dataclass(frozen=True)
+class UNetApply:
+    """How a trained U-Net is applied: Gaussian-weighted sliding windows of the training patch size.
+
+    ``overlap``: fraction of a window shared with its neighbour along each axis (nnU-Net: 0.5);
+    ``sw_batch_size``: windows per forward pass; ``test_time_mirroring``: average the logits over the 8
+    combinations of flipped axes (8x the time).
+    """
+
+    overlap: float = setting(0.5, minimum=0, exclusiveMaximum=1)
+    sw_batch_size: int = setting(2, minimum=1)
+    test_time_mirroring: bool = False
+
+    def __post_init__(self) -> None:
+        problems = check_fields(self)
+        if problems:
+            raise PatchworkError(problems=[f"unet apply: {p}" for p in problems])
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> UNetApply:
+        """Build from a plain dict (the spec's ``apply``); unknown keys and wrong types are errors."""
+        return dataclass_from_dict(cls, d, "unet apply")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of builtins."""
+        return dataclasses.asdict(self)

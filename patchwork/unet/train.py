@@ -316,17 +316,21 @@ def train_unet(
     params: UNetParams,
     images: list[np.ndarray],
     labels: list[np.ndarray],
+    affines: list[np.ndarray] | None,
     out_dir: Path,
     seed: int,
     device: str | None = None,
     val_images: list[np.ndarray] | None = None,
     val_labels: list[np.ndarray] | None = None,
+    val_affines: list[np.ndarray] | None = None,
 ) -> Path:
     """Train a U-Net on ``images [C, X, Y, Z]`` / ``labels [X, Y, Z]`` into ``out_dir``; return ``model.pt``.
 
     Writes ``checkpoint.pt`` (every ``checkpoint_every`` iterations, removed at the end),
     ``model.pt``, ``train_log.tsv`` and ``curve.png``. Resumes from ``checkpoint.pt`` when one of the
     same params, seed and data is there; returns at once when ``model.pt`` of this training exists.
+    The signature is the model registry's (:mod:`patchwork.models`); the U-Net works on the voxel grid,
+    so ``affines`` and ``val_affines`` are not needed.
     """
     out_dir = Path(out_dir)
     model_path, ckpt_path = out_dir / "model.pt", out_dir / "checkpoint.pt"

@@ -11,14 +11,23 @@ from dnp_images import ball
 from torch import nn
 
 from patchwork.dnp import CropGenerator
-from patchwork.dnp.apply import ApplyConfig, apply_dnp
+from patchwork.dnp.apply import DNPResult, apply_dnp
 from patchwork.dnp.blocks import UNetBlocks
+from patchwork.dnp.lazy import NAMED_ATTENTION, attention_function
 from patchwork.dnp.model import PatchWorkModel
+from patchwork.dnp.settings import ATTENTION_NAMES, ApplyConfig, Augment
 from patchwork.dnp.stitch import OutputGrid, Stitcher
 from patchwork.errors import PatchworkError
 from patchwork.io import read_label_names, save_image
 
 SHAPE = {2: (40, 36), 3: (24, 22, 20)}
+PLAIN = {"num_patches": 1, "augment": None, "window": None}
+
+
+def run(model: PatchWorkModel, data: torch.Tensor, affine: torch.Tensor, **settings: object) -> DNPResult:
+    """:func:`apply_dnp` with the paper's plain application (one tree, no test-time augmentation, flat
+    windows) unless a test says otherwise."""
+    return apply_dnp(model, data, affine, **{**PLAIN, **settings})
 
 
 def cropper(ndim: int, depth: int = 2, **options: object) -> CropGenerator:
@@ -58,7 +67,7 @@ def image(ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_tree_covers_every_voxel_in_the_input_grid(ndim: int) -> None:
     data, affine = image(ndim)
     affine[0, 0], affine[1, 1] = -1.5, 0.8  # flipped, anisotropic
-    result = apply_dnp(unet_model(ndim), data, affine, generate_type="tree", generator=0)
+    result = run(unet_model(ndim), data, affine, generate_type="tree", generator=0)
     assert result.probabilities.shape == (1, *SHAPE[ndim])
     assert (result.count > 0).all()
     assert torch.equal(result.affine, affine)
@@ -80,7 +89,7 @@ def oblique_affine(ndim: int) -> torch.Tensor:
 def test_scale_to_original_keeps_an_oblique_grid_exactly(ndim: int, system: str) -> None:
     data, _ = image(ndim)
     affine = oblique_affine(ndim)
-    result = apply_dnp(unet_model(ndim, system=system), data, affine, generate_type="tree", generator=0)
+    result = run(unet_model(ndim, system=system), data, affine, generate_type="tree", generator=0)
     assert result.probabilities.shape[1:] == SHAPE[ndim]
     assert torch.equal(result.affine, affine)
     if system == "matrix":  # patches aligned with the array tile it; world-aligned ones leave corners out
@@ -91,8 +100,8 @@ def test_scale_to_original_keeps_an_oblique_grid_exactly(ndim: int, system: str)
 def test_finest_grid_with_sampling_factor(ndim: int) -> None:
     data, affine = image(ndim)
     model = unet_model(ndim)
-    plain = apply_dnp(model, data, affine, scale_to_original=False, generator=0)
-    dense = apply_dnp(model, data, affine, scale_to_original=False, sampling_factor=2.0, generator=0)
+    plain = run(model, data, affine, scale_to_original=False, generator=0)
+    dense = run(model, data, affine, scale_to_original=False, sampling_factor=2.0, generator=0)
     spacing = torch.linalg.norm(plain.affine[:ndim, :ndim], dim=0)
     torch.testing.assert_close(torch.linalg.norm(dense.affine[:ndim, :ndim], dim=0), spacing / 2)
     assert plain.probabilities.shape[1:] == SHAPE[ndim]  # finest voxel = image voxel
@@ -104,9 +113,9 @@ def test_finest_grid_with_sampling_factor(ndim: int) -> None:
 def test_lazy_eval_expands_only_the_most_promising_patches(ndim: int) -> None:
     data, affine = image(ndim)
     model = pointwise_model(ndim, gain=8.0, bias=-4.0)  # probability high on the ball only
-    full = apply_dnp(model, data, affine, generate_type="tree", generator=0)
+    full = run(model, data, affine, generate_type="tree", generator=0)
     lazy_eval = {"fraction": 0.5, "reduceFun": "mean"}
-    lazy = apply_dnp(model, data, affine, generate_type="tree", lazyEval=lazy_eval, generator=0)
+    lazy = run(model, data, affine, generate_type="tree", lazyEval=lazy_eval, generator=0)
     assert full.patches_per_level[0] == lazy.patches_per_level[0]
     assert lazy.patches_per_level[1] < full.patches_per_level[1]
     assert lazy.patches_per_level[1] == math.ceil(0.5 * full.patches_per_level[0]) * (
@@ -125,8 +134,8 @@ def test_lazy_eval_fraction_one_equals_no_lazy_eval(ndim: int) -> None:
     data, affine = image(ndim)
     model = unet_model(ndim)
     options = {"generate_type": "random", "num_patches": 6, "branch_factor": 2, "generator": 3}
-    plain = apply_dnp(model, data, affine, **options)
-    lazy = apply_dnp(model, data, affine, lazyEval={"fraction": 1.0, "reduceFun": "mean"}, **options)
+    plain = run(model, data, affine, **options)
+    lazy = run(model, data, affine, lazyEval={"fraction": 1.0, "reduceFun": "mean"}, **options)
     assert lazy.patches_per_level == plain.patches_per_level == (6, 12)
     torch.testing.assert_close(lazy.probabilities, plain.probabilities)
 
@@ -135,9 +144,9 @@ def test_attention_function_and_reduction_pick_the_kept_patches(ndim: int) -> No
     data, affine = image(ndim)
     model = pointwise_model(ndim, gain=8.0, bias=-4.0)
     options = {"generate_type": "tree", "generator": 0}
-    best = apply_dnp(model, data, affine, lazyEval={"fraction": 0.25}, **options)
+    best = run(model, data, affine, lazyEval={"fraction": 0.25}, **options)
     inverted = {"fraction": 0.25, "reduceFun": "mean", "attentionFun": lambda logits: -logits}
-    worst = apply_dnp(model, data, affine, lazyEval=inverted, **options)
+    worst = run(model, data, affine, lazyEval=inverted, **options)
     ball_voxels = data[0] > 0
     assert worst.patches_per_level == best.patches_per_level
     assert worst.count[ball_voxels].float().mean() < best.count[ball_voxels].float().mean()
@@ -150,8 +159,8 @@ def test_num_chunks_gives_the_same_result(ndim: int) -> None:
         {"generate_type": "tree"},
         {"generate_type": "random", "num_patches": 7, "branch_factor": 3},
     ):
-        one = apply_dnp(model, data, affine, generator=5, augment={"dphi": 0.2}, **options)
-        three = apply_dnp(
+        one = run(model, data, affine, generator=5, augment={"dphi": 0.2}, **options)
+        three = run(
             model, data, affine, generator=5, augment={"dphi": 0.2}, num_chunks=3, batch_size=5, **options
         )
         assert one.patches_per_level == three.patches_per_level
@@ -165,12 +174,12 @@ def test_std_is_zero_where_outputs_agree_and_positive_for_augmented_outputs(ndim
     data, affine = image(ndim)
     constant = pointwise_model(ndim, gain=0.0, bias=0.7)
     options = {"generate_type": "random", "num_patches": 5, "branch_factor": 2, "generator": 1}
-    agree = apply_dnp(constant, data, affine, **options)
+    agree = run(constant, data, affine, **options)
     assert agree.std.abs().max() < 1e-3
     seen = agree.probabilities[0][agree.count > 0]
     torch.testing.assert_close(seen, torch.full_like(seen, 1 / (1 + math.exp(-0.7))))
     augment = {"dphi": 0.5, "flip": (1,) * ndim}
-    spread = apply_dnp(unet_model(ndim), data, affine, augment=augment, **options)
+    spread = run(unet_model(ndim), data, affine, augment=augment, **options)
     assert (spread.std[0][spread.count > 1] > 1e-3).any()
     assert (spread.std[0][spread.count == 1] < 1e-3).all()  # one output: no spread
 
@@ -179,9 +188,9 @@ def test_sparse_suppression_lowers_sparsely_covered_voxels_only(ndim: int) -> No
     data, affine = image(ndim)
     constant = pointwise_model(ndim, gain=0.0, bias=6.0)  # p ~ 0.998 everywhere
     options = {"generate_type": "random", "num_patches": 10, "branch_factor": 6, "generator": 2}
-    plain = apply_dnp(constant, data, affine, **options)
+    plain = run(constant, data, affine, **options)
     alpha = 1.0
-    suppressed = apply_dnp(constant, data, affine, sparse_suppression=alpha, **options)
+    suppressed = run(constant, data, affine, sparse_suppression=alpha, **options)
     n = plain.count
     expected = plain.probabilities * torch.where(n > 0, n / torch.sqrt(n**2 + 3 * alpha), 0.0)
     torch.testing.assert_close(suppressed.probabilities, expected)
@@ -211,10 +220,10 @@ def test_windows_weight_the_patch_centre_more(ndim: int) -> None:
 def test_level_mix_fills_what_the_finest_level_skipped(ndim: int) -> None:
     data, affine = image(ndim)
     model = pointwise_model(ndim, gain=8.0, bias=-4.0)
-    options = {"generate_type": "tree", "lazyEval": 0.25, "generator": 0}
-    finest = apply_dnp(model, data, affine, level=-1, **options)
-    mixed = apply_dnp(model, data, affine, level="mix", **options)
-    coarse = apply_dnp(model, data, affine, level=0, **options)
+    options = {"generate_type": "tree", "lazyEval": {"fraction": 0.25}, "generator": 0}
+    finest = run(model, data, affine, level=-1, **options)
+    mixed = run(model, data, affine, level="mix", **options)
+    coarse = run(model, data, affine, level=0, **options)
     assert coarse.patches_per_level == (finest.patches_per_level[0],)  # finer levels are not evaluated
     assert (mixed.count > 0).all() and (finest.count == 0).any()
     assert not torch.allclose(mixed.probabilities, finest.probabilities)
@@ -227,16 +236,16 @@ def test_level_mix_fills_what_the_finest_level_skipped(ndim: int) -> None:
 def test_out_types(ndim: int) -> None:
     data, affine = image(ndim)
     model = unet_model(ndim)
-    probabilities = apply_dnp(model, data, affine, generator=0).probabilities
-    mask = apply_dnp(model, data, affine, out_typ="mask", generator=0).output
+    probabilities = run(model, data, affine, generator=0).probabilities
+    mask = run(model, data, affine, out_typ="mask", generator=0).output
     assert mask.dtype == torch.uint8 and set(mask.unique().tolist()) <= {0, 1}
     assert torch.equal(mask.bool(), probabilities > 0.5)
-    low = apply_dnp(model, data, affine, out_typ="mask:0.2", generator=0).output
+    low = run(model, data, affine, out_typ="mask:0.2", generator=0).output
     assert torch.equal(low.bool(), probabilities > 0.2)
-    scaled = apply_dnp(model, data, affine, out_typ="uint8", generator=0).output
+    scaled = run(model, data, affine, out_typ="uint8", generator=0).output
     assert scaled.dtype == torch.uint8
     torch.testing.assert_close(scaled.float() / 255, probabilities, atol=0.5 / 255 + 1e-6, rtol=0)
-    short = apply_dnp(model, data, affine, out_typ="int16", generator=0).output
+    short = run(model, data, affine, out_typ="int16", generator=0).output
     assert short.dtype == torch.int16 and int(short.max()) <= 32767
 
 
@@ -244,14 +253,14 @@ def test_atlas_of_a_softmax_model_gives_label_values(ndim: int) -> None:
     data, affine = image(ndim)
     model = unet_model(ndim, seed=4, categorial_label=(3, 7), categorical=True)
     assert model.activation == "softmax"
-    result = apply_dnp(model, data, affine, out_typ="atls", ce_threshold=0.3, generator=0)
+    result = run(model, data, affine, out_typ="atls", ce_threshold=0.3, generator=0)
     probabilities = result.probabilities
     assert probabilities.shape[0] == 2  # the foreground classes
     best, winner = probabilities.max(dim=0)
     expected = torch.where(best > 0.3, torch.tensor([3, 7])[winner], 0)
     assert torch.equal(result.output.long(), expected)
     assert set(result.output.unique().tolist()) <= {0, 3, 7}
-    strict = apply_dnp(model, data, affine, out_typ="atls:0.9", ce_threshold=0.3, generator=0).output
+    strict = run(model, data, affine, out_typ="atls:0.9", ce_threshold=0.3, generator=0).output
     assert (strict != 0).sum() <= (result.output != 0).sum()
 
 
@@ -274,16 +283,24 @@ def test_atlas_of_a_softmax_model_gives_label_values(ndim: int) -> None:
 def test_bad_settings_name_the_setting(settings: dict, name: str) -> None:
     data, affine = image(2)
     with pytest.raises(PatchworkError, match=name):
-        apply_dnp(unet_model(2), data, affine, **settings)
+        run(unet_model(2), data, affine, **settings)
 
 
-def test_config_from_checkpoint_style_settings() -> None:
+def test_settings_from_a_mapping_with_keyword_overrides() -> None:
     config = ApplyConfig.from_value(
-        {"lazyEval": {"fraction": 0.5, "attentionFun": "identity"}, "sparse_suppression": None}, window="cos"
+        {"lazyEval": {"fraction": 0.5, "attentionFun": "identity"}}, window="cos2"
     )
-    assert config.window == "cos" and config.sparse_suppression == 0.0
+    assert config.window == "cos2" and config.num_patches == ApplyConfig().num_patches
     logits = torch.tensor([[-3.0], [2.0]])
-    assert torch.equal(config.lazyEval.attentionFun(logits), logits)  # type: ignore[union-attr]
+    assert torch.equal(attention_function(config.lazyEval)(logits), logits)  # type: ignore[arg-type, misc]
+    assert ApplyConfig.from_value(config) is config and ApplyConfig.from_dict(config.to_dict()) == config
+    assert ApplyConfig.from_value(augment={}).augment is None  # an empty dictionary switches it off
+    assert set(NAMED_ATTENTION) == set(ATTENTION_NAMES)  # the names the settings accept all resolve
+
+
+def test_defaults_average_rotated_trees_with_cosine_windows() -> None:
+    config = ApplyConfig()
+    assert (config.num_patches, config.augment, config.window) == (4, Augment(dphi=0.2), "cos")
 
 
 def test_label_names_round_trip_through_the_header(tmp_path) -> None:

@@ -9,6 +9,7 @@ import torch
 from dnp_images import ball
 
 from patchwork.dnp import Augment, CropGenerator
+from patchwork.dnp.augment import draw
 from patchwork.errors import PatchworkError
 
 
@@ -66,16 +67,16 @@ def test_dscale_scales_the_field_of_view_by_the_drawn_factor() -> None:
     assert (factors - 1).abs().amax() > 0.1
     in_patch = patches.levels[0].labels.flatten(1).sum(1)
     assert ((in_patch * factors.prod(dim=1) / labels.sum() - 1).abs() < 0.03).all()
-    draws = Augment(dscale=0.2).draw(4000, 3, torch.Generator().manual_seed(0)).diagonal(dim1=1, dim2=2)
+    draws = draw(Augment(dscale=0.2), 4000, 3, torch.Generator().manual_seed(0)).diagonal(dim1=1, dim2=2)
     assert abs((draws.log() / math.log(1.2)).std() - 1) < 0.05
 
 
 def test_augmentation_draws_repeat_with_the_seed() -> None:
     augment = Augment(dphi=(0.1, 0.2, 0.3), flip=(1, 1, 0), dscale=(0.1, 0.0, 0.1))
     augment.check(3)
-    first = augment.draw(50, 3, torch.Generator().manual_seed(3))
-    again = augment.draw(50, 3, torch.Generator().manual_seed(3))
-    other = augment.draw(50, 3, torch.Generator().manual_seed(4))
+    first = draw(augment, 50, 3, torch.Generator().manual_seed(3))
+    again = draw(augment, 50, 3, torch.Generator().manual_seed(3))
+    other = draw(augment, 50, 3, torch.Generator().manual_seed(4))
     assert torch.equal(first, again) and not torch.equal(first, other)
     assert (torch.linalg.det(first) < 0).any()
 

@@ -1,4 +1,4 @@
-"""PatchWorkModel: levels, forward types, shared blocks, crop_fdim, finalBlock, parent crops, configs."""
+"""PatchWorkModel: levels, forward types, shared blocks, crop_fdim, finalBlock, parent crops, settings."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from torch import nn
 
 from patchwork.dnp import CropGenerator, PatchWorkModel, UNetBlocks
 from patchwork.dnp.geometry import patch_coordinates
-from patchwork.dnp.model import crop_kwargs
+from patchwork.dnp.model import build_model
+from patchwork.dnp.settings import DNPParams
 from patchwork.errors import PatchworkError
 
 BLOCKS = UNetBlocks(features=4, max_features=8, stages=2)
@@ -130,19 +131,32 @@ def test_final_block_is_applied_to_the_finest_or_all_levels(ndim):
     assert torch.allclose(c[0], 2.0 * a[0]) and not torch.allclose(c[1], b[1])
 
 
-def test_config_dict_round_trip_and_weights_only(ndim, tmp_path):
-    net = model(ndim, depth=3, forward_type="bridge", crop_fdim=(0, 1), intermediate_out=2)
-    torch.save({"model": net.config_dict(), "state_dict": net.state_dict()}, tmp_path / "m.pt")
+def test_settings_rebuild_the_model_and_its_weights_load_weights_only(ndim, tmp_path):
+    """What ``model.pt`` relies on: the settings (stored once, as builtins) rebuild the same model."""
+    scheme = {"patch_size": [8] * ndim, "fov_rel": 0.9, "destvox_rel": 1.0}
+    model_settings = {"forward_type": "bridge", "crop_fdim": [0, 1], "intermediate_out": 2}
+    blocks = {"block_features": 4, "block_max_features": 8, "block_stages": 2}
+    params = DNPParams.from_dict(
+        {"crop": {"depth": 3, "ndim": ndim, "scheme": scheme}, "model": {**model_settings, **blocks}}
+    )
+    net = build_model(params, 1)
+    torch.save({"params": params.to_dict(), "state_dict": net.state_dict()}, tmp_path / "m.pt")
     obj = torch.load(tmp_path / "m.pt", weights_only=True)
-    again = PatchWorkModel.from_config_dict(obj["model"])
+    again = build_model(DNPParams.from_dict(obj["params"]), 1)
     again.load_state_dict(obj["state_dict"])
     ps = patches(ndim, depth=3)
     for a, b in zip(net(ps), again(ps), strict=True):
         assert torch.equal(a, b)
-    assert crop_kwargs(again.cropper.config) == crop_kwargs(net.cropper.config)
-    custom = PatchWorkModel(cropper(ndim), 1, blockCreator=lambda n, o, i, d: nn.Conv2d(i, o, 1))
-    with pytest.raises(PatchworkError, match="custom blockCreator"):
-        PatchWorkModel.from_config_dict(custom.config_dict())
+    assert again.cropper.config == net.cropper.config == params.crop
+
+
+def test_cropper_takes_its_settings_or_the_papers_keywords(ndim):
+    config = cropper(ndim).config
+    assert CropGenerator(config).config is config
+    with pytest.raises(PatchworkError, match="not both"):
+        CropGenerator(config, depth=2)
+    with pytest.raises(PatchworkError, match="unknown key"):
+        CropGenerator(depth=2, ndim=ndim, colour=1)
 
 
 @pytest.mark.parametrize(

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from patchwork.dnp.params import DNPParams
 from patchwork.dnp.predict import apply_to_file, predict_dnp
+from patchwork.dnp.settings import ApplyConfig, DNPParams
 from patchwork.dnp.train import train_dnp
 from patchwork.io import read_image, read_label_names, save_image
 from patchwork.metrics import dice
@@ -45,7 +45,6 @@ def train(ndim: int, out_dir: Path) -> tuple[Path, np.ndarray, np.ndarray]:
                 "intermediate_out": 4,
             },
             "train": {"num_its": iterations, "num_patches": 16, "epochs": 2, "batch_size": 8, "lr": 1e-2},
-            "apply": {"generate_type": "tree"},
         }
     )
     model_path = train_dnp(params, [image], [label], [np.eye(4)], out_dir, seed=0, device="cpu")
@@ -54,7 +53,7 @@ def train(ndim: int, out_dir: Path) -> tuple[Path, np.ndarray, np.ndarray]:
 
 def test_overfit_2d_disk(tmp_path: Path) -> None:
     model_path, image, label = train(2, tmp_path)
-    probability, spread = predict_dnp(model_path, image, np.eye(4), device="cpu")
+    probability, spread = predict_dnp(model_path, image, np.eye(4), ApplyConfig(), device="cpu")
     assert probability.shape == label.shape and spread.shape == label.shape
     assert dice(probability > 0.5, label > 0) > 0.9
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from patchwork.dnp import CropGenerator, crop, scatter, window_weights
+from patchwork.dnp import CropGenerator, scatter, window_weights
 from patchwork.dnp.geometry import patch_matrix
+from patchwork.dnp.resample import crop
 
 
 def test_windows_are_positive_and_peak_in_the_middle() -> None:

@@ -11,7 +11,9 @@ from dnp_images import SHAPES, ball
 
 from patchwork.dnp.hardmining import hardness, select_hard
 from patchwork.dnp.loss import level_loss, patch_losses
-from patchwork.dnp.params import DNPParams, build_model
+from patchwork.dnp.model import build_model, check_model
+from patchwork.dnp.predict import predict_dnp
+from patchwork.dnp.settings import ApplyConfig, DNPParams
 from patchwork.dnp.train import (
     Drawer,
     TreeSet,
@@ -62,7 +64,8 @@ def test_training_reduces_the_loss_and_writes_its_files(tmp_path, ndim):
     assert all(0.0 <= float(r[9]) <= 1.0 for r in rows[1:])
     assert (tmp_path / "curve.png").stat().st_size > 0 and not (tmp_path / "checkpoint.pt").exists()
     obj = torch.load(path, weights_only=True)
-    assert obj["params"] == params.to_dict() and obj["model"]["crop"]["ndim"] == ndim
+    assert obj["version"] == 2 and obj["params"] == params.to_dict() and obj["in_channels"] == 1
+    assert set(obj) == {"format", "version", "params", "seed", "in_channels", "state_dict"}  # settings once
     model, again = load_dnp(path, device="cpu")
     assert again == params and not model.training
 
@@ -191,21 +194,17 @@ def test_parallel_cropping_draws_the_serial_trees():
 @pytest.mark.parametrize(
     ("section", "values", "message"),
     [
-        ("train", {"num_its": 0}, "num_its"),
+        ("train", {"num_its": 0}, "dnp train: num_its"),
         ("train", {"loss": ["dice"]}, "1 entries for depth 3"),
         ("train", {"hard_mining": 1.5}, "hard_mining"),
         ("train", {"hard_mining_order": "size"}, "hard_mining_order"),
-        ("train", {"balance": {"ratio": 2}}, "balance.ratio"),
-        ("train", {"epoch": 2}, "unknown key"),
-        ("model", {"forward_type": "sum"}, "forward_type"),
-        ("model", {"crop_fdim": [0, 40]}, "crop_fdim"),
-        ("crop", {"depth": 0}, "depth"),
-        ("crop", {"scheme": {"patch_size": [30, 30, 30], "fov_rel": 0.9, "destvox_rel": 1.0}}, "divisible"),
-        ("apply", {"out_typ": "mask:0.4,2"}, "out_typ"),
-        ("apply", {"lazyEval": {"fraction": 0}}, "fraction"),
-        ("apply", {"level": 5}, "dnp apply: level 5"),
-        ("apply", {"branch_factor": 0}, "branch_factor"),
-        ("apply", {"windows": "cos"}, "unknown key\\(s\\) windows"),
+        ("train", {"balance": {"ratio": 2}}, "dnp train: balance.ratio"),
+        ("train", {"augment": {"dphi": [0.1, 0.2]}}, "dnp train: augment.dphi"),
+        ("train", {"epoch": 2}, "dnp train: unknown key\\(s\\) epoch"),
+        ("model", {"forward_type": "sum"}, "dnp model: forward_type"),
+        ("crop", {"depth": 0}, "dnp crop: depth"),
+        ("crop", {"scheme": {"patch_size": [8, 8, 8], "fov_rel": "all"}}, "dnp crop.scheme: fov_rel"),
+        ("apply", {"window": "cos"}, "dnp params: apply is no training setting"),
     ],
 )
 def test_bad_params_are_named(section, values, message):
@@ -213,13 +212,22 @@ def test_bad_params_are_named(section, values, message):
         DNPParams.from_dict({section: values})
 
 
+@pytest.mark.parametrize(
+    ("model", "scheme", "message"),
+    [
+        ({"crop_fdim": [0, 40]}, None, "dnp model: crop_fdim"),
+        ({}, {"patch_size": [30, 30, 30], "fov_rel": 0.9, "destvox_rel": 1.0}, "dnp model: .*divisible"),
+    ],
+)
+def test_settings_that_need_the_model_are_checked_by_check_model(model, scheme, message):
+    params = DNPParams.from_dict({"model": model, "crop": {"scheme": scheme} if scheme else {}})
+    with pytest.raises(PatchworkError, match=message):
+        check_model(params)
+
+
 def test_params_round_trip_and_bad_data(tmp_path):
-    apply = {"lazyEval": {"fraction": 0.25}, "out_typ": "mask:0.4"}
-    params = DNPParams.from_dict(
-        {"train": {"loss": ["ce", "dice", "dice+ce"], "augment": {"dphi": 0.1}}, "apply": apply}
-    )
+    params = DNPParams.from_dict({"train": {"loss": ["ce", "dice", "dice+ce"], "augment": {"dphi": 0.1}}})
     assert DNPParams.from_dict(params.to_dict()) == params
-    assert params.application().out_typ.thresholds == (0.4,)
     images, labels, affines = cases(2)
     with pytest.raises(PatchworkError, match="label shape"):
         train_dnp(settings(2), images, [labels[0][:-1]] * 2, affines, tmp_path, seed=0)
@@ -228,3 +236,20 @@ def test_params_round_trip_and_bad_data(tmp_path):
     assert check_cases(images, labels, [np.diag([2.0, 2.0, 2.0, 1.0])] * 2, settings(2), "t")[
         0
     ].affine.shape == (3, 3)
+
+
+def test_application_settings_change_without_retraining(tmp_path):
+    """How a model is applied is given at prediction time: the model file and training stay untouched."""
+    params = settings(2, num_its=1)
+    data = cases(2)
+    path = train_dnp(params, *data, tmp_path, seed=0)
+    stored = path.read_bytes()
+    image, affine = data[0][0], data[2][0]
+    one = predict_dnp(path, image, affine, ApplyConfig(num_patches=1, augment=None, window=None), seed=0)
+    many = predict_dnp(
+        path, image, affine, ApplyConfig.from_dict({"num_patches": 3, "window": "cos2"}), seed=0
+    )
+    assert one[0].shape == many[0].shape == image.shape[1:] and not np.array_equal(one[0], many[0])
+    assert train_dnp(params, *data, tmp_path, seed=0) == path and path.read_bytes() == stored
+    with pytest.raises(PatchworkError, match="out_typ='mask'"):
+        predict_dnp(path, image, affine, ApplyConfig(out_typ="mask"))

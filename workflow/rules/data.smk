@@ -3,53 +3,44 @@
 
 rule demo:
     output:
-        f"{R}/demo/dataset.json",
-    params:
-        out=lambda wc, output: os.path.dirname(output[0]),
-        n_train=config["demo"]["n_train"],
-        n_test=config["demo"]["n_test"],
-        spacing=config["demo"]["spacing"],
-        seed=config["seed"],
+        directory(f"{R}/demo"),
     log:
         "logs/demo.log",
     benchmark:
-        f"{R}/benchmarks/demo.tsv"
+        f"{R}/benchmarks/demo/demo.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=15,
-    conda:
-        ENV
+    params:
+        settings=json.dumps(config["demo"], sort_keys=True),
+        seed=config["seed"],
     shell:
-        "patchwork --log {log} demo {params.out} --n-train {params.n_train} --n-test {params.n_test}"
-        " --spacing {params.spacing} --seed {params.seed}"
+        "patchwork demo {output} --settings {params.settings:q} --seed {params.seed} > {log} 2>&1"
 
 
+# Inputs: every file of the dataset (see ingest_input), so a new or replaced file re-runs ingest.
 checkpoint ingest:
     input:
-        lambda wc: f"{R}/demo/dataset.json" if config["dataset"] == "demo" else config["dataset"],
+        ingest_input,
     output:
         subjects=f"{R}/subjects.tsv",
         fingerprint=f"{R}/fingerprint.json",
-    params:
-        source=dataset_source(),
-        labels=(
-            f"--labels '{json.dumps(config['labels'])}'"
-            if str(config["dataset"]).lower().endswith((".csv", ".tsv"))
-            else ""
-        ),
-        tolerance=config["affine_tolerance"],
     log:
         "logs/ingest.log",
     benchmark:
-        f"{R}/benchmarks/ingest.tsv"
+        f"{R}/benchmarks/ingest/ingest.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=30,
-    conda:
-        ENV
+    params:
+        source=f"{R}/demo" if config["dataset"] == "demo" else config["dataset"],
+        settings=json.dumps(config["ingest"], sort_keys=True),
     shell:
-        "patchwork --log {log} ingest {params.source:q} --out {output.subjects}"
-        " --fingerprint {output.fingerprint} {params.labels}"
-        " --affine-tolerance {params.tolerance}"
+        "patchwork ingest {params.source:q} --out {output.subjects} --fingerprint {output.fingerprint}"
+        " --settings {params.settings:q} > {log} 2>&1"

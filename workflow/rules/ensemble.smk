@@ -1,5 +1,6 @@
 # Ensemble of all models per subject: weighted mean of probabilities then threshold (`mean`), or
 # the ATLAS R2.0 vote of per-model masks (`vote`); then removal of small 26-connected components.
+# Its settings are the `ensemble` config section plus each model's own threshold (ensemble_settings).
 
 
 rule ensemble:
@@ -8,27 +9,23 @@ rule ensemble:
     output:
         prob=f"{R}/{{stage}}/ensemble/{{subject}}_prob.nii.gz",
         seg=f"{R}/{{stage}}/ensemble/{{subject}}_seg.nii.gz",
-    params:
-        weights=" ".join(map(str, ensemble_weights())),
-        model_thresholds=" ".join(map(str, ensemble_model_thresholds())),
-        mode=config["ensemble"]["mode"],
-        threshold=config["ensemble"]["threshold"],
-        min_voxels=config["ensemble"]["min_component_voxels"],
-        tuned=lambda wc, input: f"--params-json {input.tuned}" if "tuned" in input.keys() else "",
     log:
         "logs/{stage}/ensemble/{subject}.log",
+    benchmark:
+        f"{R}/benchmarks/ensemble/{{stage}}/{{subject}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        probs=lambda wc, input: named_paths(MODELS, input.probs),
+        settings=ensemble_settings(),
+        tuned=lambda wc, input: f"--tuned {input.tuned}" if "tuned" in input.keys() else "",
     shell:
-        "patchwork --log {log} ensemble --probs {input.probs} --weights {params.weights}"
-        " --mode {params.mode} --threshold {params.threshold}"
-        " --model-thresholds {params.model_thresholds}"
-        " --min-component-voxels {params.min_voxels} {params.tuned}"
-        " --out-prob {output.prob} --out-seg {output.seg}"
+        "patchwork ensemble --probs {params.probs} --settings {params.settings:q} {params.tuned}"
+        " --out-prob {output.prob} --out-seg {output.seg} > {log} 2>&1"
 
 
 # Beyond the recipe (`ensemble.tune: true`): weights, threshold and minimum component size chosen
@@ -43,27 +40,23 @@ rule tune_ensemble:
         ),
     output:
         f"{R}/ensemble_params.json",
-    params:
-        predictions=PREDICTIONS,
-        models=" ".join(MODELS),
-        weights=" ".join(map(str, ensemble_weights())),
-        model_thresholds=" ".join(map(str, ensemble_model_thresholds())),
-        mode=config["ensemble"]["mode"],
-        threshold=config["ensemble"]["threshold"],
-        min_voxels=config["ensemble"]["min_component_voxels"],
     log:
         "logs/tune_ensemble.log",
+    benchmark:
+        f"{R}/benchmarks/tune_ensemble/tune_ensemble.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=8000,
         runtime=30,
-    conda:
-        ENV
+    params:
+        predictions=PREDICTIONS,
+        models=list(MODELS),
+        settings=ensemble_settings(),
     shell:
-        "patchwork --log {log} tune-ensemble --subjects {input.subjects} --predictions {params.predictions}"
-        " --models {params.models} --weights {params.weights} --mode {params.mode}"
-        " --threshold {params.threshold} --model-thresholds {params.model_thresholds}"
-        " --min-component-voxels {params.min_voxels} --out {output}"
+        "patchwork tune-ensemble --subjects {input.subjects} --predictions {params.predictions}"
+        " --models {params.models} --settings {params.settings:q} --out {output} > {log} 2>&1"
 
 
 use rule ensemble as ensemble_tuned with:
@@ -75,3 +68,5 @@ use rule ensemble as ensemble_tuned with:
         seg=f"{PREDICTIONS}/ensemble_tuned/{{subject}}_seg.nii.gz",
     log:
         "logs/predictions/ensemble_tuned/{subject}.log",
+    benchmark:
+        f"{R}/benchmarks/ensemble_tuned/{{subject}}.tsv"

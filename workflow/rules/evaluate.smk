@@ -7,9 +7,10 @@ SURFACE_TOLERANCE_MM = config["evaluate"]["surface_tolerance_mm"]
 
 rule evaluate:
     input:
-        unpack(evaluate_segs),
+        unpack(subject_files),
+        segs=lambda wc: [f"{PREDICTIONS}/{name}/{wc.subject}_seg.nii.gz" for name in evaluated_models()],
+        stds=lambda wc: [f"{PREDICTIONS}/{name}/{wc.subject}_std.nii.gz" for name in STD_MODELS],
         fingerprint=f"{R}/fingerprint.json",
-        stds=lambda wc: [f"{PREDICTIONS}/{m}/{wc.subject}_std.nii.gz" for m in UNCERTAINTY_MODELS],
     output:
         tsv=f"{R}/metrics/{{subject}}.tsv",
         html=report(
@@ -18,27 +19,25 @@ rule evaluate:
             category="Subjects",
             labels={"subject": "{subject}"},
         ),
-    params:
-        image=lambda wc: subject_row(wc.subject).images[0],
-        reference=lambda wc: subject_row(wc.subject).label,
-        segs=lambda wc, input: " ".join(f"{name}={input[name]}" for name in evaluated_models()),
-        stds=lambda wc, input: " ".join(
-            ["--std", *(f"{m}={p}" for m, p in zip(UNCERTAINTY_MODELS, input.stds))] if input.stds else []
-        ),
-        tolerance=SURFACE_TOLERANCE_MM,
     log:
         "logs/evaluate/{subject}.log",
+    benchmark:
+        f"{R}/benchmarks/evaluate/{{subject}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        segs=lambda wc, input: named_paths(evaluated_models(), input.segs),
+        stds=lambda wc, input: f"--std {named_paths(STD_MODELS, input.stds)}" if STD_MODELS else "",
+        tolerance=SURFACE_TOLERANCE_MM,
     shell:
-        "patchwork --log {log} evaluate --subject {wildcards.subject} --image {params.image:q}"
-        " --reference {params.reference:q} --fingerprint {input.fingerprint} --seg {params.segs}"
+        "patchwork evaluate --subject {wildcards.subject} --image {input.image:q}"
+        " --reference {input.reference:q} --fingerprint {input.fingerprint} --seg {params.segs}"
         " {params.stds} --surface-tolerance {params.tolerance}"
-        " --out-tsv {output.tsv} --out-html {output.html}"
+        " --out-tsv {output.tsv} --out-html {output.html} > {log} 2>&1"
 
 
 rule summarise:
@@ -49,15 +48,17 @@ rule summarise:
         summary=report(f"{R}/summary.tsv", caption="../report/summary.rst", category="Summary"),
     log:
         "logs/summarise.log",
+    benchmark:
+        f"{R}/benchmarks/summarise/summarise.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
     shell:
-        "patchwork --log {log} summarise --metrics {input} --out-metrics {output.metrics}"
-        " --out-summary {output.summary}"
+        "patchwork summarise --metrics {input} --out-metrics {output.metrics}"
+        " --out-summary {output.summary} > {log} 2>&1"
 
 
 rule report:
@@ -68,28 +69,31 @@ rule report:
         train_logs=lambda wc: expand(
             f"{R}/models/{{model}}/fold_{{fold}}/train_log.tsv",
             model=MODELS,
-            fold=[*range(n_folds()), *(["all"] if config["submission"]["enabled"] else [])],
+            fold=[
+                *range(inputs.n_folds(splits_json())),
+                *(["all"] if config["submission"]["enabled"] else []),
+            ],
         ),
     output:
         html=report(f"{R}/report.html", caption="../report/report.rst", category="Summary"),
-        metrics_png=report(
-            f"{R}/plots/metrics.png", caption="../report/metrics_plot.rst", category="Summary"
-        ),
+        metrics_png=report(f"{R}/plots/metrics.png", caption="../report/metrics_plot.rst", category="Summary"),
         curves_png=report(
             f"{R}/plots/learning_curves.png", caption="../report/learning_curves.rst", category="Training"
         ),
-    params:
-        tolerance=SURFACE_TOLERANCE_MM,
     log:
         "logs/report.log",
+    benchmark:
+        f"{R}/benchmarks/report/report.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        tolerance=SURFACE_TOLERANCE_MM,
     shell:
-        "patchwork --log {log} report --metrics {input.metrics} --summary {input.summary}"
+        "patchwork report --metrics {input.metrics} --summary {input.summary}"
         " --subject-reports {input.subject_reports} --train-logs {input.train_logs}"
         " --surface-tolerance {params.tolerance} --out-html {output.html}"
-        " --out-metrics-png {output.metrics_png} --out-curves-png {output.curves_png}"
+        " --out-metrics-png {output.metrics_png} --out-curves-png {output.curves_png} > {log} 2>&1"

@@ -1,5 +1,6 @@
-# Preprocessing, one job per subject: resampling, normalisation, crop; the json records how to map
-# a prediction back to the original grid, and is written last.
+# Preprocessing, one job per subject, into its own folder: resampling, normalisation, crop. The folder
+# holds image_0000.nii.gz ..., seg.nii.gz (training subjects) and record.json (how to map a prediction
+# back to the original grid, written last).
 
 
 rule preprocess:
@@ -7,23 +8,19 @@ rule preprocess:
         subjects=f"{R}/subjects.tsv",
         fingerprint=f"{R}/fingerprint.json",
     output:
-        f"{R}/preprocessed/{{subject}}.json",
-    params:
-        out_dir=lambda wc, output: os.path.dirname(output[0]),
-        spacing=f"--target-spacing {' '.join(map(str, target_spacing()))}" if target_spacing() else "",
-        normalization=config["preprocess"]["normalization"],
-        crop="" if config["preprocess"]["crop_nonzero"] else "--no-crop",
+        directory(f"{PREPROCESSED}/{{subject}}"),
     log:
         "logs/preprocess/{subject}.log",
     benchmark:
         f"{R}/benchmarks/preprocess/{{subject}}.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=4000,
         runtime=15,
-    conda:
-        ENV
+    params:
+        settings=json.dumps(config["preprocess"], sort_keys=True),
     shell:
-        "patchwork --log {log} preprocess --subjects {input.subjects} --subject {wildcards.subject}"
-        " --fingerprint {input.fingerprint} --out-dir {params.out_dir} {params.spacing}"
-        " --normalization {params.normalization} {params.crop}"
+        "patchwork preprocess --subjects {input.subjects} --subject {wildcards.subject}"
+        " --fingerprint {input.fingerprint} --out-dir {output} --settings {params.settings:q} > {log} 2>&1"

@@ -4,20 +4,22 @@
 checkpoint splits:
     input:
         subjects=f"{R}/subjects.tsv",
+        user_splits=config["splits"]["file"] or [],
     output:
         f"{R}/splits.json",
-    params:
-        folds=config["splits"]["n_folds"],
-        seed=config["seed"],
-        file=f"--file {config['splits']['file']}" if config["splits"]["file"] else "",
     log:
         "logs/splits.log",
+    benchmark:
+        f"{R}/benchmarks/splits/splits.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
-    conda:
-        ENV
+    params:
+        settings=json.dumps(config["splits"], sort_keys=True),
+        seed=config["seed"],
     shell:
-        "patchwork --log {log} splits --subjects {input.subjects} --out {output}"
-        " --folds {params.folds} --seed {params.seed} {params.file}"
+        "patchwork splits --subjects {input.subjects} --out {output} --settings {params.settings:q}"
+        " --seed {params.seed} > {log} 2>&1"

@@ -10,19 +10,20 @@ rule package_submission:
         ),
     output:
         f"{SUBMISSION}/manifest.json",
-    params:
-        models=" ".join(f"{m}={R}/models/{m}/fold_all/model.pt" for m in MODELS),
-        config=json.dumps(config),
-        seed=config["seed"],
-        out_dir=lambda wc, output: os.path.dirname(output[0]),
     log:
         "logs/package_submission.log",
+    benchmark:
+        f"{R}/benchmarks/package_submission/package_submission.tsv"
+    conda:
+        ENV
     threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
-    conda:
-        ENV
+    params:
+        models=lambda wc, input: named_paths(MODELS, input.models),
+        config=json.dumps(config, sort_keys=True),
+        seed=config["seed"],
     shell:
-        "patchwork --log {log} package --model {params.models} --config-json {params.config:q}"
-        " --seed {params.seed} --out-dir {params.out_dir}"
+        "patchwork package --model {params.models} --config-json {params.config:q}"
+        " --seed {params.seed} --out-dir $(dirname {output}) > {log} 2>&1"

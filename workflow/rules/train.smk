@@ -1,34 +1,36 @@
 # Training, one job per (model, fold); fold `all` is the final model on every training subject.
-# A killed job resumes from models/{model}/fold_{fold}/checkpoint.pt when rerun.
+# A killed job resumes from models/{model}/fold_{fold}/checkpoint.pt (removed at the end) when rerun.
+# Its params are what training depends on (name, type, params, seed): a model's threshold and `apply`
+# settings are prediction's, so changing them never retrains.
 
 
 rule train:
     input:
         subjects=f"{R}/subjects.tsv",
         splits=f"{R}/splits.json",
-        preprocessed=lambda wc: expand(f"{R}/preprocessed/{{s}}.json", s=subject_ids("train")),
+        preprocessed=lambda wc: expand(f"{PREPROCESSED}/{{s}}", s=subject_ids("train")),
     output:
         model=f"{R}/models/{{model}}/fold_{{fold}}/model.pt",
+        spec=f"{R}/models/{{model}}/fold_{{fold}}/spec.json",
         log_table=f"{R}/models/{{model}}/fold_{{fold}}/train_log.tsv",
         curve=f"{R}/models/{{model}}/fold_{{fold}}/curve.png",
-    params:
-        spec=lambda wc: json.dumps(MODELS[wc.model]),
-        out_dir=lambda wc, output: os.path.dirname(output.model),
-        preprocessed=lambda wc, input: os.path.dirname(input.preprocessed[0]),
-        seed=lambda wc: model_seed(wc.model),
-        device=f"--device {config['device']}" if config["device"] else "",
     log:
-        "logs/train/{model}_fold_{fold}.log",
+        "logs/train/{model}/fold_{fold}.log",
     benchmark:
-        f"{R}/benchmarks/train/{{model}}_fold_{{fold}}.tsv"
+        f"{R}/benchmarks/train/{{model}}/fold_{{fold}}.tsv"
+    conda:
+        ENV
     threads: config["threads"]["train"]
     resources:
         mem_mb=8000,
         runtime=240,
         gpu=1,
-    conda:
-        ENV
+        device=DEVICE,
+    params:
+        spec=lambda wc: json.dumps(MODELS[wc.model].training_dict(), sort_keys=True),
+        seed=lambda wc: model_seed(wc.model),
     shell:
-        "patchwork --log {log} train --spec {params.spec:q} --subjects {input.subjects}"
-        " --preprocessed {params.preprocessed} --splits {input.splits} --fold {wildcards.fold}"
-        " --out-dir {params.out_dir} --seed {params.seed} --threads {threads} {params.device}"
+        "patchwork train --spec {params.spec:q} --subjects {input.subjects}"
+        " --preprocessed $(dirname {input.preprocessed[0]}) --splits {input.splits}"
+        " --fold {wildcards.fold} --out-dir $(dirname {output.model})"
+        " --seed {params.seed} --threads {threads} {resources.device} > {log} 2>&1"

@@ -1,0 +1,116 @@
+"""Model stages: train one model on one fold, predict one subject in its original image grid.
+
+Both go through the model registry (:data:`patchwork.models.MODEL_TYPES`); neither knows a model type.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from patchwork.errors import PatchworkError
+from patchwork.io import read_json, write_json
+from patchwork.models import ModelSpec, model_type
+
+log = logging.getLogger(__name__)
+
+SPEC_FILE = "spec.json"
+
+
+def load_cases(preprocessed: Path, subjects: Sequence[str]) -> tuple[list, list, list]:
+    """Images ``[C, X, Y, Z]``, label maps and grid affines of preprocessed subjects."""
+    import numpy as np
+
+    from patchwork.data.preprocess import load_preprocessed
+
+    cases = [load_preprocessed(Path(preprocessed), s) for s in subjects]
+    return [c[0] for c in cases], [c[1] for c in cases], [np.asarray(c[2]["affine"]) for c in cases]
+
+
+def train(
+    spec: ModelSpec,
+    subjects_tsv: Path,
+    preprocessed: Path,
+    splits_json: Path,
+    fold: str,
+    out_dir: Path,
+    seed: int,
+    device: str | None = None,
+) -> Path:
+    """Train ``spec`` on the training subjects of ``fold`` (``all``: every one) into ``out_dir``.
+
+    Writes ``spec.json`` (what prediction needs to know of the model) and whatever the model type's
+    trainer writes (``model.pt``, ``train_log.tsv``, ``curve.png``); the fold's validation subjects feed
+    the training log. Returns the path of ``model.pt``.
+    """
+    from patchwork.stages.data import fold_subjects
+
+    train_ids, val_ids = fold_subjects(splits_json, fold, subjects_tsv)
+    out_dir = Path(out_dir)
+    write_json(out_dir / SPEC_FILE, spec.training_dict())
+    images, labels, affines = load_cases(preprocessed, train_ids)
+    val_images, val_labels, val_affines = load_cases(preprocessed, val_ids) if val_ids else (None, None, None)
+    return spec.model_type.train_function(
+        spec.params,
+        images,
+        labels,
+        affines,
+        out_dir,
+        seed,
+        device=device,
+        val_images=val_images,
+        val_labels=val_labels,
+        val_affines=val_affines,
+    )
+
+
+def to_original_probability(prob: Any, record: Mapping[str, Any]) -> tuple[Any, Any]:
+    """A probability map on the preprocessed grid mapped back to the original grid (linear, 0 outside the
+    crop, clipped to [0, 1], float32), and the original affine."""
+    import numpy as np
+
+    from patchwork.data.preprocess import to_original
+
+    original, affine = to_original(prob, dict(record), interpolation="linear", fill=0.0)
+    return np.clip(original, 0.0, 1.0).astype(np.float32), affine
+
+
+def predict(
+    model_path: Path,
+    preprocessed: Path,
+    subject: str,
+    apply: Mapping[str, Any],
+    threshold: float,
+    out_prob: Path,
+    out_seg: Path,
+    out_std: Path | None = None,
+    seed: int = 0,
+    device: str | None = None,
+) -> None:
+    """Predict one preprocessed subject with a trained model; write the probability, the mask
+    ``prob >= threshold`` and, for model types that give one, the per-voxel spread, all in the subject's
+    original grid. ``apply`` is the spec's application settings (checked by the model type)."""
+    import numpy as np
+
+    from patchwork.data.preprocess import load_preprocessed, to_original
+    from patchwork.io import save_image
+
+    model_path = Path(model_path)
+    spec_path = model_path.parent / SPEC_FILE
+    row = model_type(read_json(spec_path).get("type"))
+    if out_std is not None and "std" not in row.outputs:
+        raise PatchworkError(f"{model_path}: this model type gives no uncertainty map (--out-std)")
+    if not 0 <= threshold <= 1:
+        raise PatchworkError(f"threshold={threshold}: must be in [0, 1]")
+    settings = row.apply_class.from_dict(dict(apply))
+    image, _, record = load_preprocessed(Path(preprocessed), subject)
+    affine = np.asarray(record["affine"])
+    prob, spread = row.predict_function(model_path, image, affine, settings, device=device, seed=seed)
+    prob_orig, original_affine = to_original_probability(prob, record)
+    save_image(prob_orig, original_affine, out_prob, dtype=np.float32)
+    save_image(prob_orig >= threshold, original_affine, out_seg, dtype=np.uint8)
+    if out_std is not None:
+        spread_orig = to_original(spread, record, interpolation="linear", fill=0.0)[0]
+        save_image(spread_orig, original_affine, out_std, dtype=np.float32)

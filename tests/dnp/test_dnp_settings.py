@@ -1,0 +1,101 @@
+"""DNP settings: parsed without torch, every bad key named on its own line, defaults in one place."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from patchwork.dnp.settings import ApplyConfig, Augment, Balance, CropConfig, DNPParams, TrainParams
+from patchwork.errors import PatchworkError
+
+
+def test_settings_parse_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "from patchwork.dnp.settings import ApplyConfig, DNPParams\n"
+        "DNPParams.from_dict({'crop': {'depth': 2}, 'train': {'augment': {'dphi': 0.1}}})\n"
+        "ApplyConfig.from_dict({'lazyEval': {'fraction': 0.5}, 'out_typ': 'mask:0.4'})\n"
+        "import patchwork.dnp\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_every_problem_is_one_line_naming_its_section_and_key() -> None:
+    bad = {
+        "crop": {"depth": 2, "colour": 1},
+        "model": {"forward_type": "sum"},
+        "train": {"balance": {"ratio": 0.5, "weight": 1}},
+    }
+    with pytest.raises(PatchworkError) as info:
+        DNPParams.from_dict(bad)
+    problems = info.value.problems
+    assert len(problems) == 3 and all("\n" not in p for p in problems)
+    assert problems[0].startswith("dnp crop: unknown key(s) colour")
+    assert problems[1].startswith("dnp model: forward_type='sum'")
+    assert problems[2].startswith("dnp train.balance: unknown key(s) weight")
+    with pytest.raises(PatchworkError, match="dnp train: lr='fast': expected a finite number"):
+        DNPParams.from_dict({"train": {"lr": "fast"}})
+    with pytest.raises(PatchworkError, match="dnp apply: unknown key\\(s\\) windows"):
+        ApplyConfig.from_dict({"windows": "cos"})
+    with pytest.raises(PatchworkError, match="dnp apply: level must be an int or 'mix'"):
+        ApplyConfig.from_dict({"level": "coarse"})
+
+
+def test_nested_settings_are_typed_objects_parsed_once() -> None:
+    params = DNPParams.from_dict(
+        {"train": {"augment": {"dphi": 0.1, "flip": [1, 0, 0]}, "balance": {"ratio": 1}}}
+    )
+    assert params.train.augment == Augment(dphi=0.1, flip=(1.0, 0.0, 0.0))
+    assert params.train.balance == Balance(ratio=1.0)
+    flips = DNPParams.from_dict({"train": {"augment": {"flip": [True, False, False]}}}).train.augment
+    assert flips is not None and flips.widths("flip", 3) == (1.0, 0.0, 0.0)
+    assert TrainParams(augment={}).augment is None and TrainParams().balance == Balance()
+    assert DNPParams.from_dict(params.to_dict()) == params
+    assert CropConfig.from_dict(params.crop.to_dict()) == params.crop == CropConfig()
+
+
+def test_application_settings_are_no_training_settings() -> None:
+    """Only ``params`` identify a training (``model.pt``); the application is parsed on its own."""
+    params = DNPParams.from_dict({"train": {"num_its": 3}})
+    assert "apply" not in params.to_dict()
+    with pytest.raises(PatchworkError, match="dnp params: apply is no training setting"):
+        DNPParams.from_dict({"apply": {"num_patches": 2}})
+    config = ApplyConfig.from_dict({"num_patches": 8, "window": "cos2"})
+    assert ApplyConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        (
+            {"sampling_factor": 2.0},
+            "sampling_factor sets the voxel size of the grid used with scale_to_original",
+        ),
+        ({"out_typ": "mask:0.2,x"}, "out_typ thresholds"),
+        ({"ce_threshold": 1.5}, "ce_threshold must be in"),
+    ],
+)
+def test_application_options_are_checked(settings: dict, message: str) -> None:
+    with pytest.raises(PatchworkError, match=message):
+        ApplyConfig.from_dict(settings)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"scale_to_original": False}, "scale_to_original=false"),
+        ({"scale_to_original": False, "sampling_factor": 2.0}, "scale_to_original=false"),
+        ({"out_typ": "mask"}, "out_typ='mask'"),
+        ({"ce_threshold": 0.3}, "ce_threshold=0.3"),
+    ],
+)
+def test_a_probability_map_rejects_what_it_cannot_honour(settings: dict, message: str) -> None:
+    """``predict_dnp`` (the workflow's prediction) writes a probability in the image's grid."""
+    config = ApplyConfig.from_dict(settings)
+    with pytest.raises(PatchworkError, match=message) as info:
+        config.check_prediction()
+    assert len(info.value.problems) == 1
+    ApplyConfig.from_dict({"num_patches": 2, "lazyEval": {"fraction": 0.5}}).check_prediction()

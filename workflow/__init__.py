@@ -1,0 +1,1 @@
+"""Python helpers of the Snakemake workflow (input functions; see :mod:`workflow.inputs`)."""
