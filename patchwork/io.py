@@ -15,13 +15,15 @@ import tempfile
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 
 from patchwork.errors import PatchworkError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -100,6 +102,8 @@ def read_json(path: str | os.PathLike[str]) -> Any:
 def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     """A tab-separated table written by the workflow; only empty cells are missing values, so subject ids
     such as ``NA``, ``null`` or ``None`` stay text (pandas' default would read them as missing)."""
+    import pandas as pd  # here: the Snakefile reads the cohort table through this module, without pandas
+
     return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
 
 

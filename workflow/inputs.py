@@ -1,9 +1,9 @@
 """What the Snakefile's input functions read: the cohort table, the splits and the dataset's files.
 
-Plain Python (``csv``, ``json``, ``pathlib``): parsing the Snakefile and building the DAG import neither
-torch nor pandas, so the environment that runs Snakemake (a cluster's login node, say) needs only Snakemake
-and light packages. Each file is read once per version, keyed by path, modification time and size: the
-DAG build asks for the same table once per job.
+The package's own readers (:mod:`patchwork.data.cohort`, :func:`patchwork.data.splits.fold_of`), which
+import neither torch nor pandas, so the environment that runs Snakemake (a cluster's login node, say)
+needs only Snakemake and light packages. Each file is read once per version, keyed by path, modification
+time and size: the DAG build asks for the same table once per job.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from patchwork.data.cohort import TEXT_COLUMNS, Subject, find_subject, read_subjects
+from patchwork.data.splits import fold_of as fold_in
+
 MANIFEST_SUFFIXES = (".csv", ".tsv")
-# Columns of a manifest that hold no file name (as in patchwork.data.ingest; every other column does).
-MANIFEST_ID_COLUMNS = ("subject", "id")
-MANIFEST_TEXT_COLUMNS = (*MANIFEST_ID_COLUMNS, "group")
 
 
 def _version(path: str | os.PathLike[str]) -> tuple[str, int, int]:
@@ -49,31 +49,27 @@ def read_json(path: str | os.PathLike[str]) -> Any:
     return _read_json(*_version(path))
 
 
-# --- the cohort table (subjects.tsv, written by `patchwork ingest`) --------------------------------------
+# --- the cohort table (subjects.tsv, written by `patchwork ingest`) and the splits (splits.json) -----------
+
+
+@lru_cache(maxsize=16)
+def _subjects(path: str, mtime_ns: int, size: int) -> list[Subject]:
+    return read_subjects(path)
 
 
 def subject_ids(subjects_tsv: str | os.PathLike[str], role: str) -> list[str]:
     """Ids of the ``train`` or ``test`` subjects, in table order."""
-    return [row["subject"] for row in read_table(subjects_tsv) if row["role"] == role]
+    return [s.subject for s in _subjects(*_version(subjects_tsv)) if s.role == role]
 
 
-def subject_row(subjects_tsv: str | os.PathLike[str], subject: str) -> dict[str, str]:
-    """The cohort-table row of ``subject``: ``image_0000`` ... (absolute paths), ``label``, ``role``."""
-    for row in read_table(subjects_tsv):
-        if row["subject"] == subject:
-            return row
-    raise KeyError(f"{subjects_tsv}: no subject {subject!r}")
-
-
-# --- the cross-validation splits (splits.json, nnU-Net's splits_final.json layout) ------------------------
+def subject_row(subjects_tsv: str | os.PathLike[str], subject: str) -> Subject:
+    """The cohort-table row of ``subject``."""
+    return find_subject(_subjects(*_version(subjects_tsv)), subject, subjects_tsv)
 
 
 def fold_of(splits_json: str | os.PathLike[str], subject: str) -> int:
     """The fold whose validation set holds ``subject``."""
-    for k, fold in enumerate(read_json(splits_json)):
-        if subject in fold["val"]:
-            return k
-    raise KeyError(f"{splits_json}: subject {subject!r} is in no validation set")
+    return fold_in(read_json(splits_json), subject)
 
 
 def n_folds(splits_json: str | os.PathLike[str]) -> int:
@@ -114,7 +110,7 @@ def manifest_files(manifest: Path) -> list[str]:
     for row in rows:
         for column, cell in row.items():
             # Id and group columns hold no file; column None holds the extra cells of a too-long row.
-            if column is None or column.strip().lower() in MANIFEST_TEXT_COLUMNS or not (cell or "").strip():
+            if column is None or column.strip().lower() in TEXT_COLUMNS or not (cell or "").strip():
                 continue
             candidate = Path(cell.strip()).expanduser()
             candidate = candidate if candidate.is_absolute() else manifest.parent / candidate

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from patchwork.config import DEFAULT_MAX_IMAGE_BYTES
-from patchwork.data.cohort import Subject, write_subjects
+from patchwork.data.cohort import ID_COLUMNS, Subject, write_subjects
 from patchwork.data.validate import SubjectCheck, check_id, check_subject
 from patchwork.errors import PatchworkError
 from patchwork.io import read_json, write_json
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_LABELS = {"background": 0, "lesion": 1}
 LABEL_RANGE = (0, 255)  # label values preprocessing can store (uint8)
-ID_COLUMNS = ("subject", "id")
 RESERVED_COLUMNS = (*ID_COLUMNS, "label", "group")
 NIFTI_ENDINGS = (".nii", ".nii.gz")
 

@@ -17,7 +17,6 @@ from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.model_selection import GroupKFold, KFold
 
 from patchwork.errors import PatchworkError
 
@@ -34,6 +33,8 @@ def make_splits(
     if len(set(subjects)) != len(subjects):
         duplicated = sorted(s for s, n in Counter(subjects).items() if n > 1)
         raise PatchworkError(f"splits: duplicated subject ids {duplicated}")
+    from sklearn.model_selection import GroupKFold, KFold  # here: reading splits needs no scikit-learn
+
     if groups is not None and len(groups) != len(subjects):
         raise PatchworkError(f"splits: {len(groups)} groups given for {len(subjects)} subjects")
     order = sorted(range(len(subjects)), key=lambda i: subjects[i])

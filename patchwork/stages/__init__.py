@@ -4,13 +4,12 @@ Each function takes paths and settings objects (:mod:`patchwork.config`, :mod:`p
 stage and writes its files; ``patchwork <command>`` only parses arguments and calls one of them.
 
 * :mod:`.data`: :func:`~.data.demo`, :func:`~.data.ingest`, :func:`~.data.preprocess`,
-  :func:`~.data.splits` (and the cohort lookups :func:`~.data.subject_row`, :func:`~.data.fold_of`)
+  :func:`~.data.splits` (and :func:`~.data.fold_subjects`)
 * :mod:`.models`: :func:`~.models.train`, :func:`~.models.predict`
 * :mod:`.ensemble`: :func:`~.ensemble.ensemble`, :func:`~.ensemble.tune`
 * :mod:`.evaluation`: :func:`~.evaluation.evaluate`, :func:`~.evaluation.summarise`,
   :func:`~.evaluation.report`
 * :mod:`.entry`: :func:`~.entry.package`
 
-Importing these modules imports no torch (the heavy modules load inside the functions), so the lookups
-serve the Snakefile too.
+Importing these modules imports no torch (the heavy modules load inside the functions).
 """

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from patchwork.config import DemoSettings, IngestSettings, PreprocessSettings, SplitSettings
-from patchwork.data.cohort import Subject, read_subjects, write_subjects
+from patchwork.data.cohort import find_subject, read_subjects, write_subjects
 from patchwork.errors import PatchworkError
 from patchwork.io import read_json, write_json
 
@@ -43,14 +43,6 @@ def ingest(source: str, subjects_tsv: Path, fingerprint_json: Path, settings: In
     return fingerprint
 
 
-def subject_row(subjects_tsv: Path, subject: str) -> Subject:
-    """The row of ``subject`` in the cohort table."""
-    for row in read_subjects(subjects_tsv):
-        if row.subject == subject:
-            return row
-    raise PatchworkError(f"{subjects_tsv}: no subject {subject!r}")
-
-
 def preprocess(
     subjects_tsv: Path, subject: str, fingerprint_json: Path, out_dir: Path, settings: PreprocessSettings
 ) -> dict:
@@ -63,7 +55,8 @@ def preprocess(
     if settings.target_spacing is None:
         median = tuple(float(s) for s in read_json(fingerprint_json)["median_spacing"])
         settings = dataclasses.replace(settings, target_spacing=median)
-    return preprocess_subject(subject_row(subjects_tsv, subject), Path(out_dir), settings)
+    row = find_subject(read_subjects(subjects_tsv), subject, subjects_tsv)
+    return preprocess_subject(row, Path(out_dir), settings)
 
 
 def splits(subjects_tsv: Path, out: Path, settings: SplitSettings, seed: int) -> list[dict]:
@@ -93,11 +86,3 @@ def fold_subjects(splits_json: Path, fold: str, subjects_tsv: Path) -> tuple[lis
     if not fold.isdigit() or int(fold) >= len(folds):
         raise PatchworkError(f"{splits_json}: no fold {fold} (the file has {len(folds)})")
     return list(folds[int(fold)]["train"]), list(folds[int(fold)]["val"])
-
-
-def fold_of(splits_json: Path, subject: str) -> int:
-    """The cross-validation fold whose validation set holds ``subject``."""
-    for k, fold in enumerate(read_json(splits_json)):
-        if subject in fold["val"]:
-            return k
-    raise PatchworkError(f"{splits_json}: subject {subject!r} is in no fold's validation set")

@@ -1,6 +1,6 @@
 # Shared names and input functions. Subject lists come from the `ingest` checkpoint and folds from the
 # `splits` checkpoint, so the DAG is completed once those two files exist. Files are read by the plain
-# Python helpers of workflow/inputs.py (no torch, no pandas), each once per version of the file.
+# helpers of workflow/inputs.py (the package's light readers: no torch, no pandas), once per file version.
 
 import json
 import re
@@ -61,7 +61,7 @@ def subject_ids(role):
 def subject_files(wildcards):
     """A subject's first image channel and its reference label (the original files)."""
     row = inputs.subject_row(subjects_tsv(), wildcards.subject)
-    return {"image": row["image_0000"], "reference": row["label"]}
+    return {"image": str(row.images[0]), "reference": str(row.label)}
 
 
 def all_outputs(wildcards):
