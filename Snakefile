@@ -44,7 +44,6 @@ wildcard_constraints:
     subject=r"[A-Za-z0-9][A-Za-z0-9._-]*",
     model=model_pattern(MODELS),
     fold=r"\d+|all",
-    stage=r"predictions|submission/predictions",
 
 
 include: "workflow/rules/data.smk"

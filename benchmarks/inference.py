@@ -98,7 +98,7 @@ def methods(
                 device=device,
                 generate_type="tree",
                 num_patches=1,
-                augment=None,
+                augment={},  # no test-time augmentation (None: as trained)
                 lazyEval=lazy,
             )
             return result.probabilities.max(dim=0).values.cpu().numpy()

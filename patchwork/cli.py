@@ -104,19 +104,43 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
+def _require(args: argparse.Namespace, form: str, needed: Sequence[str], unused: Sequence[str]) -> None:
+    """One line naming the options a command's form (one subject, or a batch) needs or does not take."""
+    missing = [f"--{n.replace('_', '-')}" for n in needed if getattr(args, n) in (None, [])]
+    extra = [f"--{n.replace('_', '-')}" for n in unused if getattr(args, n) not in (None, [], False)]
+    if missing:
+        raise PatchworkError(f"{args.command} {form}: needs {', '.join(missing)}")
+    if extra:
+        raise PatchworkError(f"{args.command} {form}: does not take {', '.join(extra)}")
+
+
 def cmd_predict(args: argparse.Namespace) -> None:
     _set_threads(args.threads)
-    models.predict(
+    common = {"seed": args.seed, "device": args.device}
+    if args.batch is None:
+        _require(args, "--subject", ["out_prob", "out_seg"], ["out_dir", "std"])
+        models.predict(
+            Path(args.model),
+            Path(args.preprocessed),
+            args.subject,
+            args.apply,
+            args.threshold,
+            Path(args.out_prob),
+            Path(args.out_seg),
+            out_std=Path(args.out_std) if args.out_std else None,
+            **common,
+        )
+        return
+    _require(args, "--batch", ["subjects", "out_dir"], ["out_prob", "out_seg", "out_std"])
+    models.predict_batch(
         Path(args.model),
         Path(args.preprocessed),
-        args.subject,
+        models.batch_subjects(Path(args.subjects), args.splits and Path(args.splits), args.batch),
         args.apply,
         args.threshold,
-        Path(args.out_prob),
-        Path(args.out_seg),
-        out_std=Path(args.out_std) if args.out_std else None,
-        seed=args.seed,
-        device=args.device,
+        Path(args.out_dir),
+        std=args.std,
+        **common,
     )
 
 
@@ -135,17 +159,44 @@ def cmd_tune_ensemble(args: argparse.Namespace) -> None:
     ensemble.tune(Path(args.subjects), Path(args.predictions), args.models, settings, Path(args.out))
 
 
+def cmd_tune_postprocessing(args: argparse.Namespace) -> None:
+    ensemble.tune_postprocessing(
+        Path(args.subjects), Path(args.predictions), args.model, args.threshold, Path(args.out)
+    )
+
+
+def cmd_postprocess(args: argparse.Namespace) -> None:
+    ensemble.postprocess(Path(args.prob), Path(args.tuned), Path(args.out_seg))
+
+
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    evaluation.evaluate(
-        args.subject,
-        Path(args.image),
-        Path(args.reference),
+    settings = EvaluateSettings(surface_tolerance_mm=args.surface_tolerance)
+    if args.batch is None:
+        _require(
+            args, "--subject", ["image", "reference", "out_html"], ["subjects", "splits", "out_html_dir"]
+        )
+        evaluation.evaluate(
+            args.subject,
+            Path(args.image),
+            Path(args.reference),
+            Path(args.fingerprint),
+            _named_paths(args.seg),
+            settings,
+            Path(args.out_tsv),
+            Path(args.out_html),
+            stds=_named_paths(args.std),
+        )
+        return
+    _require(args, "--batch", ["subjects", "out_html_dir"], ["image", "reference", "out_html"])
+    evaluation.evaluate_batch(
+        Path(args.subjects),
+        models.batch_subjects(Path(args.subjects), args.splits and Path(args.splits), args.batch),
         Path(args.fingerprint),
         _named_paths(args.seg),
-        EvaluateSettings(surface_tolerance_mm=args.surface_tolerance),
+        settings,
         Path(args.out_tsv),
-        Path(args.out_html),
-        stds=_named_paths(args.std),
+        Path(args.out_html_dir),
+        std_dirs=_named_paths(args.std),
     )
 
 
@@ -167,7 +218,33 @@ def cmd_report(args: argparse.Namespace) -> None:
 
 
 def cmd_package(args: argparse.Namespace) -> None:
-    entry.package(_named_paths(args.model), args.config_json, args.seed, Path(args.out_dir))
+    entry.package(
+        _named_paths(args.model),
+        args.config_json,
+        EnsembleSettings.from_dict(args.ensemble_settings),
+        Path(args.tuned) if args.tuned else None,
+        Path(args.fingerprint),
+        Path(args.subjects),
+        Path(args.license),
+        Path(args.out_dir),
+    )
+
+
+def cmd_infer(args: argparse.Namespace) -> None:
+    table = entry.infer(
+        Path(args.entry),
+        Path(args.input),
+        Path(args.output),
+        args.device,
+        args.threads,
+        args.save_probabilities,
+        args.save_uncertainty,
+    )
+    print(table)
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    print(entry.verify(Path(args.entry), args.threads))
 
 
 def cmd_schema(args: argparse.Namespace) -> None:
@@ -237,17 +314,34 @@ def _add_model_commands(add: Any) -> None:
     _add_seed(p)
     _add_compute(p, "train")
 
-    p = add("predict", cmd_predict, "predict one subject, written in its original image grid")
+    p = add(
+        "predict", cmd_predict, "predict one subject, or a batch, each written in its original image grid"
+    )
     p.add_argument("--model", required=True, help="model.pt of a trained model (spec.json beside it)")
     p.add_argument("--preprocessed", required=True, help="folder of the preprocessed subjects")
-    p.add_argument("--subject", required=True)
+    _add_batch(p)
     p.add_argument("--apply", type=_json, default={}, help="the model spec's application settings as JSON")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="foreground where prob >= this")
-    p.add_argument("--out-prob", required=True)
-    p.add_argument("--out-seg", required=True)
-    p.add_argument("--out-std", default=None, help="also write the per-voxel spread (DNP models)")
+    p.add_argument("--out-prob", default=None, help="one subject: its probability map")
+    p.add_argument("--out-seg", default=None, help="one subject: its mask")
+    p.add_argument("--out-std", default=None, help="one subject: also its per-voxel spread (DNP models)")
+    p.add_argument("--out-dir", default=None, help="a batch: folder of {subject}_prob/_seg[/_std].nii.gz")
+    p.add_argument("--std", action="store_true", help="a batch: also write the spreads (DNP models)")
     _add_seed(p, help="seed of stochastic application (DNP)")
     _add_compute(p, "predict")
+
+
+def _add_batch(p: argparse.ArgumentParser) -> None:
+    """``--subject ID`` or ``--batch fold_K|test`` (with the cohort table and the splits)."""
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--subject", default=None, help="one subject")
+    which.add_argument(
+        "--batch",
+        default=None,
+        help="a batch: fold_K (fold K's validation subjects) or test (every test subject)",
+    )
+    p.add_argument("--subjects", default=None, help="a batch: subjects.tsv")
+    p.add_argument("--splits", default=None, help="a batch fold_K: splits.json")
 
 
 def _add_ensemble_commands(add: Any) -> None:
@@ -267,18 +361,39 @@ def _add_ensemble_commands(add: Any) -> None:
     _add_settings(p, EnsembleSettings)
     p.add_argument("--out", required=True, help="ensemble_params.json to write")
 
+    p = add(
+        "tune-postprocessing",
+        cmd_tune_postprocessing,
+        "choose one model's threshold and component removal (volume, peak) on out-of-fold predictions",
+    )
+    p.add_argument("--subjects", required=True, help="subjects.tsv")
+    p.add_argument("--predictions", required=True, help="folder with {model}/{subject}_prob.nii.gz")
+    p.add_argument("--model", required=True, help="model name (or ensemble)")
+    p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="the model's own threshold")
+    p.add_argument("--out", required=True, help="postprocessing.json to write")
+
+    p = add("postprocess", cmd_postprocess, "threshold a probability map and remove components (tuned)")
+    p.add_argument("--prob", required=True, help="probability NIfTI")
+    p.add_argument("--tuned", required=True, help="postprocessing.json (tune-postprocessing)")
+    p.add_argument("--out-seg", required=True)
+
 
 def _add_evaluation_commands(add: Any) -> None:
-    p = add("evaluate", cmd_evaluate, "metrics and HTML report of one subject")
-    p.add_argument("--subject", required=True)
-    p.add_argument("--image", required=True)
-    p.add_argument("--reference", required=True)
+    p = add("evaluate", cmd_evaluate, "metrics and HTML report of one subject, or of a batch in one process")
+    _add_batch(p)
+    p.add_argument("--image", default=None, help="one subject: the image the report draws on")
+    p.add_argument("--reference", default=None, help="one subject: its reference label map")
     p.add_argument("--fingerprint", required=True)
-    p.add_argument("--seg", nargs="+", required=True, help="MODEL=PATH of each segmentation")
-    p.add_argument("--std", nargs="+", default=[], help="MODEL=PATH of each uncertainty (spread) map")
+    p.add_argument(
+        "--seg", nargs="+", required=True, help="MODEL=PATH of each segmentation (a batch: MODEL=FOLDER)"
+    )
+    p.add_argument(
+        "--std", nargs="+", default=[], help="MODEL=PATH of each spread map (a batch: MODEL=FOLDER)"
+    )
     _add_tolerance(p)
-    p.add_argument("--out-tsv", required=True)
-    p.add_argument("--out-html", required=True)
+    p.add_argument("--out-tsv", required=True, help="metrics table (a batch: of all its subjects)")
+    p.add_argument("--out-html", default=None, help="one subject: its report page")
+    p.add_argument("--out-html-dir", default=None, help="a batch: folder of the {subject}.html pages")
 
     p = add("summarise", cmd_summarise, "cohort metrics table and per-model summary")
     p.add_argument("--metrics", nargs="+", required=True)
@@ -299,11 +414,32 @@ def _add_evaluation_commands(add: Any) -> None:
 
 
 def _add_entry_commands(add: Any) -> None:
-    p = add("package", cmd_package, "package a challenge entry: final models, config, manifest")
+    p = add("package", cmd_package, "package a challenge entry: models, settings, example case, manifest")
     p.add_argument("--model", nargs="+", required=True, help="NAME=PATH of each final model.pt")
     p.add_argument("--config-json", type=_json, required=True, help="the run's config as JSON")
-    p.add_argument("--seed", type=int, required=True)
+    p.add_argument(
+        "--ensemble-settings", type=_json, required=True, help="the ensemble stage's --settings JSON"
+    )
+    p.add_argument("--tuned", default=None, help="ensemble_params.json, when the test ensemble used it")
+    p.add_argument("--fingerprint", required=True, help="fingerprint.json of the cohort")
+    p.add_argument("--subjects", required=True, help="subjects.tsv (its first test subject is stored)")
+    p.add_argument("--license", required=True, help="the LICENSE file to ship")
     p.add_argument("--out-dir", required=True, help="submission folder (test predictions already inside)")
+
+    p = add("infer", cmd_infer, "segment a folder of new scans with an entry (as nnUNetv2_predict)")
+    p.add_argument("input", help="folder of {case}_0000.nii.gz ... files, or one {case}.nii.gz per case")
+    p.add_argument("output", help="folder for {case}.nii.gz, in each input's grid")
+    p.add_argument("--entry", default="results/submission", help="the entry folder (patchwork package)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every available core)")
+    p.add_argument("--save-probabilities", action="store_true", help="also write {case}_prob.nii.gz")
+    p.add_argument(
+        "--save-uncertainty", action="store_true", help="also write {case}_{model}_std.nii.gz (DNP models)"
+    )
+
+    p = add("verify", cmd_verify, "check an entry's checksums and re-predict its stored test case on the CPU")
+    p.add_argument("entry", help="the entry folder")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every available core)")
 
     add("schema", cmd_schema, "print the config's JSON schema (YAML), generated from patchwork.config")
 

@@ -68,18 +68,36 @@ class DemoSettings(Section):
 
 
 @dataclass(frozen=True)
+class BidsSettings(Section):
+    """A BIDS cohort: the files of each image channel and of the label, chosen by their BIDS entities.
+
+    Each filter maps entity keys (``suffix``, ``datatype`` and the BIDS entities: ``acq``, ``space``,
+    ``label``, ``desc`` ...) to the value a file must have; entities a filter leaves out may take any value.
+    The defaults read ATLAS R2.0. ``unlabelled``: ``error`` reports a session without a label, ``test``
+    makes it a test subject.
+    """
+
+    what: ClassVar[str] = "ingest.bids"
+    channels: dict[str, dict[str, str]] = setting({"T1w": {"suffix": "T1w"}})
+    label: dict[str, str] = setting({"suffix": "mask", "label": "L", "desc": "T1lesion"})
+    unlabelled: str = setting("error", enum=["error", "test"])
+
+
+@dataclass(frozen=True)
 class IngestSettings(Section):
     """Reading the cohort: label values, the allowed affine mismatch, the largest image one file may hold.
 
     ``labels`` null: a folder's ``dataset.json`` declares them, a CSV manifest gets background 0 and
     lesion 1; given, they must match a folder's ``dataset.json``. ``max_image_bytes`` bounds what one file
-    may decompress to, so a corrupt or hostile file (a gzip bomb) is refused in one line.
+    may decompress to, so a corrupt or hostile file (a gzip bomb) is refused in one line. ``bids``: which
+    files of a BIDS folder are read (a BIDS folder's labels default as a CSV manifest's).
     """
 
     what: ClassVar[str] = "ingest"
     labels: dict[str, int] | None = setting(None, additionalProperties={"minimum": 0, "maximum": 255})
     affine_tolerance: float = setting(1e-3, minimum=0)
     max_image_bytes: int = setting(DEFAULT_MAX_IMAGE_BYTES, minimum=1)
+    bids: BidsSettings = dataclasses.field(default_factory=BidsSettings)
 
 
 @dataclass(frozen=True)
@@ -99,6 +117,14 @@ class PreprocessSettings(Section):
     target_spacing: tuple[float, float, float] | None = setting(None, items={"exclusiveMinimum": 0})
     normalization: str = setting("zscore_nonzero", enum=list(NORMALIZATIONS))
     crop_nonzero: bool = True
+
+    def resolved(self, fingerprint: Mapping[str, Any]) -> PreprocessSettings:
+        """These settings with the target spacing preprocessing uses: null means the cohort's median
+        spacing, from its ``fingerprint`` (nnU-Net's choice)."""
+        if self.target_spacing is not None:
+            return self
+        median = tuple(float(s) for s in fingerprint["median_spacing"])
+        return dataclasses.replace(self, target_spacing=median)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from patchwork.config import EnsembleSettings
 from patchwork.errors import PatchworkError
 from patchwork.io import read_image, save_image
+from patchwork.postprocess import label_components
 
 # Affines of one grid written by different tools differ by float32 rounding; 1e-3 mm is far below
 # any voxel size and far above that rounding.
@@ -67,16 +67,6 @@ def check_same_grid(
             f"{path}: affine differs from {ref_path} "
             f"(largest difference {np.abs(affine - ref_affine).max():.4g}); the images are not on one grid"
         )
-
-
-def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """Label the connected components of a boolean mask with full (26 in 3D) connectivity.
-
-    Returns ``(labels, n)``: an int array with 0 for background and 1..n for the components.
-    """
-    structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
-    labels, n = ndimage.label(np.asarray(mask, dtype=bool), structure=structure)
-    return labels, int(n)
 
 
 def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:

@@ -9,7 +9,7 @@ reports it beside the hand-set ensemble for that reason.
 Speed: each subject is cropped once to the bounding box of its reference and of every voxel any
 model gives a probability >= the lowest threshold; per (weights, threshold) the fused mask is
 labelled once (26-connected) and every minimum size is scored from the component sizes and their
-overlap with the reference, without relabelling.
+overlap with the reference, without relabelling (:func:`patchwork.postprocess.dice_grid`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from patchwork.config import EnsembleSettings
-from patchwork.ensemble import check_same_grid, combine, label_components
+from patchwork.ensemble import check_same_grid, combine
 from patchwork.errors import PatchworkError
 from patchwork.io import read_image, read_json
+from patchwork.postprocess import ComponentTable, crop_to_support, dice_grid
 
 WEIGHT_LEVELS = (0.0, 1.0, 2.0)
 THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.10, 0.901, 0.05))
@@ -49,28 +50,16 @@ def load_case(prob_paths: Sequence[Path], reference_path: Path, lowest_threshold
         data, affine = read_image(path)
         check_same_grid(path, data.shape, affine, reference_path, reference.shape, ref_affine)
         probs.append(data)
-    stack = np.stack(probs)
-    ref = reference > 0
-    support = ref | (stack >= lowest_threshold).any(axis=0)
-    if not support.any():
-        return Case(stack[:, :1, :1, :1], ref[:1, :1, :1])
-    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(support))
-    return Case(stack[(slice(None), *box)], ref[box])
+    probs, ref = crop_to_support(np.stack(probs), reference > 0, lowest_threshold)
+    return Case(probs, ref)
 
 
-def _dice_per_min_size(mask: np.ndarray, reference: np.ndarray, min_sizes: Sequence[int]) -> np.ndarray:
-    """Dice of ``mask`` without its components smaller than each of ``min_sizes`` (both empty: 1)."""
-    labels, n = label_components(mask)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)[1:]
-    overlap = np.bincount(labels[reference], minlength=n + 1)[1:]
-    ref_voxels = int(reference.sum())
-    scores = []
-    for m in min_sizes:
-        kept = sizes >= m
-        pred_voxels, inter = int(sizes[kept].sum()), int(overlap[kept].sum())
-        total = pred_voxels + ref_voxels
-        scores.append(1.0 if total == 0 else 2.0 * inter / total)
-    return np.asarray(scores)
+def _dice_per_min_size(
+    prob: np.ndarray, reference: np.ndarray, threshold: float, min_sizes: Sequence[int]
+) -> np.ndarray:
+    """Dice of ``prob >= threshold`` without its components under each of ``min_sizes`` voxels (both
+    empty: 1)."""
+    return dice_grid(ComponentTable.of(prob, reference, threshold), min_sizes, [0.0])[:, 0]
 
 
 def weight_grid(n_models: int) -> list[tuple[float, ...]]:
@@ -104,7 +93,7 @@ def tune_ensemble(cases: Sequence[Case], models: Sequence[str], hand_set: Ensemb
         fused = [np.tensordot(w, case.probs, axes=1) for case in cases]
         for threshold in THRESHOLDS:
             per_case = [
-                _dice_per_min_size(f >= threshold, c.reference, MIN_SIZES) for f, c in zip(fused, cases)
+                _dice_per_min_size(f, c.reference, threshold, MIN_SIZES) for f, c in zip(fused, cases)
             ]
             scores = np.mean(per_case, axis=0)
             k = int(np.argmax(scores))
@@ -112,7 +101,7 @@ def tune_ensemble(cases: Sequence[Case], models: Sequence[str], hand_set: Ensemb
                 best_score, best = float(scores[k]), (weights, threshold, MIN_SIZES[k])
     hand_segs = [combine(dict(zip(models, case.probs, strict=True)), hand_set)[1] for case in cases]
     hand_score = np.mean(
-        [_dice_per_min_size(seg > 0, c.reference, [0])[0] for seg, c in zip(hand_segs, cases)]
+        [_dice_per_min_size(seg, c.reference, 0.5, [0])[0] for seg, c in zip(hand_segs, cases)]
     )
     weights, threshold, min_size = best
     tuned = dataclasses.replace(

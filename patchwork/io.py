@@ -1,17 +1,24 @@
-"""NIfTI and text I/O: reading with clear errors, and atomic writes.
+"""NIfTI and text I/O: reading with clear errors, and atomic, durable writes.
 
 Every file the package writes goes to a temporary name in the destination folder first and is then
 renamed into place (``os.replace`` is atomic on POSIX), so an interrupted job never leaves a
-half-written output that a later run would take for a finished one.
+half-written output that a later run would take for a finished one. The temporary file is flushed to
+disk (``fsync``) before the rename and the folder after it, so that after a power cut the name holds
+either the old or the new content, never an empty or partial file (ext4, XFS and btrfs may otherwise
+commit the rename before the data). A job killed while writing leaves its temporary file
+``.{stem}.{8 random characters}{suffixes}`` behind (``.checkpoint.3f9a0c1d.pt`` for ``checkpoint.pt``);
+the next write of the same file removes it, and :func:`is_partial` tells such leftovers from outputs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import gzip
 import json
 import os
-import tempfile
+import re
+import secrets
 import zlib
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -25,33 +32,86 @@ from patchwork.errors import PatchworkError
 if TYPE_CHECKING:
     import pandas as pd
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
 NIFTI_COMMENT = 6  # NIfTI-1 extension code of a free-text comment
 LABEL_NAMES_KEY = "label_names"
+
+# A temporary file of atomic_path: "." + stem + "." + 8 random characters + the suffixes of the target
+# (the random part is lower-case hex; Python's mkstemp, used before, drew from [a-z0-9_]).
+_PARTIAL = re.compile(r"\.(?P<stem>[^.]*)\.[a-z0-9_]{8}(?P<suffixes>\..*)?")
+
+
+def partial_target(path: str | os.PathLike[str]) -> Path | None:
+    """The file that ``path``, a temporary file of :func:`atomic_path`, was to become; ``None`` for any
+    other file. ``.model.3f9a0c1d.pt`` -> ``model.pt``."""
+    path = Path(path)
+    match = _PARTIAL.fullmatch(path.name)
+    return path.with_name(match["stem"] + (match["suffixes"] or "")) if match else None
+
+
+def is_partial(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a temporary file of :func:`atomic_path` (a write that never finished)."""
+    return partial_target(path) is not None
+
+
+def remove_partials(path: str | os.PathLike[str]) -> list[Path]:
+    """Delete the temporary files that killed writes of ``path`` left in its folder; return them."""
+    path = Path(path)
+    stem = path.name.split(".", 1)[0]
+    if not path.parent.is_dir():
+        return []
+    removed = []
+    for entry in os.scandir(path.parent):
+        if entry.name.startswith(f".{stem}.") and partial_target(entry.path) == path:
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(Path(entry.path))
+    return removed
+
+
+def _create_partial(path: Path) -> Path:
+    """Create a new, empty temporary file for ``path`` beside it, with the usual (umask) permissions."""
+    stem, dot, rest = path.name.partition(".")
+    while True:
+        tmp = path.with_name(f".{stem}.{secrets.token_hex(4)}{dot}{rest}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:  # 1 in 4 billion
+            continue
+        return tmp
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's data, or a folder's entries (POSIX only), to the disk."""
+    if path.is_dir() and os.name == "nt":
+        return  # Windows cannot open a folder; NTFS journals renames itself
+    fd = os.open(path, os.O_RDONLY if path.is_dir() else os.O_RDWR)
+    try:
+        os.fsync(fd)
+    except OSError as err:
+        if err.errno != errno.EINVAL:  # a file system that cannot sync this (some network and FUSE ones)
+            raise
+    finally:
+        os.close(fd)
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; rename it onto ``path`` when the block succeeds.
+    """Yield a temporary path next to ``path``; when the block succeeds, flush it to disk and rename it
+    onto ``path`` (then flush the folder). Temporary files of ``path`` left by killed writes are removed.
 
     The temporary name keeps the suffixes of ``path`` (``.nii.gz``, ``.pt``...) so writers that
     infer the format from the name behave as for the final file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name.split('.')[0]}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    tmp_path.chmod(0o666 & ~_UMASK)  # mkstemp makes 0600; give outputs the usual permissions
+    remove_partials(path)
+    tmp_path = _create_partial(path)
     try:
         yield tmp_path
+        _fsync(tmp_path)
         os.replace(tmp_path, path)
+        _fsync(path.parent)
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        tmp_path.unlink(missing_ok=True)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

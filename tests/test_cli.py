@@ -13,10 +13,8 @@ from patchwork import cli
 from patchwork.cli import main
 from patchwork.config import schema_yaml
 from patchwork.data.cohort import Subject, write_subjects
-from patchwork.errors import PatchworkError
 from patchwork.io import read_image, read_json, save_image, write_json
 from patchwork.networks import init_weights
-from patchwork.submission import package_submission, sha256
 from patchwork.unet.modelfile import build_network, save_model
 from patchwork.unet.params import UNetParams
 
@@ -142,33 +140,3 @@ def test_ensemble_takes_named_maps_one_settings_object_and_tuned_settings(tmp_pa
     write_json(tmp_path / "ensemble_params.json", tuned)
     assert main(["ensemble", *probs, "--tuned", str(tmp_path / "ensemble_params.json"), *out]) == 0
     assert read_image(tmp_path / "s.nii.gz")[0].sum() == 8  # a alone
-
-
-def test_package_submission_checksums_every_file(tmp_path: Path) -> None:
-    model_dir = tmp_path / "models" / "unet" / "fold_all"
-    model_dir.mkdir(parents=True)
-    (model_dir / "model.pt").write_bytes(b"weights")
-    (model_dir / "spec.json").write_text(json.dumps({"name": "unet", "type": "unet"}))
-    out = tmp_path / "submission"
-    (out / "predictions").mkdir(parents=True)
-    (out / "predictions" / "a_seg.nii.gz").write_bytes(b"seg")
-
-    manifest = json.loads(
-        package_submission({"unet": model_dir / "model.pt"}, {"seed": 3}, 3, out).read_text()
-    )
-
-    assert manifest["seed"] == 3 and manifest["models"] == ["unet"]
-    assert set(manifest["files"]) == {
-        "config.json",
-        "models/unet/model.pt",
-        "models/unet/spec.json",
-        "predictions/a_seg.nii.gz",
-    }
-    for rel, entry in manifest["files"].items():
-        assert entry["sha256"] == sha256(out / rel)
-    assert json.loads((out / "config.json").read_text()) == {"seed": 3}
-
-
-def test_package_submission_names_a_missing_model(tmp_path: Path) -> None:
-    with pytest.raises(PatchworkError, match="model.pt: file not found"):
-        package_submission({"unet": tmp_path / "model.pt"}, {}, 0, tmp_path / "out")

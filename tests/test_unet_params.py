@@ -44,6 +44,8 @@ def test_from_dict_accepts_ints_for_floats_and_lists_for_tuples():
         ({"oversample_foreground": 1.5}, "oversample_foreground=1.5"),
         ({"scale_range": [1.2, 0.8]}, "scale_range=[1.2, 0.8]"),
         ({"max_features": 4}, "max_features=4"),
+        ({"lr_schedule": "step"}, "lr_schedule='step'"),
+        ({"warmup_iterations": 250}, "warmup_iterations=250: must be in [0, iterations)"),
     ],
 )
 def test_bad_params_name_key_and_value(d, message):

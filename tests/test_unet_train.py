@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from patchwork.errors import PatchworkError
+from patchwork.training.schedule import learning_rate
 from patchwork.unet import UNetParams, predict_unet, train_unet
 from patchwork.unet.sampler import PatchSampler
-from patchwork.unet.train import poly_lr
 
 TINY = {"patch_size": [16, 16, 16], "n_stages": 3, "base_features": 8, "max_features": 16, "batch_size": 2}
 
@@ -151,7 +151,17 @@ def test_bad_training_data_is_named(tmp_path):
             train_unet(params, images, labels, None, tmp_path, seed=0)
 
 
-def test_poly_lr():
-    assert poly_lr(0.01, 0, 100) == 0.01
-    assert poly_lr(0.01, 50, 100) == pytest.approx(0.01 * 0.5**0.9)
-    assert poly_lr(0.01, 99, 100) > 0
+def test_learning_rate_schedules():
+    assert learning_rate(0.01, 0, 100) == 0.01
+    assert learning_rate(0.01, 50, 100) == pytest.approx(0.01 * 0.5**0.9)
+    assert learning_rate(0.01, 99, 100) > 0
+    # warm-up: linear from lr/w to lr, then the decay runs over the remaining steps
+    assert [learning_rate(0.01, i, 110, "cosine", warmup=10) for i in (0, 4, 9)] == pytest.approx(
+        [0.001, 0.005, 0.01]
+    )
+    assert learning_rate(0.01, 10, 110, "cosine", warmup=10) == pytest.approx(0.01)
+    assert learning_rate(0.01, 60, 110, "cosine", warmup=10) == pytest.approx(0.005)
+    assert learning_rate(0.01, 60, 110, "poly", warmup=10) == pytest.approx(0.01 * 0.5**0.9)
+    assert learning_rate(0.01, 60, 110, "constant", warmup=10) == 0.01
+    with pytest.raises(ValueError, match="schedule 'step'"):
+        learning_rate(0.01, 0, 10, "step")

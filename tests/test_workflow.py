@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from patchwork.cli import main
 from patchwork.data.cohort import read_subjects
 from patchwork.report import unresolved_links
 
@@ -91,14 +92,15 @@ SLACK_S = 0.25
 def job_intervals(benchmarks: Path, threads: dict[str, int]) -> list[tuple[float, float, int, str]]:
     """``(start, end, threads, file)`` of every job: end = the benchmark file's mtime, start = end - s.
 
-    Files lie in ``benchmarks/{rule}/...``; a rule's threads are ``threads[rule]`` (train, predict), else 1.
+    Files lie in ``benchmarks/{rule}/...``; a rule's threads are ``threads[rule]`` (train, predict; the
+    test batch's predict_test as predict), else 1.
     """
     jobs = []
     for path in sorted(benchmarks.rglob("*.tsv")):
         rule = path.relative_to(benchmarks).parts[0]
         end = path.stat().st_mtime
         seconds = float(pd.read_csv(path, sep="\t")["s"].iloc[-1])
-        jobs.append((end - seconds, end, threads.get(rule.removesuffix("_with_std"), 1), str(path)))
+        jobs.append((end - seconds, end, threads.get(rule.removesuffix("_test"), 1), str(path)))
     return jobs
 
 
@@ -139,8 +141,15 @@ def test_dry_run_and_lint_of_default_config(repo: Path, tmp_path: Path) -> None:
     assert "Congratulations" in lint.stdout + lint.stderr, lint.stdout + lint.stderr
 
 
-def fake_finished_ingest(workdir: Path, n_train: int = 4, n_test: int = 1, n_folds: int = 2) -> None:
-    """The demo folder, cohort table and splits of a run whose ingest and splits are done (files empty)."""
+def fake_finished_ingest(
+    workdir: Path,
+    n_train: int = 4,
+    n_test: int = 1,
+    n_folds: int = 2,
+    shape: tuple[int, int, int] = (20, 20, 20),
+) -> None:
+    """The demo folder, cohort table, fingerprint (every image ``shape`` voxels of 4 mm) and splits of a run
+    whose ingest and splits are done (image files empty)."""
     results = workdir / "results"
     (results / "demo").mkdir(parents=True)
     ids = [f"s{i}" for i in range(n_train + n_test)]
@@ -153,30 +162,105 @@ def fake_finished_ingest(workdir: Path, n_train: int = 4, n_test: int = 1, n_fol
             label.touch()
         rows.append(f"{subject}\t{'train' if label else 'test'}\t{image}\t{label}")
     (results / "subjects.tsv").write_text("\n".join(rows) + "\n")
-    (results / "fingerprint.json").write_text("{}")
+    spacing = [4.0, 4.0, 4.0]
+    fingerprint = {
+        "channels": {"0": "T1"},
+        "labels": {"background": 0, "lesion": 1},
+        "n_train": n_train,
+        "n_test": n_test,
+        "spacings": {s: spacing for s in ids},
+        "median_spacing": spacing,
+        "shapes": {s: list(shape) for s in ids},
+        "median_shape": list(shape),
+        "foreground_voxels": {s: 10 for s in ids[:n_train]},
+    }
+    (results / "fingerprint.json").write_text(json.dumps(fingerprint))
     folds = [ids[:n_train][k::n_folds] for k in range(n_folds)]
     splits = [{"train": [s for f in folds if f is not val for s in f], "val": val} for val in folds]
     (results / "splits.json").write_text(json.dumps(splits))
 
 
+# Started by Python before Snakemake (a sitecustomize module on PYTHONPATH): any import of torch or pandas
+# while code of this repository is on the stack fails. Snakemake's own plugins may import pandas (the
+# SLURM executor plugin does, for its efficiency report): those imports are theirs, not the workflow's.
+IMPORT_GUARD = """
+import builtins, sys
+_import = builtins.__import__
+
+def _guarded(name, globals=None, locals=None, fromlist=(), level=0):
+    if level == 0 and name.partition(".")[0] in {blocked}:
+        frame = sys._getframe(1)
+        while frame is not None:
+            if frame.f_code.co_filename.startswith({repo!r}):
+                raise ImportError(name + " imported while the workflow was planned")
+            frame = frame.f_back
+    return _import(name, globals, locals, fromlist, level)
+
+builtins.__import__ = _guarded
+"""
+
+
 def test_snakefile_parses_without_torch_or_pandas(repo: Path, tmp_path: Path) -> None:
-    """The environment that runs Snakemake (a cluster's login node, say) needs neither torch nor pandas:
-    parsing the Snakefile, checking every model spec and building the whole DAG (input functions that
-    read the cohort table and the splits) import neither."""
-    blocked = tmp_path / "blocked"
-    for module in ("torch", "pandas"):
-        (blocked / module).mkdir(parents=True)
-        (blocked / module / "__init__.py").write_text(
-            f"raise ImportError('{module} imported while the workflow was planned')\n"
-        )
+    """The environment that runs Snakemake (a cluster's login node, say) needs neither torch nor pandas for
+    the workflow: parsing the Snakefile, checking every model spec and building the whole DAG (input
+    functions that read the cohort table and the splits, resource functions that read the fingerprint)
+    import neither."""
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(IMPORT_GUARD.format(blocked={"torch", "pandas"}, repo=str(repo)))
     workdir = tmp_path / "run"
     fake_finished_ingest(workdir)
     config = tiny_config(workdir)
     dry = snakemake(
-        repo, workdir, "-n", "--cores", "2", "--configfile", str(config), env={"PYTHONPATH": str(blocked)}
+        repo, workdir, "-n", "--cores", "2", "--configfile", str(config), env={"PYTHONPATH": str(guard)}
     )
     assert planned_jobs(dry)["train"] == 3 * 3, dry.stdout + dry.stderr  # every fold and the final model
     assert "imported while the workflow was planned" not in dry.stdout + dry.stderr
+
+
+def test_import_guard_catches_the_workflow_importing_torch(repo: Path, tmp_path: Path) -> None:
+    """The guard of the test above fails a workflow that imports torch while it is planned."""
+    guard = tmp_path / "guard"
+    guard.mkdir()
+    (guard / "sitecustomize.py").write_text(IMPORT_GUARD.format(blocked={"json"}, repo=str(repo)))
+    dry = snakemake(repo, tmp_path, "-n", "--cores", "1", env={"PYTHONPATH": str(guard)})
+    assert dry.returncode != 0 and "json imported while the workflow was planned" in dry.stdout + dry.stderr
+
+
+def planned_resources(run: subprocess.CompletedProcess, rule: str) -> list[dict[str, str]]:
+    """The resources of every job of ``rule`` that a dry run prints."""
+    blocks = re.findall(
+        rf"^rule {rule}:\n(.*?)(?:\n\n|\Z)", run.stdout + run.stderr, flags=re.MULTILINE | re.DOTALL
+    )
+    lines = [re.search(r"resources: (.*)", block).group(1) for block in blocks]
+    return [dict(item.split("=", 1) for item in line.split(", ")) for line in lines]
+
+
+def test_requests_follow_cohort_and_settings(repo: Path, tmp_path: Path) -> None:
+    """Memory and time requests grow with the images (fingerprint), the batch and the model's iterations;
+    GPUs are requested by training and prediction only, and by none with `device: cpu`."""
+
+    def plan(name: str, shape: tuple[int, int, int], n_train: int, **overrides: object) -> dict[str, list]:
+        workdir = tmp_path / name
+        fake_finished_ingest(workdir, n_train=n_train, shape=shape)
+        config = tiny_config(workdir, **overrides)
+        dry = snakemake(repo, workdir, "-n", "--cores", "2", "--configfile", str(config))
+        assert dry.returncode == 0, dry.stderr[-3000:]
+        return {rule: planned_resources(dry, rule) for rule in ("preprocess", "train", "predict", "evaluate")}
+
+    small = plan("small", (20, 20, 20), 4)
+    large = plan("large", (200, 200, 200), 40)
+    for rule in ("preprocess", "train", "predict", "evaluate"):
+        assert int(large[rule][0]["mem_mb"]) > int(small[rule][0]["mem_mb"]), rule
+    assert max(int(r["runtime"]) for r in large["evaluate"]) > max(
+        int(r["runtime"]) for r in small["evaluate"]
+    )
+    assert all(r["gpu"] == "1" for rule in ("train", "predict") for r in small[rule])
+    assert all("gpu" not in r for r in small["preprocess"] + small["evaluate"])
+    models = [{"name": "u", "type": "unet", "params": {"head": "sigmoid", **TINY_UNET, "iterations": 50_000}}]
+    cpu = plan("cpu", (20, 20, 20), 4, device="cpu", models=models, ensemble={})
+    assert all(r["gpu"] == "0" for rule in ("train", "predict") for r in cpu[rule])
+    assert min(int(r["runtime"]) for r in cpu["train"]) > max(int(r["runtime"]) for r in small["train"])
 
 
 @pytest.mark.parametrize("overlay", ["atlas2.yaml", "demo_dnp.yaml"])
@@ -334,8 +418,9 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     # A benchmark file for every rule (but `all`).
     rules = {Path(j[3]).relative_to(results / "benchmarks").parts[0] for j in jobs}
     assert rules == {
-        "demo", "ingest", "preprocess", "splits", "train", "predict", "predict_with_std", "ensemble",
-        "tune_ensemble", "ensemble_tuned", "evaluate", "summarise", "report", "package_submission",
+        "demo", "ingest", "preprocess", "splits", "train", "predict", "predict_test", "ensemble",
+        "ensemble_test", "tune_ensemble", "ensemble_tuned", "evaluate", "summarise", "report",
+        "package_submission",
     }  # fmt: skip
 
     subjects = read_subjects(results / "subjects.tsv")
@@ -352,6 +437,8 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     splits = json.loads((results / "splits.json").read_text())
     assert len(splits) == 2
     assert sorted(sum((f["val"] for f in splits), [])) == sorted(s.subject for s in train)
+    # Out-of-fold work runs per batch: fold K's validation subjects, in predictions/{model}/fold_K/.
+    batch = {subject: f"fold_{k}" for k, fold in enumerate(splits) for subject in fold["val"]}
 
     for model in MODELS:
         for fold in ["0", "1", "all"]:
@@ -368,16 +455,24 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     for s in train:
         for model in [*MODELS, "ensemble", "ensemble_tuned"]:
             for kind in ("prob", "seg"):
-                assert_same_grid(results / "predictions" / model / f"{s.subject}_{kind}.nii.gz", s.images[0])
-        assert_same_grid(results / "predictions" / "dnp" / f"{s.subject}_std.nii.gz", s.images[0])
-        seg = np.asarray(nib.load(results / "predictions" / "ensemble" / f"{s.subject}_seg.nii.gz").dataobj)
-        assert set(np.unique(seg)) <= {0, 1}
-        assert (results / "metrics" / f"{s.subject}.tsv").is_file()
-        page = results / "reports" / f"{s.subject}.html"
+                path = results / "predictions" / model / batch[s.subject] / f"{s.subject}_{kind}.nii.gz"
+                assert_same_grid(path, s.images[0])
+        assert_same_grid(
+            results / "predictions" / "dnp" / batch[s.subject] / f"{s.subject}_std.nii.gz", s.images[0]
+        )
+        seg_path = results / "predictions" / "ensemble" / batch[s.subject] / f"{s.subject}_seg.nii.gz"
+        assert set(np.unique(np.asarray(nib.load(seg_path).dataobj))) <= {0, 1}
+        page = results / "reports" / batch[s.subject] / f"{s.subject}.html"
         assert s.subject in page.read_text() and "data:image/png;base64," in page.read_text()
         assert unresolved_links(page) == []
 
+    metrics = pd.concat(pd.read_csv(results / "metrics" / f"fold_{k}.tsv", sep="\t") for k in range(2))
+    assert sorted(set(metrics["subject"])) == sorted(s.subject for s in train)
     for s in test:
+        for model in [*MODELS, "ensemble"]:
+            for kind in ("prob", "seg"):
+                path = results / "submission" / "predictions" / model / f"{s.subject}_{kind}.nii.gz"
+                assert_same_grid(path, s.images[0])
         assert_same_grid(
             results / "submission" / "predictions" / "ensemble" / f"{s.subject}_seg.nii.gz", s.images[0]
         )
@@ -391,7 +486,7 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
 
     assert unresolved_links(results / "report.html") == []
     cohort = (results / "report.html").read_text()
-    assert all(f"reports/{s.subject}.html" in cohort for s in train)
+    assert all(f"reports/{batch[s.subject]}/{s.subject}.html" in cohort for s in train)
     assert (results / "plots" / "metrics.png").is_file() and (
         results / "plots" / "learning_curves.png"
     ).is_file()
@@ -401,6 +496,10 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     packaged = {f"models/{m}/model.pt" for m in MODELS}
     assert packaged <= set(manifest["files"])
     assert all(len(v["sha256"]) == 64 for v in manifest["files"].values())
+    # The entry is complete: its checksums hold and it re-predicts its example case byte for byte, with
+    # the tuned ensemble the workflow used for the test images.
+    assert "ensemble_params.json" in manifest["files"]
+    assert main(["verify", str(results / "submission"), "--threads", "1"]) == 0
 
     again = snakemake(repo, tmp_path, "-n", "--cores", str(CORES), "--configfile", str(config))
     assert planned_jobs(again) == {}
@@ -416,9 +515,8 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     )
     planned = planned_jobs(dry)
     assert "train" not in planned, dry.stdout
-    # unet_sigmoid: every subject (out-of-fold or test); dnp (with its spread map) the same.
-    n = N_TRAIN + N_TEST
-    assert planned["predict"] == n and planned["predict_with_std"] == n, planned
+    # unet_sigmoid and dnp: every batch (the two folds' and the test subjects'), one job each.
+    assert planned["predict"] == 2 * 2 and planned["predict_test"] == 2, planned
     assert re.search(r"reason: .*Params have changed", dry.stdout), dry.stdout
 
     # A model added to a finished run trains on every fold and joins the ensemble.
@@ -432,7 +530,8 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
         == {}
     )
     for s in train:
-        assert_same_grid(results / "predictions" / "unet_extra" / f"{s.subject}_prob.nii.gz", s.images[0])
+        path = results / "predictions" / "unet_extra" / batch[s.subject] / f"{s.subject}_prob.nii.gz"
+        assert_same_grid(path, s.images[0])
     assert "unet_extra" in set(pd.read_csv(results / "summary.tsv", sep="\t")["model"])
     peak, together = peak_threads(job_intervals(results / "benchmarks", THREADS))
     assert peak <= CORES, f"{peak} threads in use on {CORES} cores: {together}"

@@ -1,7 +1,7 @@
 """What the Snakefile's input functions read: the cohort table, the splits and the dataset's files.
 
-The package's own readers (:mod:`patchwork.data.cohort`, :func:`patchwork.data.splits.fold_of`), which
-import neither torch nor pandas, so the environment that runs Snakemake (a cluster's login node, say)
+The package's own reader of the cohort table (:mod:`patchwork.data.cohort`) and plain JSON, which import
+neither torch nor pandas, so the environment that runs Snakemake (a cluster's login node, say)
 needs only Snakemake and light packages. Each file is read once per version, keyed by path, modification
 time and size: the DAG build asks for the same table once per job.
 """
@@ -15,8 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from patchwork.data.cohort import TEXT_COLUMNS, Subject, find_subject, read_subjects
-from patchwork.data.splits import fold_of as fold_in
+from patchwork.data.cohort import TEXT_COLUMNS, Subject, read_subjects
 
 MANIFEST_SUFFIXES = (".csv", ".tsv")
 
@@ -62,18 +61,13 @@ def subject_ids(subjects_tsv: str | os.PathLike[str], role: str) -> list[str]:
     return [s.subject for s in _subjects(*_version(subjects_tsv)) if s.role == role]
 
 
-def subject_row(subjects_tsv: str | os.PathLike[str], subject: str) -> Subject:
-    """The cohort-table row of ``subject``."""
-    return find_subject(_subjects(*_version(subjects_tsv)), subject, subjects_tsv)
-
-
-def fold_of(splits_json: str | os.PathLike[str], subject: str) -> int:
-    """The fold whose validation set holds ``subject``."""
-    return fold_in(read_json(splits_json), subject)
-
-
 def n_folds(splits_json: str | os.PathLike[str]) -> int:
     return len(read_json(splits_json))
+
+
+def validation_ids(splits_json: str | os.PathLike[str], fold: int | str) -> list[str]:
+    """The validation subjects of ``fold``: the batch its model predicts out of fold."""
+    return list(read_json(splits_json)[int(fold)]["val"])
 
 
 # --- the dataset's files (inputs of ingest) --------------------------------------------------------------

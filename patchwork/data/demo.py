@@ -1,10 +1,19 @@
 """A synthetic stroke-lesion cohort in nnU-Net v2 raw layout, generated offline from the MNI152 template.
 
 Every subject is the 1 mm MNI152 T1 template that nilearn ships inside its package, warped by a smooth
-random displacement field and resampled to ``spacing`` mm, with 1-3 hypointense stroke-like lesions
-painted into white or grey matter, a smooth multiplicative bias field, a random intensity scale and
-Rician noise. The lesions are irregular blobs of 0.5-50 ml with a soft edge, clearly darker than the
-surrounding tissue, so that a small network learns them within minutes on a CPU.
+random displacement field and resampled to the subject's grid, with 1-3 stroke-like lesions painted into
+white or grey matter, a smooth multiplicative bias field, a random intensity scale and Rician noise.
+
+The lesions are made as hard as real chronic stroke lesions on T1: their core is as dark as the
+ventricular CSF (so intensity alone cannot tell a lesion from a ventricle or a sulcus: the network needs
+the anatomical context), their outer layer is a brighter rim half-way to the surrounding tissue (gliosis
+and partial volume, which makes the border ambiguous), and their volumes are log-uniform between
+sub-millilitre and large (``LESION_ML``: 0.01-90 ml), so small lesions are common, as in ATLAS R2.0.
+
+The geometry varies by subject, as in a multi-site cohort (``GEOMETRIES``, cycling with the subject index):
+isotropic ``spacing`` mm; anisotropic ``0.75 spacing x 0.75 spacing x 1.5 spacing`` (1.5 x 1.5 x 3 mm at the
+default 2 mm); and isotropic with the first two array axes stored reversed (an LPS-style affine with negative
+x and y steps, the same anatomy in world coordinates).
 
 The result needs no download and is byte-identical for a seed (subject ``i`` draws from
 ``np.random.default_rng([seed, i])``; nibabel writes gzip streams without a time stamp)::
@@ -30,47 +39,65 @@ from patchwork.io import save_image, write_json
 log = logging.getLogger(__name__)
 
 LABELS = {"background": 0, "lesion": 1}
-LESION_ML = (0.5, 50.0)  # allowed volume of one lesion
-_TARGET_ML = (1.5, 35.0)  # log-uniform target volume, inside LESION_ML with room for the cropping
+LESION_ML = (0.01, 90.0)  # allowed volume of one lesion
+_TARGET_ML = (0.02, 80.0)  # log-uniform target volume, inside LESION_ML with room for the cropping
+GEOMETRIES = ("isotropic", "anisotropic", "flipped")  # subject i gets GEOMETRIES[i % 3]
+_ANISOTROPY = (0.75, 0.75, 1.5)  # voxel size of the anisotropic subjects, times ``spacing``
+_FLIPPED_AXES = (0, 1)  # array axes stored reversed in the flipped subjects
+_CORE_CONTRAST = (0.85, 1.15)  # lesion core intensity, times the template's ventricular CSF
+_RIM_MIX = (0.35, 0.65)  # rim intensity: this fraction of the way from the core back to the tissue
+_RIM_MM = 2.0  # thickness of the rim (the lesion's outer layer)
+_LESION_BOX_MM = 55.0  # half-size of the box a lesion is drawn in (a 90 ml sphere has a 28 mm radius)
 _WARP_MM = 3.0  # RMS length of the random displacement
 _WARP_SMOOTH_MM = 12.0  # correlation length of the displacement
 _WARP_GRID_MM = 4.0  # the displacement is drawn on this coarser grid and interpolated
 _LESION_GAP_VOXELS = 2  # lesions stay this far apart, so each is one connected component
+_CSF_DEPTH_MM = 20.0  # CSF at least this deep inside the brain is ventricular (not outer background)
+_CSF_FRACTION = 0.02  # the deep voxels of least grey + white matter probability taken as ventricular CSF
 
 
 @dataclass(frozen=True)
 class Template:
-    """The 1 mm MNI152 T1 (scaled to 0..1) and its grey/white matter probability maps."""
+    """The 1 mm MNI152 T1 (scaled to 0..1), its grey/white matter probability maps, its ventricular CSF
+    intensity (median T1 of the ``_CSF_FRACTION`` of the voxels deep inside the brain with the least grey +
+    white matter)."""
 
     t1: np.ndarray
     gm: np.ndarray
     wm: np.ndarray
     affine: np.ndarray
+    csf: float
 
 
-def load_template(spacing: float) -> Template:
+def load_template(spacing: float | tuple[float, float, float]) -> Template:
     """Read the 1 mm MNI152 maps from nilearn's package data (no network).
 
-    Before resampling to ``spacing`` mm the maps are smoothed with a Gaussian whose FWHM makes up the
-    difference between 1 mm and ``spacing`` mm voxels, so the coarse images show partial volume
-    instead of aliasing.
+    Before resampling to ``spacing`` mm (one value, or one per axis) the maps are smoothed with a
+    Gaussian whose FWHM makes up the difference between 1 mm and ``spacing`` mm voxels, so the coarse
+    images show partial volume instead of aliasing.
     """
     from nilearn.datasets import load_mni152_gm_template, load_mni152_template, load_mni152_wm_template
 
     t1_img = load_mni152_template(resolution=1)
-    sigma = np.sqrt(max(spacing**2 - 1.0, 0.0)) / 2.355
+    sigma = np.sqrt(np.maximum(np.broadcast_to(spacing, 3) ** 2 - 1.0, 0.0)) / 2.355
     maps = [
         np.asarray(img.get_fdata(dtype=np.float32))
         for img in (t1_img, load_mni152_gm_template(resolution=1), load_mni152_wm_template(resolution=1))
     ]
-    if sigma > 0:
+    if np.any(sigma > 0):
         maps = [ndimage.gaussian_filter(m, sigma) for m in maps]
     t1, gm, wm = maps
-    return Template(t1=t1 / t1.max(), gm=gm, wm=wm, affine=np.asarray(t1_img.affine, dtype=np.float64))
+    t1 = t1 / t1.max()
+    voxel_mm = np.linalg.norm(t1_img.affine[:3, :3], axis=0)
+    brain = ndimage.binary_fill_holes(t1 > 0.02)
+    deep = ndimage.distance_transform_edt(brain, sampling=voxel_mm) > _CSF_DEPTH_MM
+    tissue = (gm + wm)[deep]
+    csf = float(np.median(t1[deep][tissue <= np.quantile(tissue, _CSF_FRACTION)]))
+    return Template(t1=t1, gm=gm, wm=wm, affine=np.asarray(t1_img.affine, dtype=np.float64), csf=csf)
 
 
-def demo_grid(template: Template, spacing: float) -> tuple[tuple[int, int, int], np.ndarray]:
-    """Shape and affine of the ``spacing`` mm grid that covers the template's field of view.
+def demo_grid(template: Template, spacing: np.ndarray) -> tuple[tuple[int, int, int], np.ndarray]:
+    """Shape and affine of the grid of ``spacing`` mm voxels (per axis) that covers the template.
 
     The origin is the template's; at 2 mm this is the grid of nilearn's 2 mm template (99 x 117 x 95).
     """
@@ -81,14 +108,20 @@ def demo_grid(template: Template, spacing: float) -> tuple[tuple[int, int, int],
     return shape, affine
 
 
-def smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma_voxels: float) -> np.ndarray:
+def smooth_noise(
+    rng: np.random.Generator, shape: tuple[int, ...], sigma_voxels: float | np.ndarray
+) -> np.ndarray:
     """Gaussian-smoothed white noise scaled to unit standard deviation."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_voxels)
     return field / max(float(field.std()), 1e-12)
 
 
 def warp_template(
-    template: Template, shape: tuple[int, ...], affine: np.ndarray, spacing: float, rng: np.random.Generator
+    template: Template,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    spacing: np.ndarray,
+    rng: np.random.Generator,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Sample T1, GM and WM on the subject grid through a random smooth displacement field.
 
@@ -96,7 +129,7 @@ def warp_template(
     length ``_WARP_MM`` per axis, drawn on a ``_WARP_GRID_MM`` grid and interpolated linearly (it is
     smooth on that scale anyway, and this is much cheaper than smoothing full-resolution noise).
     """
-    coarse = tuple(int(np.ceil(n * spacing / _WARP_GRID_MM)) + 1 for n in shape)
+    coarse = tuple(int(np.ceil(n * s / _WARP_GRID_MM)) + 1 for n, s in zip(shape, spacing, strict=True))
     zoom = np.asarray(shape) / np.asarray(coarse)
     displacement = np.stack(
         [
@@ -118,30 +151,30 @@ def draw_lesion(
     tissue: np.ndarray,
     centre_weight: np.ndarray,
     forbidden: np.ndarray,
-    spacing: float,
+    spacing: np.ndarray,
     rng: np.random.Generator,
 ) -> np.ndarray | None:
     """One irregular lesion mask, or None when the drawn one falls outside ``LESION_ML``.
 
-    The lesion is a level set of an anisotropic distance from a random centre (drawn with probability
-    ``centre_weight``), divided by a smoothly varying factor so the outline is lobulated; it keeps
-    the ``target`` voxels of lowest distance that are brain tissue and not ``forbidden``, and then
-    only the connected piece that holds the centre.
+    The lesion is a level set of an anisotropic distance (in mm) from a random centre (drawn with
+    probability ``centre_weight``), divided by a smoothly varying factor so the outline is lobulated; it
+    keeps the ``target`` voxels of lowest distance that are brain tissue and not ``forbidden``, and then
+    only the connected piece that holds the centre. The target volume is log-uniform in ``_TARGET_ML``.
     """
     flat = centre_weight.ravel() * ~forbidden.ravel()
     if flat.sum() <= 0:
         return None
     centre = np.array(np.unravel_index(rng.choice(flat.size, p=flat / flat.sum()), tissue.shape))
-    voxel_ml = spacing**3 / 1000.0
-    target = int(round(np.exp(rng.uniform(*np.log(_TARGET_ML))) / voxel_ml))
-    half = int(np.ceil(45.0 / spacing))
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    target = max(2, int(round(np.exp(rng.uniform(*np.log(_TARGET_ML))) / voxel_ml)))
+    half = np.ceil(_LESION_BOX_MM / spacing).astype(int)
     lo = np.maximum(centre - half, 0)
     hi = np.minimum(centre + half + 1, tissue.shape)
     box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
     offsets = np.indices(hi - lo, dtype=np.float32).reshape(3, -1) - (centre - lo)[:, None]
     rotation, _ = np.linalg.qr(rng.standard_normal((3, 3)))
     axes = np.diag(rng.uniform(0.6, 1.5, size=3))
-    distance = np.linalg.norm(axes @ rotation @ (offsets * spacing), axis=0).reshape(hi - lo)
+    distance = np.linalg.norm(axes @ rotation @ (offsets * spacing[:, None]), axis=0).reshape(hi - lo)
     distance /= np.exp(0.4 * smooth_noise(rng, tuple(hi - lo), 5.0 / spacing))
     allowed = (tissue[box] > 0.3) & ~forbidden[box]
     distance[~allowed] = np.inf
@@ -159,7 +192,7 @@ def draw_lesion(
 
 
 def paint_lesions(
-    gm: np.ndarray, wm: np.ndarray, spacing: float, rng: np.random.Generator
+    gm: np.ndarray, wm: np.ndarray, spacing: np.ndarray, rng: np.random.Generator
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Draw 1-3 separate lesions centred mostly in white matter (weight 2) or grey matter (weight 1).
 
@@ -167,7 +200,7 @@ def paint_lesions(
     ``_LESION_GAP_VOXELS`` around the earlier ones, so lesions never merge into one component.
     """
     tissue = gm + wm
-    core = ndimage.binary_erosion(tissue > 0.5, iterations=max(1, int(round(4.0 / spacing))))
+    core = ndimage.binary_erosion(tissue > 0.5, iterations=max(1, int(round(4.0 / float(spacing.min())))))
     centre_weight = (2.0 * wm + gm) * core
     n_lesions = int(rng.integers(1, 4))
     masks: list[np.ndarray] = []
@@ -189,6 +222,20 @@ def paint_lesions(
     return label, masks
 
 
+def lesion_weight(masks: list[np.ndarray], spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """How far each voxel is pulled from tissue to the lesion core intensity, in [0, 1].
+
+    1 in a lesion's core; ``1 - U(_RIM_MIX)`` (one draw per lesion) in its rim, the voxels of the lesion
+    within ``_RIM_MM`` of its border (a lesion thinner than that is all rim); 0 outside. Blurred by 0.6
+    voxel, so the edge is soft.
+    """
+    weight = np.zeros(masks[0].shape, dtype=np.float32)
+    for mask in masks:
+        depth = ndimage.distance_transform_edt(mask, sampling=spacing)
+        weight[mask] = np.where(depth[mask] > _RIM_MM, 1.0, 1.0 - rng.uniform(*_RIM_MIX))
+    return ndimage.gaussian_filter(weight, 0.6)
+
+
 def bias_field(shape: tuple[int, ...], rng: np.random.Generator, strength: float = 0.15) -> np.ndarray:
     """A smooth multiplicative field exp(p(x)), p a random quadratic polynomial of the voxel position."""
     axes = [np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in shape]
@@ -198,25 +245,43 @@ def bias_field(shape: tuple[int, ...], rng: np.random.Generator, strength: float
     return np.exp(sum(c * t for c, t in zip(coeffs, terms, strict=True))).astype(np.float32)
 
 
-def make_subject(
-    template: Template, spacing: float, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One synthetic subject: (T1 image as int16, lesion label as uint8, affine).
+def subject_geometry(index: int, spacing: float) -> tuple[str, np.ndarray]:
+    """Geometry name and voxel size (mm, per axis) of subject ``index`` (0-based)."""
+    geometry = GEOMETRIES[index % len(GEOMETRIES)]
+    voxel = np.asarray(_ANISOTROPY if geometry == "anisotropic" else (1.0, 1.0, 1.0)) * spacing
+    return geometry, voxel
 
-    Each lesion darkens the tissue by its own depth (88-94 %, darker than CSF), blurred by
-    0.6 voxel for a soft edge and modulated by 10 % texture.
+
+def flip_axes(
+    image: np.ndarray, label: np.ndarray, affine: np.ndarray, axes: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The same volume stored with ``axes`` reversed: voxel ``n - 1 - i`` of a flipped axis is voxel ``i``
+    before, so the affine's column of that axis changes sign and its origin moves to the far end."""
+    affine = affine.copy()
+    for axis in axes:
+        affine[:3, 3] += affine[:3, axis] * (image.shape[axis] - 1)
+        affine[:3, axis] *= -1
+    return np.flip(image, axes).copy(), np.flip(label, axes).copy(), affine
+
+
+def make_subject(
+    template: Template, spacing: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic subject on a grid of ``spacing`` mm voxels: (T1 as int16, lesion label as uint8, affine).
+
+    A lesion's core takes ``U(_CORE_CONTRAST)`` times the template's CSF intensity (one draw per subject)
+    and its rim lies ``U(_RIM_MIX)`` of the way back to the tissue (:func:`lesion_weight`):
+    ``t1' = (1 - w) t1 + w c``, with 10 % texture on ``c``.
     """
     shape, affine = demo_grid(template, spacing)
     t1, gm, wm = warp_template(template, shape, affine, spacing, rng)
     label, masks = paint_lesions(gm, wm, spacing, rng)
-    depth = np.zeros(shape, dtype=np.float32)
-    for mask in masks:
-        depth[mask] = rng.uniform(0.88, 0.94)
-    texture = 1.0 + 0.1 * smooth_noise(rng, shape, 1.0)
-    darkening = np.clip(ndimage.gaussian_filter(depth, 0.6) * texture, 0.0, 0.9)
+    weight = lesion_weight(masks, spacing, rng)
+    core = template.csf * rng.uniform(*_CORE_CONTRAST) * (1.0 + 0.1 * smooth_noise(rng, shape, 1.0))
+    lesioned = (1.0 - weight) * t1 + weight * core
     head = t1 > 0.02
-    signal = t1 * (1.0 - darkening) * bias_field(shape, rng) * rng.uniform(600.0, 1400.0)
-    sigma = rng.uniform(0.02, 0.04) * float(np.median(signal[wm > 0.9]))
+    signal = lesioned * bias_field(shape, rng) * rng.uniform(600.0, 1400.0)
+    sigma = rng.uniform(0.02, 0.04) * float(np.median(signal[wm > 0.9 * wm.max()]))  # white matter
     noisy = np.hypot(signal + rng.normal(0.0, sigma, shape), rng.normal(0.0, sigma, shape))
     image = np.where(head, np.round(noisy), 0).astype(np.int16)
     return image, label, affine
@@ -228,10 +293,11 @@ def make_demo_dataset(
     """Write the demo cohort to ``out_dir`` (nnU-Net v2 raw layout) and return ``out_dir``.
 
     Subjects ``demo_001`` ... ``demo_{n_train}`` go to ``imagesTr``/``labelsTr``, the next ``n_test``
-    to ``imagesTs`` with their reference labels in ``labelsTs``. ``spacing`` must lie in 1-8 mm (the
-    template has 1 mm voxels; at 8 mm a lesion is a handful of voxels). Demo files of an earlier,
-    larger cohort in ``out_dir`` are removed, and ``dataset.json`` is written last, so its presence
-    marks a complete and consistent dataset.
+    to ``imagesTs`` with their reference labels in ``labelsTs``. Subject ``i`` (0-based) has the geometry
+    ``GEOMETRIES[i % 3]`` around the base voxel size ``spacing``, which must lie in 1-8 mm (the template
+    has 1 mm voxels; at 8 mm a lesion is a handful of voxels). Demo files of an earlier, larger cohort in
+    ``out_dir`` are removed, and ``dataset.json`` is written last, so its presence marks a complete and
+    consistent dataset.
     """
     if n_train < 1 or n_test < 0 or not 1.0 <= spacing <= 8.0:
         raise PatchworkError(
@@ -240,16 +306,22 @@ def make_demo_dataset(
         )
     out_dir = Path(out_dir)
     (out_dir / "dataset.json").unlink(missing_ok=True)
-    template = load_template(spacing)
+    templates: dict[tuple[float, ...], Template] = {}
     written = set()
     for index in range(n_train + n_test):
         subject = f"demo_{index + 1:03d}"
-        image, label, affine = make_subject(template, spacing, np.random.default_rng([seed, index]))
+        geometry, voxel = subject_geometry(index, spacing)
+        key = tuple(float(v) for v in voxel)
+        if key not in templates:
+            templates[key] = load_template(key)
+        image, label, affine = make_subject(templates[key], voxel, np.random.default_rng([seed, index]))
+        if geometry == "flipped":
+            image, label, affine = flip_axes(image, label, affine, _FLIPPED_AXES)
         images, labels = ("imagesTr", "labelsTr") if index < n_train else ("imagesTs", "labelsTs")
         written |= {out_dir / images / f"{subject}_0000.nii.gz", out_dir / labels / f"{subject}.nii.gz"}
         save_image(image, affine, out_dir / images / f"{subject}_0000.nii.gz", np.int16)
         save_image(label, affine, out_dir / labels / f"{subject}.nii.gz", np.uint8)
-        log.info("demo subject %s: %d lesion voxels", subject, int(label.sum()))
+        log.info("demo subject %s (%s): %d lesion voxels", subject, geometry, int(label.sum()))
     for stale in set(out_dir.glob("*/demo_*.nii.gz")) - written:
         stale.unlink()
     write_json(
@@ -257,8 +329,9 @@ def make_demo_dataset(
         {
             "name": "PatchworkDemo",
             "description": (
-                f"Synthetic stroke-like T1 lesions on the MNI152 template (nilearn), {spacing:g} mm, "
-                f"seed {seed}; test references in labelsTs"
+                f"Synthetic stroke-like T1 lesions (CSF-dark core, brighter rim, {LESION_ML[0]:g}-"
+                f"{LESION_ML[1]:g} ml) on the MNI152 template (nilearn), isotropic {spacing:g} mm, "
+                f"anisotropic and axis-flipped subjects, seed {seed}; test references in labelsTs"
             ),
             "channel_names": {"0": "T1"},
             "labels": dict(LABELS),

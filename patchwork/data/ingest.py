@@ -8,6 +8,8 @@ Sources:
   Segmentation Decathlon / nnU-Net v1 ``dataset.json`` (``modality``, ``labels`` as
   ``{"0": "background"}``, a ``training`` list of ``{"image", "label"}`` and a ``test`` list of paths,
   or of objects ``{"image": path}`` as in MONAI's decathlon data lists) works too;
+* a BIDS folder (:mod:`patchwork.data.bids`): one case per subject and session, channels and label chosen
+  by their BIDS entities (``ingest.bids``), the subject as the group; its labels as a manifest's;
 * a CSV (or ``.tsv``) manifest: a ``subject`` (or ``id``) column, a ``label`` column (an empty cell
   makes a test subject), an optional ``group`` column, and every other column an image channel, in
   order (``image``, or ``t1``, ``flair`` ...); a channel column whose cells are not ``.nii``/``.nii.gz``
@@ -40,7 +42,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from patchwork.config import DEFAULT_MAX_IMAGE_BYTES
+from patchwork.config import DEFAULT_MAX_IMAGE_BYTES, BidsSettings
+from patchwork.data.bids import is_bids_folder, read_bids_folder
 from patchwork.data.cohort import ID_COLUMNS, Subject, write_subjects
 from patchwork.data.validate import SubjectCheck, check_id, check_subject
 from patchwork.errors import PatchworkError
@@ -69,6 +72,7 @@ def ingest(
     labels: dict[str, int] | None = None,
     affine_tolerance: float = 1e-3,
     max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    bids: BidsSettings | None = None,
 ) -> tuple[list[Subject], dict[str, Any]]:
     """Read and check a cohort; return its subjects (train first, then test) and its fingerprint.
 
@@ -77,7 +81,8 @@ def ingest(
     channels and the label of a subject, and the qform and sform of one file, may differ by
     ``affine_tolerance`` (absolute, any entry); this is the only place the tolerance is applied.
     ``max_image_bytes`` bounds what one file may decompress to (and its header declare), so that a
-    gzip bomb is refused in one line instead of exhausting memory.
+    gzip bomb is refused in one line instead of exhausting memory. ``bids`` chooses the files of a BIDS
+    folder (default: :class:`~patchwork.config.BidsSettings`, the ATLAS R2.0 layout).
 
     The fingerprint (a plain dict, written as json) holds the source, channel names, labels, subject
     counts, each subject's spacing (mm) and shape, their medians over the training subjects, and each
@@ -90,12 +95,16 @@ def ingest(
             f"ingest.max_image_bytes must be a positive whole number, got {max_image_bytes!r}"
         )
     path = Path(source).resolve()
-    if path.is_dir():
+    if path.is_dir() and is_bids_folder(path):
+        parsed = read_bids(path, bids or BidsSettings(), DEFAULT_LABELS if labels is None else labels)
+    elif path.is_dir():
         parsed = read_raw_folder(path, labels)
     elif path.suffix.lower() in (".csv", ".tsv"):
         parsed = read_manifest(path, DEFAULT_LABELS if labels is None else labels)
     else:
-        raise PatchworkError(f"{path}: not a dataset folder with dataset.json, nor a .csv/.tsv manifest")
+        raise PatchworkError(
+            f"{path}: not a dataset folder with dataset.json, nor a .csv/.tsv manifest, nor a BIDS folder"
+        )
     problems = list(parsed.problems)
     checks = {}
     for subject in parsed.subjects:
@@ -334,6 +343,17 @@ def id_problems(entries: list[tuple[str, str]]) -> list[str]:
                 "(they would be one file on macOS and Windows)"
             )
     return problems
+
+
+def read_bids(path: Path, settings: BidsSettings, labels: dict[str, int]) -> Source:
+    """Parse a BIDS folder (:func:`patchwork.data.bids.read_bids_folder`); files are not opened here."""
+    problems: list[str] = []
+    labels = parse_labels(labels, "ingest.labels", problems)
+    if problems:
+        raise PatchworkError(problems=problems)
+    subjects, channels, problems = read_bids_folder(path, settings)
+    problems.extend(id_problems([(s.subject, str(s.images[0])) for s in subjects]))
+    return Source(subjects=subjects, channels=channels, labels=labels, problems=problems)
 
 
 def read_manifest(path: Path, labels: dict[str, int]) -> Source:

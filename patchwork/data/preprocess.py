@@ -101,6 +101,7 @@ def _resample(
     resampler.SetOutputDirection(direction)
     resampler.SetInterpolator(INTERPOLATORS[interpolation])
     resampler.SetUseNearestNeighborExtrapolator(True)
+    resampler.SetNumberOfThreads(1)  # the rule's one thread (results are the same at any thread count)
     result = sitk.GetArrayFromImage(resampler.Execute(source)).transpose(2, 1, 0)
     return result.astype(array.dtype) if interpolation == "nearest" else result
 

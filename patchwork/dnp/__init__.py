@@ -21,8 +21,7 @@ Example::
     prob, std = predict_dnp(model_path, image, affine, ApplyConfig(num_patches=8))
 """
 
-import importlib
-from typing import Any
+from patchwork.exports import lazy_exports
 
 _HOMES = {
     "ApplyConfig": "patchwork.dnp.settings",
@@ -52,15 +51,4 @@ _HOMES = {
     "train_dnp": "patchwork.dnp.train",
     "window_weights": "patchwork.dnp.resample",
 }
-__all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public name's module on first use (PEP 562)."""
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _HOMES)

@@ -1,42 +1,48 @@
 """Application of a trained patchwork to a whole image (the paper's application section).
 
-For ``num_patches`` trees the patches are placed level by level exactly as in training
-(:meth:`CropGenerator.children`: ``generate_type`` 'random' with ``branch_factor`` children per parent, or
-'tree' tilings; test-time ``augment``), then the network runs coarse to fine,
+Coarse to fine, each level's patches are placed from what the level above found, the network runs on them,
 ``X_n = B_n([I_n, C_n])``, and the foreground probabilities of the scattered level(s) are stitched into
 the output grid (:mod:`~patchwork.dnp.stitch`):
 
+* level 0: ``num_patches`` roots, uniform in the image (``generate_type`` 'random') or ``num_patches``
+  tilings of the image ('tree'; the first exact, so the image is covered, the others jittered);
 * ``lazyEval`` (:mod:`~patchwork.dnp.lazy`): only the most promising patches of a level get children;
+* children: 'tree' tiles every kept parent; 'random' draws ``branch_factor`` children per kept parent
+  *where the parent's output points* -- a child centre at parent output voxel ``v`` (inside the image)
+  with probability ``(p(v) + explore) / sum_v' (p(v') + explore)``, ``p`` the parent's largest foreground
+  probability (as the authors' ``sort_score`` weights a child by its parent's probability; ``explore``
+  mixes in the uniform draw, 0 follows the probability alone). Without intermediate losses the coarse
+  probabilities are untrained and children are drawn uniformly;
+* test-time ``augment``: by default the training's (the paper's default), ``{}`` switches it off;
+* ``num_chunks``: the whole process is repeated that many times into the same sums (the paper's repeats
+  for robustness and coverage); ``max_trees`` level-0 trees at most are held in memory at once and
+  ``batch_size`` patches go through the network at once (memory only);
 * ``level``: ``-1`` stitches the finest level, ``k`` level ``k`` (finer levels are not evaluated),
   ``'mix'`` all levels with weight ``10^n`` for level ``n``, so where the finest level reaches it decides
-  and coarser levels fill the regions it skipped;
+  and coarser levels fill the regions it skipped (lazyEval, ``level`` and ``'mix'`` need a model trained
+  with ``intermediate_loss``);
 * ``window`` ('cos' | 'cos2'): patch centres weigh more than borders; ``sparse_suppression`` ``alpha``
   scales the mean by ``n / sqrt(n^2 + 3 alpha)``;
-* ``scale_to_original``: stitch into the image's own grid; otherwise into an axis-aligned grid of the
-  finest voxel size divided by ``sampling_factor``;
+* ``scale_to_original``: stitch into the image's grid (voxels ``sampling_factor`` times smaller along each
+  axis); otherwise into an axis-aligned grid of the finest voxel size divided by ``sampling_factor``;
 * ``out_typ`` (:mod:`~patchwork.dnp.outtype`) encodes the result, ``ce_threshold`` is the softmax
   models' default threshold.
 
-The settings are an :class:`~patchwork.dnp.settings.ApplyConfig` (its defaults: 4 trees with random
-rotations, ``dphi`` 0.2, and cosine windows). The per-voxel standard deviation of the overlapping outputs
-is the uncertainty.
-
-**Chunks and randomness.** The whole patch geometry (all trees, every parent with its children) is drawn
-first from ``generator``, then the trees are evaluated in ``num_chunks`` groups of level-0 patches, the
-network seeing at most ``batch_size`` patches at once. Memory grows with one chunk's trees only (the
-outputs of its coarser levels are kept for their children), and the geometry depends neither on the
-chunking nor on lazyEval (lazy evaluation evaluates a subset of the same patches). Without lazyEval the
-result is the same for any ``num_chunks``; with it, each chunk keeps its own best ``fraction``.
+The per-voxel standard deviation of the overlapping outputs is the uncertainty. ``coverage`` is the
+fraction of output voxels that received an output; below 1 without lazyEval a warning says so (those
+voxels read probability 0). Every random draw comes from ``generator``, in the order the trees are
+evaluated, so ``max_trees`` changes the draws (not their distribution).
 
 Example::
 
-    result = apply_dnp(model, image, affine, generate_type="tree", lazyEval={"fraction": 0.5},
-                       window="cos", out_typ="mask", generator=0)
+    result = apply_dnp(model, image, affine, generate_type="random", branch_factor=2,
+                       lazyEval={"fraction": 0.5}, window="cos", out_typ="mask", generator=0)
     mask, probability, spread = result.output, result.probabilities, result.std
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,12 +51,17 @@ import numpy as np
 import torch
 
 from patchwork.dnp.crop import Children, CropGenerator, Parents, as_generator
+from patchwork.dnp.geometry import patch_coordinates
+from patchwork.dnp.grid import ImageGrid
 from patchwork.dnp.lazy import attention_function, keep, scores
 from patchwork.dnp.model import PatchWorkModel
 from patchwork.dnp.outtype import encode
-from patchwork.dnp.settings import ApplyConfig, LazyEval
+from patchwork.dnp.placement import driven
+from patchwork.dnp.settings import ApplyConfig, Augment, LazyEval
 from patchwork.dnp.stitch import OutputGrid, Stitcher
 from patchwork.dnp.volume import ImageLike, Volume
+
+log = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
 MIX_BASE = 10.0
@@ -60,8 +71,9 @@ MIX_BASE = 10.0
 class DNPResult:
     """The stitched foreground ``probabilities`` [L, *S] (float32), their per-voxel standard deviation
     ``std`` [L, *S], the number of outputs ``count`` [*S] each voxel received, the ``affine`` (world <-
-    voxel) of the output grid, the ``output`` encoded by ``out_typ`` and ``patches_per_level``, the number
-    of patches the network evaluated per level."""
+    voxel) of the output grid, the ``output`` encoded by ``out_typ``, ``patches_per_level``, the number
+    of patches the network evaluated per level, and ``coverage``, the fraction of voxels with
+    ``count > 0``."""
 
     probabilities: Tensor
     std: Tensor
@@ -69,6 +81,38 @@ class DNPResult:
     affine: Tensor
     output: Tensor
     patches_per_level: tuple[int, ...]
+    coverage: float
+
+
+@dataclass(frozen=True)
+class Run:
+    """What every tree of one application shares: the model, the prepared image, the settings, the
+    resolved test-time augmentation, the last evaluated level, the stitched levels and the stitcher."""
+
+    model: PatchWorkModel
+    volume: Volume
+    config: ApplyConfig
+    augment: Augment | None
+    independent: bool
+    last: int
+    scattered: list[int]
+    stitcher: Stitcher
+    generator: torch.Generator
+    device: torch.device
+
+    def children(self, level: int, parents: Parents, per_parent: int, positions: Tensor | None) -> Children:
+        """Place level ``level``'s children of ``parents`` with this run's settings."""
+        return self.model.cropper.children(
+            self.volume,
+            level,
+            parents,
+            generate_type=self.config.generate_type,  # type: ignore[arg-type]
+            per_parent=per_parent,
+            augment=self.augment,
+            independent_augmentation=self.independent,
+            generator=self.generator,
+            positions=positions,
+        )
 
 
 def foreground(model: PatchWorkModel, level: int, output: Tensor) -> Tensor:
@@ -78,29 +122,11 @@ def foreground(model: PatchWorkModel, level: int, output: Tensor) -> Tensor:
     return probabilities[:, 1:] if model.activation == "softmax" else probabilities
 
 
-def draw_geometry(
-    cropper: CropGenerator, volume: Volume, config: ApplyConfig, levels: int, generator: torch.Generator
-) -> list[Children]:
-    """The full patch geometry of ``levels`` levels: every parent with its children, drawn coarse to fine.
-
-    Children of parent ``p`` at level ``n`` are ``p * k_n + [0, k_n)`` (``k_n`` children per parent).
-    """
-    parents = Parents.of_image(volume.grid)
-    geometry = []
-    for n in range(levels):
-        children = cropper.children(
-            volume,
-            n,
-            parents,
-            generate_type=config.generate_type,
-            per_parent=config.num_patches if n == 0 else config.branch_factor,
-            augment=config.augment,
-            independent_augmentation=config.independent_augmentation,
-            generator=generator,
-        )
-        geometry.append(children)
-        parents = children.as_parents()
-    return geometry
+def output_grid(grid: ImageGrid, config: ApplyConfig, finest_voxel: Tensor) -> OutputGrid:
+    """The stitching grid: the image's (refined by ``sampling_factor``) or an axis-aligned one."""
+    if config.scale_to_original:
+        return OutputGrid.of_image(grid).refined(config.sampling_factor)
+    return OutputGrid.covering(grid, finest_voxel / config.sampling_factor)
 
 
 def apply_dnp(
@@ -121,55 +147,91 @@ def apply_dnp(
     """
     config = ApplyConfig.from_value(config, **settings)
     cropper = model.cropper
-    scattered = config.check(cropper.config)
-    last = max(scattered)
+    scattered = config.check(cropper.config, model.intermediate_loss)
+    augment, independent = config.augmentation(model.train_augment, model.train_independent_augmentation)
     device = torch.device(device) if device is not None else next(model.parameters()).device
     volume = cropper.prepare(image, affine=None if affine is None else torch.as_tensor(affine), device=device)
-    geometry = draw_geometry(cropper, volume, config, last + 1, as_generator(generator))
-    grid = OutputGrid.of_image(volume.grid)
-    if not config.scale_to_original:
-        grid = OutputGrid.covering(volume.grid, volume.voxel_sizes[-1] / config.sampling_factor)
-    evaluated = [0] * (last + 1)
-    stitchers: list[Stitcher] = []
-
-    def stitch(level: int, output: Tensor, out_matrices: Tensor) -> None:
-        """Stitch a level's foreground probabilities (creating the stitcher on first use)."""
-        probabilities = foreground(model, level, output)
-        if not stitchers:
-            window, interp = config.window, cropper.config.scatter_type
-            stitchers.append(Stitcher(grid, probabilities.shape[1], window, interp, device))
-        stitchers[0].add(probabilities, out_matrices, MIX_BASE**level if config.level == "mix" else 1.0)
-
+    grid = output_grid(volume.grid, config, volume.voxel_sizes[-1])
+    stitcher = Stitcher(grid, model.num_labels, config.window, cropper.config.scatter_type, device)
+    run = Run(
+        model,
+        volume,
+        config,
+        augment,
+        independent,
+        max(scattered),
+        scattered,
+        stitcher,
+        as_generator(generator),
+        device,
+    )
+    evaluated = [0] * (run.last + 1)
     model.eval()
     with torch.inference_mode():
-        for roots in torch.tensor_split(torch.arange(len(geometry[0])), config.num_chunks):
-            if len(roots) == 0:  # more chunks than trees
-                continue
-            alive, kept_output, local_parent = roots, None, None
-            for n in range(last + 1):
-                children, outputs, evidence = geometry[n], [], []
-                for batch in torch.split(torch.arange(len(alive)), config.batch_size):
-                    inputs, _ = cropper.crop_patches(volume, n, children.matrices[alive[batch]])
-                    parent = None
-                    if n > 0:
-                        relative = children.relative[alive[batch]]
-                        parent = model.crop_parent(n, kept_output, relative, local_parent[batch])
-                    output = model.forward_level(n, inputs.to(device), parent)
-                    if n in scattered:
-                        stitch(n, output, children.out_matrices[alive[batch]])
-                    if n < last:
-                        outputs.append(output)
-                    if n < last and config.lazyEval is not None:
-                        evidence.append(attention(model, config.lazyEval, n, output).cpu())
-                evaluated[n] += len(alive)
-                if n == last:
-                    break
-                kept = keep(config.lazyEval, torch.cat(evidence)) if evidence else torch.arange(len(alive))
-                per_parent = len(geometry[n + 1]) // len(children)
-                kept_output = torch.cat(outputs)[kept.to(device)]
-                alive = (alive[kept][:, None] * per_parent + torch.arange(per_parent)).reshape(-1)
-                local_parent = torch.arange(len(kept)).repeat_interleave(per_parent)
-    return _result(model, stitchers[0], config, tuple(evaluated))
+        for _ in range(config.num_chunks):
+            roots = run.children(0, Parents.of_image(volume.grid), config.num_patches, None)
+            for group in torch.split(torch.arange(len(roots)), config.max_trees or len(roots)):
+                _evaluate_trees(run, roots.select(group), evaluated)
+    return _result(run, tuple(evaluated))
+
+
+def _evaluate_trees(run: Run, children: Children, evaluated: list[int]) -> None:
+    """Evaluate trees from their level-0 patches ``children`` down to the last level, stitching on the way."""
+    model, config, cropper = run.model, run.config, run.model.cropper
+    parent_output: Tensor | None = None
+    statistics = None
+    if cropper.config.normalize_input == "tree_m0s1":
+        statistics = cropper.tree_statistics(run.volume, children.matrices)
+    for n in range(run.last + 1):
+        outputs = []
+        for batch in torch.split(torch.arange(len(children)), config.batch_size):
+            tree = None if statistics is None else statistics[batch]
+            inputs, _ = cropper.crop_patches(run.volume, n, children.matrices[batch], tree)
+            parent = None
+            if parent_output is not None:
+                parent = model.crop_parent(n, parent_output, children.relative[batch], children.parent[batch])
+            output = model.forward_level(n, inputs.to(run.device), parent)
+            if n in run.scattered:
+                weight = MIX_BASE**n if config.level == "mix" else 1.0
+                run.stitcher.add(foreground(model, n, output), children.out_matrices[batch], weight)
+            if n < run.last:
+                outputs.append(output)
+        evaluated[n] += len(children)
+        if n == run.last:
+            return
+        output = torch.cat(outputs)
+        kept = torch.arange(len(children))
+        if config.lazyEval is not None:
+            kept = keep(config.lazyEval, attention(model, config.lazyEval, n, output).cpu())
+        parent_output = output[kept.to(output.device)]
+        positions = None
+        per_parent = 1 if config.generate_type == "tree" else config.branch_factor
+        if config.generate_type == "random":
+            weights = placement_weights(run, n, parent_output, children.out_matrices[kept])
+            positions = driven(weights.cpu(), per_parent, run.generator)
+        children = run.children(n + 1, children.as_parents(kept), per_parent, positions)
+        if statistics is not None:
+            statistics = statistics[kept][children.parent]
+
+
+def placement_weights(run: Run, level: int, output: Tensor, out_matrices: Tensor) -> Tensor:
+    """Weights [P, *o] of the parents' output voxels for drawing their children: ``inside (p + explore)``
+    (``inside`` where the voxel lies in the image; untrained coarse levels and all-zero rows: ``inside``,
+    then uniform)."""
+    model, grid = run.model, run.volume.grid
+    shape = tuple(output.shape[2:])
+    voxels = patch_coordinates(grid.voxel_from(out_matrices), shape, output.device)
+    upper = torch.tensor(grid.shape, dtype=voxels.dtype, device=voxels.device) - 0.5
+    inside = ((voxels >= -0.5) & (voxels <= upper)).all(dim=-1).to(torch.float64)
+    if not model.intermediate_loss:
+        weights = inside
+    else:
+        probability = foreground(model, level, output).amax(dim=1).to(torch.float64)
+        weights = inside * (probability + run.config.explore)
+    for fallback in (inside, torch.ones_like(inside)):
+        empty = weights.flatten(1).sum(dim=1) <= 0
+        weights = torch.where(empty.view(-1, *[1] * len(shape)), fallback, weights)
+    return weights
 
 
 def attention(model: PatchWorkModel, lazy: LazyEval, level: int, output: Tensor) -> Tensor:
@@ -180,22 +242,30 @@ def attention(model: PatchWorkModel, lazy: LazyEval, level: int, output: Tensor)
     return scores(lazy, function(model.prediction(level, output)))
 
 
-def _result(
-    model: PatchWorkModel, stitcher: Stitcher, config: ApplyConfig, evaluated: tuple[int, ...]
-) -> DNPResult:
-    """Collect the stitched sums into a :class:`DNPResult` and encode ``out_typ``."""
+def _result(run: Run, evaluated: tuple[int, ...]) -> DNPResult:
+    """Collect the stitched sums into a :class:`DNPResult`, encode ``out_typ`` and report the coverage."""
+    model, config, stitcher = run.model, run.config, run.stitcher
     probabilities = stitcher.mean(config.sparse_suppression)
     threshold = config.ce_threshold if model.activation == "softmax" else 0.5
     output = encode(
         config.output_type, probabilities, threshold, label_values(model.cropper, probabilities.shape[0])
     )
+    count = stitcher.count()
+    coverage = float((count > 0).float().mean())
+    if coverage < 1.0 and config.lazyEval is None:
+        log.warning(
+            "DNP application: %.2f%% of the output voxels received no patch output (probability 0 there); "
+            "use generate_type='tree', more num_patches or num_chunks",
+            100.0 * (1.0 - coverage),
+        )
     return DNPResult(
         probabilities=probabilities,
         std=stitcher.std(),
-        count=stitcher.count(),
+        count=count,
         affine=stitcher.grid.affine,
         output=output,
         patches_per_level=evaluated,
+        coverage=coverage,
     )
 
 

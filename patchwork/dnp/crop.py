@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -27,7 +28,7 @@ from patchwork.dnp.augment import draw
 from patchwork.dnp.balance import ForegroundSites, label_weights
 from patchwork.dnp.geometry import apply, invert, place, resize_matrix
 from patchwork.dnp.grid import ImageGrid
-from patchwork.dnp.normalize import normalize_image, normalize_patches
+from patchwork.dnp.normalize import normalize_image, normalize_patches, patch_statistics
 from patchwork.dnp.patchset import Level, PatchSet
 from patchwork.dnp.placement import around_targets, tiling, uniform
 from patchwork.dnp.resample import PointSampler, pad_source, scatter
@@ -44,8 +45,19 @@ from patchwork.dnp.settings import (
     check_sampling,
     nested,
 )
-from patchwork.dnp.smoothing import antialias
-from patchwork.dnp.volume import ImageLike, LevelSource, Volume, image_tensor, label_channels, undersampling
+from patchwork.dnp.smoothing import antialias, antialias_labels
+from patchwork.dnp.volume import (
+    ImageLike,
+    LabelSource,
+    LevelSource,
+    Volume,
+    image_tensor,
+    label_channels,
+    label_map,
+    label_positions,
+    position_sites,
+    undersampling,
+)
 from patchwork.errors import PatchworkError
 
 Tensor = torch.Tensor
@@ -55,20 +67,22 @@ AugmentLike = Augment | Mapping[str, object] | None
 @dataclass(frozen=True)
 class Parents:
     """Patches that receive children at the next level: system ``matrices`` [P, d+1, d+1] of ``shape``,
-    the unaugmented linear part ``nominal`` [d, d] they were built from (it fixes the tiling) and the
-    augmentation ``augment`` [P, d, d] their children inherit."""
+    the unaugmented linear part ``nominal`` [d, d] they were built from (it fixes the tiling), the
+    augmentation ``augment`` [P, d, d] their children inherit and whether each belongs to a ``jittered``
+    [P] tree copy (see :mod:`~patchwork.dnp.placement`)."""
 
     matrices: Tensor
     shape: tuple[int, ...]
     nominal: Tensor
     augment: Tensor
+    jittered: Tensor
 
     @classmethod
     def of_image(cls, grid: ImageGrid) -> Parents:
         """The image as the single parent of level 0."""
         d = grid.ndim
         eye = torch.eye(d, dtype=torch.float64)[None]
-        return cls(grid.matrix[None], grid.shape, grid.matrix[:d, :d], eye)
+        return cls(grid.matrix[None], grid.shape, grid.matrix[:d, :d], eye, torch.zeros(1, dtype=torch.bool))
 
     def __len__(self) -> int:
         return self.matrices.shape[0]
@@ -86,23 +100,44 @@ class Steering:
 class Children:
     """Patches placed by :meth:`CropGenerator.children`: ``matrices``, ``out_matrices`` and ``relative``
     as in :class:`~patchwork.dnp.patchset.Level`, the index ``parent`` [N] into the parents, the drawn
-    augmentation ``augment`` [N, d, d], the level's patch ``shape`` and ``nominal`` linear part."""
+    augmentation ``augment`` [N, d, d], ``jittered`` [N], the level's patch ``shape`` and ``nominal``
+    linear part."""
 
     matrices: Tensor
     out_matrices: Tensor
     relative: Tensor
     parent: Tensor
     augment: Tensor
+    jittered: Tensor
     shape: tuple[int, ...]
     nominal: Tensor
 
     def __len__(self) -> int:
         return self.matrices.shape[0]
 
+    def select(self, index: Tensor) -> Children:
+        """The children at ``index`` (their ``parent`` indices kept)."""
+        picked = (self.matrices, self.out_matrices, self.relative, self.parent, self.augment, self.jittered)
+        return Children(*(t[index] for t in picked), self.shape, self.nominal)
+
     def as_parents(self, keep: Tensor | None = None) -> Parents:
         """These children (or those selected by index ``keep``) as the parents of the next level."""
         pick = slice(None) if keep is None else keep
-        return Parents(self.matrices[pick], self.shape, self.nominal, self.augment[pick])
+        return Parents(self.matrices[pick], self.shape, self.nominal, self.augment[pick], self.jittered[pick])
+
+
+def keep_targets_inside(matrices: Tensor, shape: Sequence[int], steering: Steering) -> Tensor:
+    """Move each steered child whose target point lies outside its box (snapping under rotation can push it
+    out) by the least shift along its own axes that brings the target onto the box: balance's promise that
+    a foreground tree's patches contain its target wins over the snapper."""
+    d = len(shape)
+    voxel = apply(invert(matrices), steering.targets)
+    high = torch.as_tensor(tuple(shape), dtype=torch.float64) - 0.5
+    shift = voxel - torch.maximum(torch.minimum(voxel, high), torch.full_like(high, -0.5))
+    shift = torch.where(steering.steered[:, None], shift, torch.zeros_like(shift))
+    moved = matrices.clone()
+    moved[:, :d, d] += torch.einsum("nij,nj->ni", matrices[:, :d, :d], shift)
+    return moved
 
 
 def as_generator(generator: torch.Generator | int | None) -> torch.Generator:
@@ -147,13 +182,6 @@ class CropGenerator:
         data, affine = image_tensor(image, affine, cfg.ndim)
         data = normalize_image(data.to(device) if device is not None else data, cfg.normalize_input)
         grid = ImageGrid.from_affine(tuple(data.shape[1:]), affine, cfg.system)
-        channels = None
-        if labels is not None:
-            channels = label_channels(labels, cfg.ndim, grid.shape, cfg.categorial_label).to(data.device)
-            if cfg.num_labels is not None and channels.shape[0] != cfg.num_labels:
-                raise PatchworkError(
-                    f"labels have {channels.shape[0]} channels, num_labels is {cfg.num_labels}"
-                )
         sizes = voxel_sizes(cfg.scheme, cfg.depth, grid)
         padded: dict[int, tuple[Tensor, Tensor]] = {}
 
@@ -166,20 +194,50 @@ class CropGenerator:
                 padded[id(tensor)] = (tensor, pad_source(tensor[None]))
             return padded[id(tensor)][1]
 
-        sources = []
-        for h in sizes:
-            factors = undersampling(grid, h)
-            smoothed = (
-                None if channels is None else pad_once(antialias(channels, factors, cfg.smoothfac_label))
+        factors = [undersampling(grid, h) for h in sizes]
+        sources = [LevelSource(pad_once(antialias(data, f, cfg.smoothfac_data)), None) for f in factors]
+        if labels is None:
+            return Volume(grid, sizes, sources, None)
+        if cfg.categorial_label is not None and cfg.interp_type == "NN" and cfg.smoothfac_label == 0:
+            positions = label_positions(label_map(labels, cfg.ndim, grid.shape), cfg.categorial_label)
+            source = LabelSource(
+                pad_source(positions[None]).to(data.device), "positions", len(cfg.categorial_label)
             )
-            sources.append(LevelSource(pad_once(antialias(data, factors, cfg.smoothfac_data)), smoothed))
-        sites = None if channels is None else ForegroundSites.from_labels(channels)
-        return Volume(grid, sizes, sources, sites)
+            sites = position_sites(positions[0], source.count)
+            return Volume(grid, sizes, [dataclasses.replace(s, labels=source) for s in sources], sites)
+        channels = label_channels(labels, cfg.ndim, grid.shape, cfg.categorial_label).to(data.device)
+        if cfg.num_labels is not None and channels.shape[0] != cfg.num_labels:
+            raise PatchworkError(f"labels have {channels.shape[0]} channels, num_labels is {cfg.num_labels}")
+        filtered: dict[tuple[float, ...] | None, LabelSource] = {}  # one copy per distinct filter
+        for n, f in enumerate(factors):
+            key = None if cfg.smoothfac_label == 0 else tuple(f)
+            if key not in filtered:
+                smoothed, dontcare = antialias_labels(channels, f, cfg.smoothfac_label)
+                divide = cfg.smoothfac_label != "max"
+                filtered[key] = LabelSource(
+                    pad_source(smoothed[None]), "channels", len(channels), dontcare, divide
+                )
+            sources[n] = dataclasses.replace(sources[n], labels=filtered[key])
+        return Volume(grid, sizes, sources, ForegroundSites.from_labels(channels))
 
-    def crop_patches(self, volume: Volume, level: int, matrices: Tensor) -> tuple[Tensor, Tensor | None]:
+    def tree_statistics(self, volume: Volume, matrices: Tensor) -> Tensor:
+        """Mean and standard deviation ``[N, C, 2]`` of the level-0 patches at ``matrices`` before
+        normalisation: what ``normalize_input='tree_m0s1'`` standardises every level of their trees by."""
+        size = self.config.scheme.sizes(self.config.depth)[0]
+        source = volume.sources[0].data
+        read = PointSampler(
+            volume.grid.voxel_from(matrices), size, volume.grid.shape, self.config.interp_type, source.device
+        )
+        return patch_statistics(read(source))
+
+    def crop_patches(
+        self, volume: Volume, level: int, matrices: Tensor, statistics: Tensor | None = None
+    ) -> tuple[Tensor, Tensor | None]:
         """Crop level ``level``'s inputs and labels at system ``matrices`` [N, d+1, d+1].
 
         Returns ``(inputs [N, C, *patch_size], labels)`` (labels as described in :class:`Level`).
+        ``statistics``: each patch's tree statistics (:meth:`tree_statistics`), used by
+        ``normalize_input='tree_m0s1'`` only.
         """
         cfg = self.config
         source = volume.sources[level]
@@ -188,14 +246,14 @@ class CropGenerator:
         to_voxel = volume.grid.voxel_from(matrices)
         spatial, device = volume.grid.shape, source.data.device
         read = PointSampler(to_voxel, size, spatial, cfg.interp_type, device)
-        inputs = normalize_patches(read(source.data), cfg.normalize_input)
+        inputs = normalize_patches(read(source.data), cfg.normalize_input, statistics)
         if source.labels is None:
             return inputs, None
         if out_size != size:
             read = PointSampler(
                 resize_matrix(to_voxel, size, out_size), out_size, spatial, cfg.interp_type, device
             )
-        labels = read(source.labels)
+        labels = source.labels.channels(read(source.labels.data))
         if cfg.categorical:
             background = 1.0 - labels.sum(dim=1, keepdim=True)
             labels = torch.cat([background, labels], dim=1).argmax(dim=1, keepdim=True)
@@ -218,17 +276,23 @@ class CropGenerator:
         """Draw a patch set.
 
         ``'random'``: ``num_patches`` patches at level 0, ``branch_factor`` children per parent below.
-        ``'tree'``: ``num_patches`` complete tilings (every parent tiled by its children, see
-        :mod:`~patchwork.dnp.placement`); the branching follows from the scheme, so ``branch_factor`` must
-        stay 1 and ``balance`` is not used. ``augment`` (an :class:`~patchwork.dnp.settings.Augment` or its
-        dictionary) is one setting or one per level; with ``independent_augmentation`` every level draws its
-        own transformation, otherwise a tree shares level 0's. ``balance`` (a
+        ``'tree'``: ``num_patches`` tilings (every parent tiled by its children, see
+        :mod:`~patchwork.dnp.placement`; the first exact, the others jittered); the branching follows from
+        the scheme, so ``branch_factor`` must stay 1 and ``balance`` is not used. ``augment`` (an
+        :class:`~patchwork.dnp.settings.Augment` or its dictionary) is one setting or one per level; with
+        ``independent_augmentation`` every level draws its own transformation, otherwise a tree shares
+        level 0's (so settings that differ per level need it). ``balance`` (a
         :class:`~patchwork.dnp.settings.Balance` or its dictionary) places foreground trees
         (:mod:`~patchwork.dnp.balance`); settings objects are used as they are. All random draws
         come from ``generator`` (a ``torch.Generator`` or a seed), so a seed reproduces the patch set.
         """
         volume = image if isinstance(image, Volume) else self.prepare(image, labels, affine)
         augments = self.augments(augment)
+        if not independent_augmentation and any(a != augments[0] for a in augments[1:]):
+            raise PatchworkError(
+                "augment: settings per level need independent_augmentation (without it every level "
+                "keeps level 0's transformation)"
+            )
         balance = nested(Balance, balance, "balance")
         check_sampling(num_patches, generate_type, branch_factor)
         self._check_balance(volume, generate_type, balance)
@@ -236,6 +300,7 @@ class CropGenerator:
         parents = Parents.of_image(volume.grid)
         tree = torch.zeros(1, dtype=torch.long)
         foreground, targets = torch.zeros(0, dtype=torch.bool), torch.zeros(0, self.config.ndim)
+        statistics: Tensor | None = None
         levels = []
         for n in range(self.config.depth):
             steering = None
@@ -257,7 +322,11 @@ class CropGenerator:
                 generator=rng,
                 steering=steering,
             )
-            inputs, label_patches = self.crop_patches(volume, n, children.matrices)
+            if self.config.normalize_input == "tree_m0s1":
+                statistics = (
+                    self.tree_statistics(volume, children.matrices) if n == 0 else statistics[children.parent]
+                )
+            inputs, label_patches = self.crop_patches(volume, n, children.matrices, statistics)
             levels.append(
                 Level(
                     inputs=inputs,
@@ -283,40 +352,61 @@ class CropGenerator:
         independent_augmentation: bool,
         generator: torch.Generator,
         steering: Steering | None = None,
+        positions: Tensor | None = None,
     ) -> Children:
         """Place the level-``level`` children of ``parents`` (:meth:`Parents.of_image` for level 0).
 
-        The one step shared by training draws (:meth:`sample`) and application: positions by
-        ``generate_type`` (``per_parent`` uniform draws per parent for ``'random'``; ``per_parent``
-        copies of the tiling for ``'tree'``), the linear part ``L_aug diag(h_n)`` with ``L_aug`` drawn
-        from ``augment`` at level 0 or with ``independent_augmentation`` (inherited from the parent
-        otherwise), ``steering`` towards target points, and snapping into the parent (``snapper``).
-        Children are ordered parent by parent.
+        The one step shared by training draws (:meth:`sample`) and application. ``'random'``: ``per_parent``
+        children per parent at ``positions`` (relative centres ``[P * per_parent, d]``, default uniform
+        draws), steered towards target points by ``steering`` and snapped into the parent (``snapper``).
+        ``'tree'``: ``per_parent`` copies of the parent's tiling (:func:`~patchwork.dnp.placement.tiling`),
+        every copy but the first of level 0 jittered (and snapped, so that a child sees its parent's output
+        everywhere, as in training), and every copy below a jittered parent. The linear
+        part is ``L_aug diag(h_n)`` with ``L_aug`` drawn from ``augment`` at level 0 or with
+        ``independent_augmentation`` (one draw per tiling copy for ``'tree'``), inherited from the parent
+        otherwise. Children are ordered parent by parent.
         """
         cfg = self.config
         d = cfg.ndim
         size = cfg.scheme.sizes(cfg.depth)[level]
         nominal = torch.diag(volume.voxel_sizes[level])
-        relative = None
-        if generate_type == "tree":
-            offsets = tiling(parents.nominal, parents.shape, nominal, size)
-            per_parent = per_parent * len(offsets)
-            relative = offsets.repeat(len(parents) * per_parent // len(offsets), 1)
-        parent = torch.arange(len(parents)).repeat_interleave(per_parent)
-        count = len(parent)
-        if relative is None:
-            relative = uniform(count, d, generator)
+        groups = torch.arange(len(parents)).repeat_interleave(per_parent)  # one per child or tiling copy
         if level == 0 or independent_augmentation:
-            identity = torch.eye(d, dtype=torch.float64).expand(count, d, d)
-            drawn = identity if augment is None else draw(augment, count, d, generator)
+            identity = torch.eye(d, dtype=torch.float64).expand(len(groups), d, d)
+            drawn = identity if augment is None else draw(augment, len(groups), d, generator)
         else:
-            drawn = parents.augment[parent]
+            drawn = parents.augment[groups]
+        jittered = parents.jittered[groups]
+        if generate_type == "tree":
+            if level == 0:
+                jittered = torch.arange(len(groups)) % per_parent > 0
+            frames = parents.matrices[groups, :d, :d]
+            tiles = tiling(parents.nominal, parents.shape, nominal, size, frames, drawn @ nominal)
+            shift = (
+                torch.rand(len(groups), d, generator=generator, dtype=torch.float64) - 0.5
+            ) * tiles.spacing
+            shift = torch.where(jittered[:, None], shift, torch.zeros_like(shift))
+            tiles_per_group = len(tiles.offsets)
+            relative = (tiles.offsets[None] + shift[:, None]).reshape(-1, d)
+            groups_of_child = torch.arange(len(groups)).repeat_interleave(tiles_per_group)
+        else:
+            groups_of_child = torch.arange(len(groups))
+            relative = uniform(len(groups), d, generator) if positions is None else positions
+        parent = groups[groups_of_child]
+        drawn, jittered = drawn[groups_of_child], jittered[groups_of_child]
         linear = drawn @ nominal
         frames = parents.matrices[parent]
         if steering is not None:
             near = around_targets(frames, parents.shape, linear, size, steering.targets, generator)
             relative = torch.where(steering.steered[:, None], near, relative)
         matrices = place(frames, parents.shape, linear, size, relative, cfg.snapper[level])
+        if (
+            generate_type == "tree"
+        ):  # the exact tiling is not snapped: its rotated tiles may reach out to cover
+            loose = place(frames, parents.shape, linear, size, relative, False)
+            matrices = torch.where(jittered[:, None, None], matrices, loose)
+        if steering is not None:
+            matrices = keep_targets_inside(matrices, size, steering)
         out_size = cfg.scheme.out_sizes(cfg.depth)[level]
         return Children(
             matrices=matrices,
@@ -324,6 +414,7 @@ class CropGenerator:
             relative=invert(frames) @ matrices,
             parent=parent,
             augment=drawn,
+            jittered=jittered,
             shape=tuple(size),
             nominal=nominal,
         )

@@ -52,7 +52,7 @@ from patchwork.dnp.crop import CropGenerator
 from patchwork.dnp.geometry import invert, resize_matrix
 from patchwork.dnp.patchset import PatchSet
 from patchwork.dnp.resample import crop
-from patchwork.dnp.settings import FORWARD_TYPES, DNPParams, ForwardType
+from patchwork.dnp.settings import FORWARD_TYPES, Augment, DNPParams, ForwardType
 from patchwork.errors import PatchworkError
 
 Tensor = torch.Tensor
@@ -133,6 +133,9 @@ class PatchWorkModel(nn.Module):
         self.blocks = nn.ModuleList(blocks)
         self.bridges = nn.ModuleList(bridges)
         self.finalBlock = finalBlock
+        # the training's augmentation, the application's default (the paper's); set by build_model
+        self.train_augment: Augment | None = None
+        self.train_independent_augmentation = False
 
     def _level_channels(self, block_out: Sequence[int] | None) -> list[int]:
         """Output channels ``F_n`` of every level (see the module docstring)."""
@@ -255,10 +258,11 @@ class PatchWorkModel(nn.Module):
 
 def build_model(params: DNPParams, in_channels: int) -> PatchWorkModel:
     """The :class:`PatchWorkModel` (untrained) that ``params`` describe, for images of ``in_channels``
-    channels, with the default U-Net blocks; a setting that does not fit raises ``dnp model: ...``."""
+    channels, with the default U-Net blocks and the training's augmentation (the application's default);
+    a setting that does not fit raises ``dnp model: ...``."""
     m = params.model
     try:
-        return PatchWorkModel(
+        model = PatchWorkModel(
             CropGenerator(params.crop),
             in_channels,
             blockCreator=UNetBlocks(m.block_features, m.block_max_features, m.block_stages),
@@ -271,6 +275,9 @@ def build_model(params: DNPParams, in_channels: int) -> PatchWorkModel:
         )
     except PatchworkError as err:
         raise PatchworkError(problems=[f"dnp model: {p}" for p in err.problems]) from None
+    model.train_augment = params.train.augment
+    model.train_independent_augmentation = params.train.independent_augmentation
+    return model
 
 
 def check_model(params: DNPParams) -> None:

@@ -6,6 +6,9 @@
 * ``'m0s1'``: ``(x - mean) / std`` over the whole image, so mean 0 and standard deviation 1.
 * ``'patch_m0s1'``: the same for every patch on its own (after cropping, voxels outside the image count as
   0), so every patch has mean 0 and standard deviation 1.
+* ``'tree_m0s1'``: every patch of a tree standardised by the mean and standard deviation of the tree's
+  level-0 patch (the authors' ``normalize_inputs="std_mean"``), so the levels keep their intensity relation
+  and the coarsest patch has mean 0 and standard deviation 1.
 
 Standard deviations are population ones (``1/n``); a constant image or patch is divided by
 ``max(std, 1e-6)`` (its centred values are 0 anyway).
@@ -45,8 +48,26 @@ def normalize_image(data: Tensor, mode: Normalization) -> Tensor:
     return data
 
 
-def normalize_patches(patches: Tensor, mode: Normalization) -> Tensor:
-    """Patch-wise normalisation of ``patches`` [N, C, *s] for ``'patch_m0s1'``; other modes pass through."""
-    if mode != "patch_m0s1":
-        return patches
-    return _standardise(patches, tuple(range(2, patches.ndim)))
+def patch_statistics(patches: Tensor) -> Tensor:
+    """Per patch and channel ``(mean, max(std, eps))`` of ``patches`` [N, C, *s], as ``[N, C, 2]``."""
+    dims = tuple(range(2, patches.ndim))
+    mean = patches.mean(dim=dims)
+    std = patches.std(dim=dims, correction=0).clamp(min=_EPS)
+    return torch.stack([mean, std], dim=-1)
+
+
+def normalize_patches(patches: Tensor, mode: Normalization, statistics: Tensor | None = None) -> Tensor:
+    """Patch-wise normalisation of ``patches`` [N, C, *s]: ``'patch_m0s1'`` by their own statistics,
+    ``'tree_m0s1'`` by their trees' level-0 ``statistics`` [N, C, 2] (:func:`patch_statistics`); other modes
+    pass through."""
+    if mode == "patch_m0s1":
+        return _standardise(patches, tuple(range(2, patches.ndim)))
+    if mode == "tree_m0s1":
+        if statistics is None:
+            raise PatchworkError(
+                "normalize_input='tree_m0s1' needs the statistics of each tree's level-0 patch"
+            )
+        view = (*statistics.shape[:2], *[1] * (patches.ndim - 2))
+        mean, std = statistics[..., 0].reshape(view), statistics[..., 1].reshape(view)
+        return (patches - mean.to(patches.device)) / std.to(patches.device)
+    return patches

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from patchwork.dnp.apply import DNPResult, apply_dnp, label_values
+from patchwork.dnp.labeltable import add_label_table
 from patchwork.dnp.outtype import numpy_dtype
 from patchwork.dnp.settings import ApplyConfig
 from patchwork.dnp.train import load_dnp
@@ -77,7 +78,8 @@ def apply_to_file(
     ``apply`` (default: :class:`ApplyConfig`'s defaults) and the keyword ``settings`` (the paper's names,
     which win) are the application settings. The output is ``out_typ``-encoded, labels in NIfTI's 4th
     dimension; ``std_path`` receives the per-voxel standard deviation (float32).
-    ``label_names`` (label value -> name, or one name per label in label order) go into the header.
+    ``label_names`` (label value -> name, or one name per label in label order) go into the header, as
+    JSON and as the XML label table NORA and HCP Workbench read (:mod:`~patchwork.dnp.labeltable`).
     With ``scale_to_original`` the files take the input's affine; otherwise the stitching grid's.
     """
     config = ApplyConfig.from_value(apply, **settings)
@@ -91,6 +93,8 @@ def apply_to_file(
     atlas = result.output.ndim < result.probabilities.ndim  # one map, no label axis
     encoded = result.output.cpu().numpy() if atlas else channels_last(result.output)
     save_image(encoded, out_affine, out_path, numpy_dtype(result.output.dtype), label_names=names)
+    if names is not None:
+        add_label_table(out_path, names, atlas)
     if std_path is not None:
         save_image(channels_last(result.std), out_affine, std_path, np.float32, label_names=names)
     return result

@@ -26,9 +26,11 @@ patches, as in the paper, cost about ten times more per step on a CPU.) A coarse
 image (``fov_rel`` 0.9) makes the tree application tile the image with 2 nearly identical roots per axis,
 8 in 3D, and evaluate every finer level 8 times over: on the demo its full coverage took 12x longer for a
 lower test Dice (0.83 vs 0.86 on 5 subjects, ``benchmarks/inference.py``). With one root, a single tree
-tiles the image once; the default application averages 4 trees with random rotations (``dphi`` 0.2) and
-cosine windows, which on the demo's out-of-fold subjects lifted Dice from 0.74 to 0.82 (small lesions cut
-by tile borders were missed by the single tiling) for 4x the time.
+tiles the image once. The default application averages 4 tilings -- the first exact (it covers the image),
+the others shifted by a random fraction of the tile spacing -- with the training's augmentation (the
+paper's default; the demo trains without) and cosine windows. Copies that differ matter: a single tiling
+missed small lesions cut by tile borders, and 4 rotated copies (the default before) lifted the demo's
+out-of-fold Dice from 0.74 to 0.82 for 4x the time; the jittered copies have not been re-measured.
 
 Example::
 
@@ -45,6 +47,7 @@ from typing import Any, Literal, TypeVar, get_args
 
 from patchwork.errors import PatchworkError, check_keys
 from patchwork.settings import dataclass_from_dict
+from patchwork.training.schedule import SCHEDULES
 
 T = TypeVar("T")
 
@@ -54,8 +57,8 @@ Window = Literal["cos", "cos2"] | None
 WINDOWS: tuple[str | None, ...] = (None, *get_args(Literal["cos", "cos2"]))
 System = Literal["world", "matrix"]
 SYSTEMS: tuple[str, ...] = get_args(System)
-Normalization = Literal["max", "mean", "m0s1", "patch_m0s1"] | None
-NORMALIZATIONS: tuple[str | None, ...] = (None, "max", "mean", "m0s1", "patch_m0s1")
+Normalization = Literal["max", "mean", "m0s1", "patch_m0s1", "tree_m0s1"] | None
+NORMALIZATIONS: tuple[str | None, ...] = (None, "max", "mean", "m0s1", "patch_m0s1", "tree_m0s1")
 Filter = Literal["boxcar", "max", "mixture"]
 FILTERS: tuple[str, ...] = get_args(Filter)
 Smoothing = float | Filter
@@ -252,7 +255,7 @@ class CropConfig:
     for all; default: all snapped), ``interp_type``/``scatter_type`` ('NN' | 'lin'), ``categorial_label``
     (the label values learnt from one label map), ``categorical`` (class-index labels, softmax),
     ``num_labels``, ``smoothfac_data``/``smoothfac_label`` (a Gaussian width >= 0 or 'boxcar', 'max',
-    'mixture'), ``normalize_input`` (None, 'max', 'mean', 'm0s1', 'patch_m0s1').
+    'mixture'), ``normalize_input`` (None, 'max', 'mean', 'm0s1', 'patch_m0s1', 'tree_m0s1').
     """
 
     depth: int = 3
@@ -337,12 +340,15 @@ class Augment:
 
     ``dphi``: rotation width in radians (a number, or one per axis in 3D); ``flip``: per axis 0/1 (or
     false/true), an enabled axis is mirrored with probability 1/2; ``dscale``: per axis log-normal scale
-    ratio ``>= 0``. A number for ``flip``/``dscale`` applies to every axis.
+    ratio ``>= 0``; ``dphi_frame``: rotation width of the frame whose axes ``dscale`` stretches along
+    (``A = R_1 Sigma R_2``; off: the patch's own axes). A number for ``flip``/``dscale`` applies to every
+    axis.
     """
 
     dphi: float | tuple[float, ...] | None = None
     flip: bool | float | tuple[bool | float, ...] | None = None
     dscale: float | tuple[float, ...] | None = None
+    dphi_frame: float | tuple[float, ...] | None = None
 
     @property
     def is_identity(self) -> bool:
@@ -351,8 +357,10 @@ class Augment:
 
     def check(self, ndim: int) -> None:
         """Validate the widths for ``ndim`` dimensions."""
-        if self.dphi is not None:
-            _widths("dphi", self.dphi, 1 if _is_number(self.dphi) or ndim == 2 else 3)
+        for name in ("dphi", "dphi_frame"):
+            value = getattr(self, name)
+            if value is not None:
+                _widths(name, value, 1 if _is_number(value) or ndim == 2 else 3)
         flips = _widths("flip", self.flip, ndim)
         if flips is not None and any(v not in (0.0, 1.0) for v in flips):
             raise PatchworkError(f"augment.flip must hold 0 or 1 per axis, got {self.flip!r}")
@@ -471,10 +479,13 @@ class TrainParams:
     ``num_its`` outer iterations each draw ``num_patches`` trees per image (``augment``,
     ``independent_augmentation``, ``balance`` as in ``CropGenerator.sample``) and run ``epochs`` passes over
     them in batches of ``batch_size``. ``loss``: ``'dice'``, ``'ce'``, ``'dice+ce'``, or one per level.
-    AdamW at ``lr * lr_decay**it`` in outer iteration ``it``, ``weight_decay``. ``hard_mining``: the fraction
-    of each set kept (the hardest by ``hard_mining_order``) for the next one, each tree at most
-    ``hard_mining_maxage`` times. ``dontcare``: NaN/negative labels give no loss. ``parallel``: crop the
-    next set in a worker process while this one trains. ``checkpoint_every`` outer iterations.
+    AdamW with ``weight_decay`` at ``learning_rate(lr, it, num_its, lr_schedule, warmup_its) * lr_decay**it``
+    in outer iteration ``it`` (:mod:`patchwork.training.schedule`: ``warmup_its`` of linear warm-up, then
+    ``'constant'``, ``'poly'`` or ``'cosine'``; ``lr_decay`` < 1 adds the authors' exponential decay).
+    ``hard_mining``: the fraction of each set kept (the hardest by ``hard_mining_order``) for the next one,
+    each tree at most ``hard_mining_maxage`` times. ``dontcare``: NaN/negative labels give no loss.
+    ``parallel``: crop the next set in a worker process while this one trains. ``checkpoint_every`` outer
+    iterations.
     """
 
     num_its: int = 30
@@ -485,6 +496,8 @@ class TrainParams:
     lr: float = 3e-3
     weight_decay: float = 1e-2
     lr_decay: float = 1.0
+    lr_schedule: str = "constant"
+    warmup_its: int = 0
     augment: Augment | None = None
     independent_augmentation: bool = False
     balance: Balance | None = field(default_factory=Balance)
@@ -515,6 +528,9 @@ class TrainParams:
         if not (_is_number(self.hard_mining) and 0 <= self.hard_mining < 1):
             problems.append(f"hard_mining={self.hard_mining!r}: must be in [0, 1)")
         _choice(problems, "hard_mining_order", self.hard_mining_order, HARD_MINING_ORDERS)
+        _choice(problems, "lr_schedule", self.lr_schedule, SCHEDULES)
+        if not (_is_int(self.warmup_its) and 0 <= self.warmup_its < max(self.num_its, 1)):
+            problems.append(f"warmup_its={self.warmup_its!r}: must be in [0, num_its)")
         _raise(problems)
 
     def losses(self, depth: int) -> tuple[str, ...]:
@@ -578,22 +594,29 @@ class ApplyConfig:
     """How a trained patchwork is applied (the paper's application settings, see
     :func:`~patchwork.dnp.apply.apply_dnp`).
 
-    ``num_patches`` trees (``generate_type`` 'tree' tilings, or 'random' with ``branch_factor`` children per
-    parent) with test-time ``augment`` (``None`` or ``{}``: off; ``independent_augmentation`` per level),
-    evaluated in ``num_chunks`` groups at most ``batch_size`` patches at once, ``lazyEval``; stitched with
-    ``window`` ('cos' | 'cos2' | None) and ``sparse_suppression`` ``alpha`` (mean scaled by
-    ``n / sqrt(n^2 + 3 alpha)``) from level ``level`` (-1 the finest, ``k``, or 'mix'); into the image's grid
-    (``scale_to_original``) or an axis-aligned grid of the finest voxel size divided by ``sampling_factor``;
-    encoded by ``out_typ`` (:class:`OutType`), ``ce_threshold`` the softmax models' default threshold.
+    ``num_patches`` trees at level 0 (``generate_type`` 'tree': that many tilings, the first exact and the
+    others jittered; 'random': uniform roots), whose children are tiles of their parent ('tree') or
+    ``branch_factor`` patches per parent drawn where the parent's output points ('random', weight
+    ``p + explore``); test-time ``augment`` (``None``: the training's, as the paper; ``{}``: off) and
+    ``independent_augmentation`` (``None``: the training's); ``lazyEval``; the whole process repeated
+    ``num_chunks`` times (the paper's robustness and coverage repeats); at most ``max_trees`` level-0 trees
+    in memory at once (``None``: all) and ``batch_size`` patches per network call; stitched with ``window``
+    ('cos' | 'cos2' | None) and ``sparse_suppression`` ``alpha`` (mean scaled by ``n / sqrt(n^2 + 3 alpha)``)
+    from level ``level`` (-1 the finest, ``k``, or 'mix'); into the image's grid with voxels
+    ``sampling_factor`` times smaller (``scale_to_original``) or an axis-aligned grid of the finest voxel
+    size divided by ``sampling_factor``; encoded by ``out_typ`` (:class:`OutType`), ``ce_threshold`` the
+    softmax models' default threshold.
     """
 
     generate_type: str = "tree"
     num_patches: int = 4
     branch_factor: int = 1
     num_chunks: int = 1
+    max_trees: int | None = None
     batch_size: int = 64
-    augment: Augment | None = field(default_factory=lambda: Augment(dphi=0.2))
-    independent_augmentation: bool = False
+    augment: Augment | None = None
+    independent_augmentation: bool | None = None
+    explore: float = 1.0
     lazyEval: LazyEval | None = None  # noqa: N815 - the paper's name
     window: str | None = "cos"
     sparse_suppression: float = 0.0
@@ -604,21 +627,20 @@ class ApplyConfig:
     out_typ: str = "float32"
 
     def __post_init__(self) -> None:
-        augment = nested(Augment, self.augment, "augment")
-        object.__setattr__(self, "augment", None if augment is None or augment.is_identity else augment)
+        object.__setattr__(self, "augment", nested(Augment, self.augment, "augment"))
         object.__setattr__(self, "lazyEval", nested(LazyEval, self.lazyEval, "lazyEval"))
         check_sampling(self.num_patches, self.generate_type, self.branch_factor)
         problems: list[str] = []
         _at_least(problems, self, ("num_chunks", "batch_size"), 1)
+        if self.max_trees is not None:
+            _at_least(problems, self, ("max_trees",), 1)
         _choice(problems, "window", self.window, WINDOWS)
         if not _is_number(self.sparse_suppression) or self.sparse_suppression < 0:
             problems.append(f"sparse_suppression must be a number >= 0, got {self.sparse_suppression!r}")
+        if not _is_number(self.explore) or self.explore < 0:
+            problems.append(f"explore must be a number >= 0, got {self.explore!r}")
         if not _is_number(self.sampling_factor) or self.sampling_factor <= 0:
             problems.append(f"sampling_factor must be a number > 0, got {self.sampling_factor!r}")
-        elif self.scale_to_original and self.sampling_factor != 1:
-            problems.append(
-                "sampling_factor sets the voxel size of the grid used with scale_to_original=false"
-            )
         if self.level != "mix" and not _is_int(self.level):
             problems.append(f"level must be an int or 'mix', got {self.level!r}")
         if not _is_number(self.ce_threshold) or not 0.0 <= self.ce_threshold <= 1.0:
@@ -630,6 +652,15 @@ class ApplyConfig:
     def output_type(self) -> OutType:
         """The parsed ``out_typ``."""
         return OutType.parse(self.out_typ)
+
+    def augmentation(self, trained: Augment | None, trained_independent: bool) -> tuple[Augment | None, bool]:
+        """The test-time ``(augment, independent_augmentation)``: the training's where unset (the paper's
+        default), ``None`` for no augmentation (``augment={}``)."""
+        augment = trained if self.augment is None else self.augment
+        independent = (
+            trained_independent if self.independent_augmentation is None else self.independent_augmentation
+        )
+        return (None if augment is None or augment.is_identity else augment), bool(independent)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], what: str = "dnp apply") -> ApplyConfig:
@@ -652,26 +683,41 @@ class ApplyConfig:
         """Plain nested dict of builtins; ``ApplyConfig.from_dict(a.to_dict()) == a`` (named attentionFun)."""
         return to_plain_dict(self)
 
-    def check(self, crop: CropConfig) -> list[int]:
-        """Check these settings against a patchwork's ``crop`` settings; return the levels stitched into the
-        output (``level`` -1 or ``k``: that level; 'mix': all)."""
+    def check(self, crop: CropConfig, intermediate_loss: bool = True) -> list[int]:
+        """Check these settings against a patchwork's ``crop`` settings and whether its coarse levels were
+        trained (``intermediate_loss``); return the levels stitched into the output (``level`` -1 or ``k``:
+        that level; 'mix': all).
+
+        lazyEval ranks, and ``level`` k < depth - 1 or 'mix' stitches, coarse predictions: without
+        intermediate losses those channels were never trained, so these settings are refused.
+        """
         if self.augment is not None:
             self.augment.check(crop.ndim)
-        if self.level == "mix":
-            return list(range(crop.depth))
-        if not -crop.depth <= self.level < crop.depth:  # type: ignore[operator]
+        if self.level != "mix" and not -crop.depth <= self.level < crop.depth:  # type: ignore[operator]
             raise PatchworkError(f"level {self.level} does not exist in a patchwork of depth {crop.depth}")
-        return [self.level % crop.depth]  # type: ignore[operator]
+        levels = list(range(crop.depth)) if self.level == "mix" else [self.level % crop.depth]  # type: ignore[operator]
+        if not intermediate_loss:
+            problems = []
+            if self.lazyEval is not None:
+                problems.append("lazyEval ranks coarse predictions, untrained without intermediate_loss")
+            if levels != [crop.depth - 1]:
+                problems.append(
+                    f"level={self.level!r} stitches coarse predictions, untrained without intermediate_loss"
+                )
+            _raise(problems)
+        return levels
 
     def check_prediction(self) -> None:
         """Reject the settings a probability map in the image's grid cannot honour (what
         :func:`~patchwork.dnp.predict.predict_dnp` returns and the workflow writes, with a mask cut at the
-        model's ``threshold``): ``scale_to_original`` false (and so ``sampling_factor``), an ``out_typ``
+        model's ``threshold``): ``scale_to_original`` false, ``sampling_factor``, an ``out_typ``
         encoding and a ``ce_threshold``; they apply to :func:`~patchwork.dnp.predict.apply_to_file`."""
         default = ApplyConfig()
         problems = []
         if not self.scale_to_original:
             problems.append("scale_to_original=false: a prediction lies in the image's grid")
+        if self.sampling_factor != default.sampling_factor:
+            problems.append(f"sampling_factor={self.sampling_factor}: a prediction lies in the image's grid")
         if self.out_typ != default.out_typ:
             problems.append(
                 f"out_typ={self.out_typ!r}: a prediction is a probability; its mask uses threshold"
@@ -685,10 +731,11 @@ class ApplyConfig:
 
 def check_spec(params: DNPParams, apply: ApplyConfig) -> None:
     """Check a model spec's application settings against its training settings, as the workflow uses them:
-    levels and augmentation widths that fit the crop scheme, and only options that ``predict_dnp`` honours
-    (the registry's ``check`` of the ``dnp`` type, run when the Snakefile parses the config)."""
+    levels and augmentation widths that fit the crop scheme, coarse predictions only where they were
+    trained, and only options that ``predict_dnp`` honours (the registry's ``check`` of the ``dnp`` type,
+    run when the Snakefile parses the config)."""
     try:
-        apply.check(params.crop)
+        apply.check(params.crop, params.model.intermediate_loss)
         apply.check_prediction()
     except PatchworkError as err:
         raise PatchworkError(problems=[f"dnp apply: {p}" for p in err.problems]) from None

@@ -13,6 +13,11 @@ Axes with ``u_k <= 1`` are left alone (``'mixture'`` then repeats the channels);
 smoothing off. At the borders the Gaussian mirrors
 the image (``reflect``, kernel radius ``3 sigma`` capped by the image size) and pooling uses the voxels
 inside the image only.
+
+Labels with don't-care voxels (NaN) are filtered without spreading them (:func:`antialias_labels`): the
+values with NaN set to 0 and the don't-care indicator ``q`` are filtered side by side; a linear filter
+(Gaussian, boxcar) then gives the normalised filter ``f(v) / (1 - f(q))`` of the cared-for voxels, and
+``'max'`` the maximum over them (``q`` by boxcar), see :class:`~patchwork.dnp.volume.LabelSource`.
 """
 
 from __future__ import annotations
@@ -74,3 +79,24 @@ def antialias(data: Tensor, undersampling: Sequence[float], smoothing: Smoothing
         return _pool("max", batch, widths)[0]
     parts = [_pool("avg", batch, widths), _pool("max", batch, widths), -_pool("max", -batch, widths)]
     return torch.cat(parts, dim=1)[0]
+
+
+def antialias_labels(
+    channels: Tensor, undersampling: Sequence[float], smoothing: Smoothing
+) -> tuple[Tensor, bool]:
+    """Filter label ``channels`` [L, *S] (NaN = don't care) for a level; returns ``(filtered, dontcare)``.
+
+    Without NaN this is :func:`antialias`. With NaN the result has ``L + 1`` channels: the filtered values
+    (NaN as 0) and the filtered don't-care indicator (by boxcar for ``'max'``), read back by
+    :class:`~patchwork.dnp.volume.LabelSource`.
+    """
+    missing = torch.isnan(channels).any(dim=0, keepdim=True)
+    if not bool(missing.any()):
+        return antialias(channels, undersampling, smoothing), False
+    clean = torch.nan_to_num(channels, nan=0.0)
+    indicator = missing.to(clean.dtype)
+    if smoothing == "max":
+        return torch.cat(
+            [antialias(clean, undersampling, "max"), antialias(indicator, undersampling, "boxcar")]
+        ), True
+    return antialias(torch.cat([clean, indicator]), undersampling, smoothing), True

@@ -31,6 +31,7 @@ from patchwork.dnp.grid import ImageGrid
 from patchwork.dnp.resample import Interp, Window, crop, window_weights
 
 Tensor = torch.Tensor
+BLOCK_BUDGET = 2**25  # numbers in the blocks pulled at once (128 MB of float32)
 
 
 def box_corners(matrices: Tensor, shape: tuple[int, ...]) -> Tensor:
@@ -67,6 +68,19 @@ class OutputGrid:
         matrix = homogeneous(torch.diag(voxel_size)[None], (low + voxel_size / 2.0)[None])[0]
         return cls(shape, matrix, grid.affine @ invert(grid.matrix) @ matrix)
 
+    def refined(self, factor: float) -> OutputGrid:
+        """The same box with voxels ``factor`` times smaller along each axis (``ceil(n factor)`` voxels):
+        new voxel ``w`` sits at old voxel ``(w + 1/2) / factor - 1/2`` (``sampling_factor``)."""
+        if factor == 1:
+            return self
+        d = len(self.shape)
+        shape = tuple(math.ceil(n * factor - 1e-9) for n in self.shape)
+        step = 1.0 / factor
+        refine = homogeneous(
+            torch.eye(d, dtype=torch.float64)[None] * step, torch.full((1, d), step / 2 - 0.5)
+        )[0]
+        return OutputGrid(shape, self.matrix @ refine, self.affine @ refine)
+
 
 class Stitcher:
     """Accumulates ``n``, ``W``, ``S1`` and ``S2`` (see the module docstring) of ``channels`` channels."""
@@ -86,23 +100,48 @@ class Stitcher:
         )
 
     def add(self, values: Tensor, matrices: Tensor, level_weight: float = 1.0) -> None:
-        """Add patches ``values`` [N, C, *s] placed by system ``matrices`` [N, d+1, d+1] (voxel -> system)."""
-        n, _, *shape = values.shape
-        d = len(shape)
-        device = self.sums.device
+        """Add patches ``values`` [N, C, *s] placed by system ``matrices`` [N, d+1, d+1] (voxel -> system).
+
+        Each patch pulls the block of output voxels around its box, clipped to the grid; patches go in
+        groups whose blocks hold at most :data:`BLOCK_BUDGET` numbers (at least one patch), so the working
+        memory is bounded by the budget or one patch's block, never by the batch times the image.
+        """
+        shape = tuple(values.shape[2:])
         to_voxel = invert(self.grid.matrix)[None] @ matrices
         points = box_corners(to_voxel, tuple(shape))
-        origin = torch.ceil(points.amin(dim=1) - 1e-6)
-        block = (torch.floor(points.amax(dim=1) + 1e-6) - origin + 1.0).amax(dim=0)
-        block_shape = tuple(int(k) for k in block.clamp(min=1).tolist())
-        # block voxel b -> output voxel origin + b -> patch voxel
-        to_patch = invert(to_voxel) @ homogeneous(torch.eye(d, dtype=torch.float64).expand(n, d, d), origin)
-        window = window_weights(tuple(shape), self.window, values.device).expand(n, 1, *shape)
-        ones = torch.ones_like(window)
-        weighted = level_weight * window
-        source = torch.cat([ones, weighted, weighted * values, weighted * values.square()], dim=1)
+        low = torch.ceil(points.amin(dim=1) - 1e-6).clamp(min=0)
+        upper = shape_tensor(self.grid.shape)
+        high = torch.minimum(torch.floor(points.amax(dim=1) + 1e-6) + 1.0, upper)
+        touching = (high > low).all(dim=1).nonzero().squeeze(1)
+        if len(touching) == 0:
+            return
+        block = (high - low)[touching].amax(dim=0)
+        rows = 2 + 2 * self.channels
+        group = max(1, BLOCK_BUDGET // (int(block.prod()) * rows))
+        window = window_weights(tuple(shape), self.window, values.device)
+        for part in torch.split(touching, group):
+            self._add_block(
+                values[part.to(values.device)], to_voxel[part], low[part], high[part], window, level_weight
+            )
+
+    def _add_block(
+        self, values: Tensor, to_voxel: Tensor, low: Tensor, high: Tensor, window: Tensor, level_weight: float
+    ) -> None:
+        """Pull patches ``values`` [N, C, *s] (patch voxel -> output voxel ``to_voxel``) into the blocks of
+        output voxels ``[low, high)`` and add them."""
+        n, _, *shape = values.shape
+        d = len(shape)
+        block_shape = tuple(int(k) for k in (high - low).amax(dim=0).tolist())
+        # block voxel b -> output voxel low + b -> patch voxel
+        to_patch = invert(to_voxel) @ homogeneous(torch.eye(d, dtype=torch.float64).expand(n, d, d), low)
+        weighted = level_weight * window.expand(n, 1, *shape)
+        source = torch.cat(
+            [torch.ones_like(weighted), weighted, weighted * values, weighted * values.square()], 1
+        )
         read = crop(source.float(), to_patch, block_shape, self.interp_type, torch.arange(n))
-        self._accumulate(read.to(device), origin.to(device=device, dtype=torch.long), block_shape)
+        self._accumulate(
+            read.to(self.sums.device), low.to(device=self.sums.device, dtype=torch.long), block_shape
+        )
 
     def _accumulate(self, blocks: Tensor, origin: Tensor, block_shape: tuple[int, ...]) -> None:
         """Add ``blocks`` [N, R, *block] whose voxel 0 lies at output voxel ``origin`` [N, d]."""

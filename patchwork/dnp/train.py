@@ -5,7 +5,10 @@ every training image with ``CropGenerator.sample(generate_type='random', augment
 :class:`TreeSet`, adds the hard-mining pool kept from the previous set (:mod:`.hardmining`), and runs the
 inner loop: ``epochs`` shuffled passes in batches of ``batch_size``, one AdamW step per batch at
 
-    lr_it = lr * lr_decay ** it          (exponential decay per outer iteration; 1 = constant).
+    lr_it = learning_rate(lr, it, num_its, lr_schedule, warmup_its) * lr_decay ** it
+
+(:mod:`patchwork.training.schedule`: a linear warm-up over ``warmup_its``, then constant, poly or cosine
+decay over the outer iterations; ``lr_decay`` < 1 adds the authors' exponential decay).
 
 The batch loss of level ``n`` is :func:`patchwork.dnp.loss.level_loss` of its prediction channels against
 its label patch (``loss`` per level; don't-care voxels are masked); the optimised loss is their mean
@@ -34,6 +37,8 @@ from __future__ import annotations
 import dataclasses
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -54,9 +59,16 @@ from patchwork.dnp.patchset import PatchSet
 from patchwork.dnp.settings import CropConfig, DNPParams, TrainParams
 from patchwork.dnp.volume import Volume
 from patchwork.errors import PatchworkError
-from patchwork.io import atomic_path
 from patchwork.networks import init_weights
-from patchwork.training.modelfile import check_same_training, finished_model, read_model, resolve_device
+from patchwork.training.modelfile import (
+    content_digest,
+    finished_model,
+    read_checkpoint,
+    read_model,
+    resolve_device,
+    write_model_file,
+)
+from patchwork.training.schedule import learning_rate
 from patchwork.training.seeding import STREAM_INIT, STREAM_PATCHES, STREAM_VALIDATION, torch_generator
 from patchwork.training.trainlog import plot_curve, write_train_log
 
@@ -211,8 +223,16 @@ def draw_trees(
 _WORKER: dict[str, Any] = {}
 
 
+def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
+    """Wait until ``parent`` has ended, then end this process at once."""
+    parent.join()
+    os._exit(1)
+
+
 def _worker_init(crop: CropConfig, cases: list[Case], train: TrainParams, seed: int) -> None:
-    """Prepare the volumes once in the cropping process (one thread: training owns the others)."""
+    """Prepare the volumes once in the cropping process (one thread: training owns the others). The worker
+    ends with the training process even when that is killed by SIGKILL (which runs no clean-up)."""
+    threading.Thread(target=_exit_with, args=(multiprocessing.parent_process(),), daemon=True).start()
     torch.set_num_threads(1)
     cropper = CropGenerator(crop)
     _WORKER.update(
@@ -370,10 +390,11 @@ class Progress:
 
 
 def _identity(params: DNPParams, seed: int, cases: list[Case]) -> dict[str, Any]:
-    """What a checkpoint or finished model must match: params, seed and a data fingerprint."""
+    """What a checkpoint or finished model must match: params, seed, data counts and a hash of the data."""
     labelled = sum(int(torch.nan_to_num(c.targets).gt(0).any(dim=0).sum()) for c in cases)
     data = [len(cases), int(cases[0].image.shape[0]), sum(c.image[0].numel() for c in cases), labelled]
-    return {"params": params.to_dict(), "seed": int(seed), "data": data}
+    digest = content_digest([a for c in cases for a in (c.image, c.targets, c.affine)])
+    return {"params": params.to_dict(), "seed": int(seed), "data": data, "data_sha256": digest}
 
 
 def _save_checkpoint(
@@ -395,18 +416,16 @@ def _save_checkpoint(
         "rows": progress.rows,
         "seconds": progress.seconds,
     }
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    write_model_file(path, obj)
 
 
 def _restore_checkpoint(
     path: Path, identity: dict[str, Any], model: PatchWorkModel, optimizer: torch.optim.Optimizer
 ) -> Progress:
     """Load ``path`` into model and optimiser if it exists; refuse one written by another training."""
-    if not path.exists():
+    obj = read_checkpoint(path, CHECKPOINT_FORMAT, VERSION, "DNP checkpoint", identity)
+    if obj is None:
         return Progress()
-    obj = read_model(path, CHECKPOINT_FORMAT, VERSION, "DNP checkpoint")
-    check_same_training(path, obj, identity)
     model.load_state_dict(obj["state_dict"])
     optimizer.load_state_dict(obj["optimizer"])
     log.info("resuming %s at outer iteration %d", path, obj["iteration"])
@@ -471,7 +490,10 @@ def train_dnp(
                 drawer.prefetch(it + 1)
             pool = progress.pool
             trees = fresh if pool is None else TreeSet.cat([fresh, pool])
-            lr = train.lr * train.lr_decay**it
+            lr = (
+                learning_rate(train.lr, it, train.num_its, train.lr_schedule, train.warmup_its)
+                * train.lr_decay**it
+            )
             for group in optimizer.param_groups:
                 group["lr"] = lr
             result = train_on_set(model, optimizer, trees, train, torch_generator(seed, it, STREAM_SHUFFLE))
@@ -521,8 +543,7 @@ def _save_model(path: Path, identity: dict[str, Any], model: PatchWorkModel) -> 
         "in_channels": model.in_channels,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    write_model_file(path, obj)
 
 
 def load_dnp(model_path: Path, device: str | torch.device | None = None) -> tuple[PatchWorkModel, DNPParams]:

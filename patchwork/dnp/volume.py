@@ -54,25 +54,91 @@ def image_tensor(image: ImageLike, affine: Tensor | np.ndarray | None, ndim: int
     return data, torch.as_tensor(affine, dtype=torch.float64)
 
 
+def label_map(labels: ImageLike, ndim: int, spatial: Sequence[int]) -> Tensor:
+    """Labels as a tensor ``[L, *spatial]`` (one channel per label, or one integer map), shape checked."""
+    array, _ = _channels_first(labels, ndim, "labels")
+    if tuple(array.shape[1:]) != tuple(spatial):
+        raise PatchworkError(
+            f"labels have spatial shape {tuple(array.shape[1:])}, the image {tuple(spatial)}"
+        )
+    return array
+
+
 def label_channels(
     labels: ImageLike, ndim: int, spatial: Sequence[int], categorial_label: Sequence[int] | None
 ) -> Tensor:
     """Labels as float32 channels ``[L, *spatial]``.
 
     With ``categorial_label`` the labels are one integer map and channel ``i`` is
-    ``map == categorial_label[i]``; otherwise every channel already is one label.
+    ``map == categorial_label[i]`` (NaN where the map is NaN: don't care); otherwise every channel already
+    is one label.
     """
-    array, _ = _channels_first(labels, ndim, "labels")
-    if tuple(array.shape[1:]) != tuple(spatial):
-        raise PatchworkError(
-            f"labels have spatial shape {tuple(array.shape[1:])}, the image {tuple(spatial)}"
-        )
+    array = label_map(labels, ndim, spatial)
     if categorial_label is None:
         return array.float()
     if array.shape[0] != 1:
         raise PatchworkError("labels: categorial_label needs a single label map, got several channels")
+    array = array.double()
     values = torch.as_tensor(categorial_label, dtype=array.dtype)
-    return (array == values.view(-1, *[1] * ndim)).float()
+    channels = (array == values.view(-1, *[1] * ndim)).float()
+    return torch.where(torch.isnan(array), torch.full_like(channels, float("nan")), channels)
+
+
+def label_positions(map_: Tensor, categorial_label: Sequence[int]) -> Tensor:
+    """An integer label map ``[1, *S]`` as positions (int16/int32 ``[1, *S]``): ``i + 1`` where the map is
+    ``categorial_label[i]``, 0 for other values, -1 for don't care (NaN or negative)."""
+    if map_.shape[0] != 1:
+        raise PatchworkError("labels: categorial_label needs a single label map, got several channels")
+    dtype = torch.int16 if len(categorial_label) < 2**15 - 1 else torch.int32
+    positions = torch.zeros(map_.shape, dtype=dtype)
+    if map_.is_floating_point():
+        positions[torch.isnan(map_)] = -1
+    positions[map_ < 0] = -1
+    for i, value in enumerate(categorial_label):
+        positions[map_ == value] = i + 1
+    return positions
+
+
+def position_sites(positions: Tensor, count: int) -> ForegroundSites:
+    """The labelled voxels (for ``balance``) of a position map ``[*S]`` of ``count`` labels."""
+    where = positions > 0
+    index = where.nonzero()
+    values = torch.nn.functional.one_hot(positions[where].long() - 1, count).to(torch.float64)
+    return ForegroundSites(index.cpu(), values.cpu())
+
+
+@dataclass(frozen=True)
+class LabelSource:
+    """What a level's labels are cropped from, padded with zeros (:func:`patchwork.dnp.resample.pad_source`)
+    and turned back into label channels ``[N, L, *o]`` (NaN = don't care) patch by patch:
+
+    * ``'positions'``: one map of label positions (:func:`label_positions`, 2 bytes a voxel whatever the
+      number of labels ``L``; nearest-neighbour crops without label smoothing): channel ``l`` is
+      ``position == l + 1``, NaN where the position is -1;
+    * ``'channels'``: ``L`` channels (smoothed or interpolated) and, where labels have don't-care voxels, a
+      last channel ``q``, the don't-care fraction. The values are zero at don't-care voxels, so smoothing and
+      linear interpolation never spread a NaN: a read gives ``y = v / (1 - q)`` (``divide``, the normalised
+      filter of linear smoothing; ``'max'`` keeps ``v``) where ``1 - q >= 1/2`` and NaN elsewhere. The zero
+      border reads as cared-for background.
+    """
+
+    data: Tensor
+    kind: str
+    count: int
+    dontcare: bool = False
+    divide: bool = True
+
+    def channels(self, read: Tensor) -> Tensor:
+        """Label channels ``[N, L, *o]`` (float32, NaN = don't care) of a read ``[N, K, *o]`` of ``data``."""
+        if self.kind == "positions":
+            values = torch.arange(1, self.count + 1, device=read.device).view(1, -1, *[1] * (read.ndim - 2))
+            channels = (read == values).float()
+            return torch.where(read < 0, torch.full_like(channels, float("nan")), channels)
+        if not self.dontcare:
+            return read
+        values, care = read[:, :-1], 1.0 - read[:, -1:]
+        labels = values / care.clamp(min=0.5) if self.divide else values
+        return torch.where(care >= 0.5, labels, torch.full_like(labels, float("nan")))
 
 
 def undersampling(grid: ImageGrid, voxel_size: Tensor) -> list[float]:
@@ -88,11 +154,11 @@ def undersampling(grid: ImageGrid, voxel_size: Tensor) -> list[float]:
 
 @dataclass(frozen=True)
 class LevelSource:
-    """What a level crops from: anti-aliased data ``[1, C, *(S+2)]`` and labels ``[1, L, *(S+2)]`` (or
-    ``None``), padded with one zero voxel on every side (:func:`patchwork.dnp.resample.pad_source`)."""
+    """What a level crops from: anti-aliased data ``[1, C, *(S+2)]`` padded with one zero voxel on every
+    side (:func:`patchwork.dnp.resample.pad_source`) and its labels (a :class:`LabelSource`, or ``None``)."""
 
     data: Tensor
-    labels: Tensor | None
+    labels: LabelSource | None
 
 
 @dataclass(frozen=True)

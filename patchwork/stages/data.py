@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from pathlib import Path
 
@@ -34,6 +33,7 @@ def ingest(source: str, subjects_tsv: Path, fingerprint_json: Path, settings: In
         labels=settings.labels,
         affine_tolerance=settings.affine_tolerance,
         max_image_bytes=settings.max_image_bytes,
+        bids=settings.bids,
     )
     write_json(fingerprint_json, fingerprint)
     write_subjects(subjects, subjects_tsv)
@@ -52,11 +52,8 @@ def preprocess(
     """
     from patchwork.data.preprocess import preprocess_subject
 
-    if settings.target_spacing is None:
-        median = tuple(float(s) for s in read_json(fingerprint_json)["median_spacing"])
-        settings = dataclasses.replace(settings, target_spacing=median)
     row = find_subject(read_subjects(subjects_tsv), subject, subjects_tsv)
-    return preprocess_subject(row, Path(out_dir), settings)
+    return preprocess_subject(row, Path(out_dir), settings.resolved(read_json(fingerprint_json)))
 
 
 def splits(subjects_tsv: Path, out: Path, settings: SplitSettings, seed: int) -> list[dict]:

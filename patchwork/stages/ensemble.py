@@ -1,4 +1,5 @@
-"""Ensemble stages: combine the models of one subject; tune the ensemble on out-of-fold predictions."""
+"""Ensemble and post-processing stages: combine the models of one subject; tune the ensemble, and each
+model's post-processing, on out-of-fold predictions; post-process one probability map."""
 
 from __future__ import annotations
 
@@ -52,3 +53,35 @@ def tune(
         "tuned ensemble: mean Dice %.4f (hand-set %.4f)", result["mean_dice"], result["hand_set"]["mean_dice"]
     )
     return result
+
+
+def tune_postprocessing(
+    subjects_tsv: Path, predictions: Path, model: str, threshold: float, out: Path
+) -> dict[str, Any]:
+    """Choose one model's post-processing (threshold, minimum component volume and peak) on its out-of-fold
+    predictions ``predictions/{model}/{subject}_prob.nii.gz``; write and return ``postprocessing.json``'s
+    contents. ``threshold`` is the model's own, scored as the untouched baseline."""
+    from patchwork.data.cohort import read_subjects
+    from patchwork.postprocess import load_case, tune_postprocessing
+
+    cases = [
+        load_case(Path(predictions) / model / f"{s.subject}_prob.nii.gz", s.label)
+        for s in read_subjects(subjects_tsv, role="train")
+    ]
+    result = tune_postprocessing(cases, threshold)
+    write_json(out, result)
+    log.info(
+        "%s post-processing %s: mean Dice %.4f (untouched %.4f)",
+        model,
+        result["settings"],
+        result["mean_dice"],
+        result["untouched"]["mean_dice"],
+    )
+    return result
+
+
+def postprocess(prob: Path, tuned: Path, out_seg: Path) -> None:
+    """Write the mask of one probability map post-processed with a ``postprocessing.json``'s settings."""
+    from patchwork.postprocess import postprocess_file, read_postprocessing
+
+    postprocess_file(Path(prob), read_postprocessing(Path(tuned)), Path(out_seg))

@@ -1,4 +1,4 @@
-"""The challenge-entry stage: package the final models, the run's config and a manifest of checksums."""
+"""The challenge-entry stages: package an entry, segment new scans with it, verify it (patchwork.entry)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,44 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from patchwork.config import EnsembleSettings
 
-def package(models: Mapping[str, Path], config: Any, seed: int, out_dir: Path) -> Path:
-    """Copy each final model (name -> ``model.pt``) into ``out_dir`` beside the test predictions already
-    there, and write ``config.json`` and ``manifest.json``; returns the manifest's path."""
-    from patchwork.submission import package_submission
 
-    return package_submission(models=models, config=config, seed=seed, out_dir=Path(out_dir))
+def package(
+    models: Mapping[str, Path],
+    config: Mapping[str, Any],
+    ensemble: EnsembleSettings,
+    tuned: Path | None,
+    fingerprint: Path,
+    subjects: Path,
+    license_file: Path,
+    out_dir: Path,
+) -> Path:
+    """Write the entry into ``out_dir`` beside the test predictions already there; returns the manifest."""
+    from patchwork.entry.package import package_entry
+
+    return package_entry(models, config, ensemble, tuned, fingerprint, subjects, license_file, Path(out_dir))
+
+
+def infer(
+    entry_dir: Path,
+    input_dir: Path,
+    output_dir: Path,
+    device: str | None,
+    threads: int | None,
+    save_probabilities: bool,
+    save_uncertainty: bool,
+) -> str:
+    """Segment every case of ``input_dir`` into ``output_dir``; returns the table of time and memory."""
+    from patchwork.entry.infer import infer as run
+    from patchwork.entry.infer import usage_table
+
+    usage = run(entry_dir, input_dir, output_dir, device, threads, save_probabilities, save_uncertainty)
+    return usage_table(usage)
+
+
+def verify(entry_dir: Path, threads: int | None) -> str:
+    """Check an entry's checksums and re-predict its stored test case; returns the summary line."""
+    from patchwork.entry.verify import verify as run
+
+    return run(Path(entry_dir), threads)

@@ -1,4 +1,8 @@
-"""Evaluation stages: metrics and report of one subject, the cohort's tables, the cohort report."""
+"""Evaluation stages: metrics and report of one subject or of a batch, the cohort's tables, the cohort report.
+
+:func:`evaluate_batch` scores the subjects of a workflow batch in one process, so 5,000 subjects cost a
+few process start-ups (one per batch), not 5,000.
+"""
 
 from __future__ import annotations
 
@@ -42,6 +46,54 @@ def evaluate(
     )
 
 
+def evaluate_batch(
+    subjects_tsv: Path,
+    subjects: Sequence[str],
+    fingerprint_json: Path,
+    seg_dirs: Mapping[str, Path],
+    settings: EvaluateSettings,
+    out_tsv: Path,
+    out_html_dir: Path,
+    std_dirs: Mapping[str, Path] | None = None,
+) -> None:
+    """:func:`evaluate` for each of ``subjects`` in one process: the segmentation of model ``name`` is
+    ``seg_dirs[name]/{subject}_seg.nii.gz`` (its spread ``std_dirs[name]/{subject}_std.nii.gz``); writes one
+    metrics table for the batch (``out_tsv``) and the subjects' pages ``out_html_dir/{subject}.html``."""
+    import pandas as pd
+
+    from patchwork.data.cohort import find_subject, read_subjects
+    from patchwork.errors import PatchworkError
+    from patchwork.metrics import evaluate_subject
+    from patchwork.report import subject_report
+
+    cohort = read_subjects(subjects_tsv)
+    labels = {k: v for k, v in read_json(fingerprint_json)["labels"].items() if v != 0}
+    tolerance = settings.surface_tolerance_mm
+    tables = []
+    for subject in subjects:
+        row = find_subject(cohort, subject, subjects_tsv)
+        if row.label is None:
+            raise PatchworkError(f"{subjects_tsv}: subject {subject!r} has no reference label to evaluate")
+        segs = {name: Path(d) / f"{subject}_seg.nii.gz" for name, d in seg_dirs.items()}
+        stds = {name: Path(d) / f"{subject}_std.nii.gz" for name, d in (std_dirs or {}).items()}
+        metrics = evaluate_subject(subject, row.label, segs, labels=labels, tolerance_mm=tolerance)
+        tables.append(metrics)
+        out_html = Path(out_html_dir) / f"{subject}.html"
+        subject_report(
+            subject,
+            row.images[0],
+            row.label,
+            segs,
+            metrics,
+            out_html,
+            uncertainty=stds,
+            tolerance_mm=tolerance,
+        )
+    if not tables:
+        raise PatchworkError(f"{out_tsv}: the batch has no subjects")
+    write_text(out_tsv, pd.concat(tables, ignore_index=True).to_csv(sep="\t", index=False))
+
+
 def summarise(metrics_tsvs: Sequence[Path], out_metrics: Path, out_summary: Path) -> None:
     """Concatenate the subjects' metrics tables and write the per-model summary."""
     import pandas as pd
@@ -63,12 +115,16 @@ def report(
     figure_paths: Mapping[str, Path] | None = None,
 ) -> None:
     """The cohort report: results table, plots, learning curves (``models/MODEL/FOLD/train_log.tsv``) and
-    links to the subject pages (``{subject}.html``); ``figure_paths`` also writes the plots as PNG."""
+    links to the subject pages (``{subject}.html``, or folders of them: a batch's pages); ``figure_paths``
+    also writes the plots as PNG."""
 
     from patchwork.report import cohort_report, read_train_logs
 
     out = Path(out_html)
-    links = {Path(p).name.removesuffix(".html"): os.path.relpath(p, out.parent) for p in subject_reports}
+    pages = [
+        page for p in map(Path, subject_reports) for page in (sorted(p.glob("*.html")) if p.is_dir() else [p])
+    ]
+    links = {page.name.removesuffix(".html"): os.path.relpath(page, out.parent) for page in pages}
     cohort_report(
         read_table(metrics_tsv),
         read_table(summary_tsv),

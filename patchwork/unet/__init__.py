@@ -12,8 +12,7 @@ Example::
     prob, _ = predict_unet(model_path, image, apply=UNetApply(test_time_mirroring=True))  # [X, Y, Z]
 """
 
-import importlib
-from typing import Any
+from patchwork.exports import lazy_exports
 
 _HOMES = {
     "UNet3D": "patchwork.networks",
@@ -25,11 +24,4 @@ _HOMES = {
     "sliding_window_inference": "patchwork.unet.inference",
     "train_unet": "patchwork.unet.train",
 }
-__all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> Any:
-    """Import a public name from its module on first access (PEP 562)."""
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name]), name)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _HOMES)

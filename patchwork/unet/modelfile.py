@@ -12,9 +12,8 @@ from pathlib import Path
 
 import torch
 
-from patchwork.io import atomic_path
 from patchwork.networks import UNet3D
-from patchwork.training.modelfile import read_model, resolve_device
+from patchwork.training.modelfile import read_model, resolve_device, write_model_file
 from patchwork.unet.params import UNetParams
 
 MODEL_FORMAT = "patchwork-unet"
@@ -44,8 +43,7 @@ def save_model(path: Path, params: UNetParams, in_channels: int, seed: int, mode
         "seed": seed,
         "state_dict": state,
     }
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    write_model_file(path, obj)
 
 
 def load_unet(model_path: Path, device: str | torch.device | None = None) -> tuple[UNet3D, UNetParams]:

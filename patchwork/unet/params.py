@@ -21,6 +21,7 @@ from typing import Any
 from patchwork.errors import PatchworkError
 from patchwork.schema import check_fields, setting
 from patchwork.settings import dataclass_from_dict
+from patchwork.training.schedule import SCHEDULES
 
 HEADS = ("sigmoid", "softmax")
 OPTIMIZERS = ("sgd", "adamw")
@@ -36,7 +37,9 @@ class UNetParams:
 
     Optimiser: ``"adamw"`` (default: converges within the few hundred iterations of a demo) or
     ``"sgd"`` (nnU-Net: Nesterov, ``momentum`` 0.99, lr 1e-2, weight decay 3e-5, 250k iterations).
-    Either way the learning rate follows nnU-Net's poly schedule ``lr * (1 - it / iterations) ** 0.9``.
+    The learning rate rises linearly over ``warmup_iterations`` and then follows ``lr_schedule``
+    (``"poly"``, nnU-Net's ``(1 - t) ** 0.9``; ``"cosine"``; ``"constant"``; see
+    :mod:`patchwork.training.schedule`).
     """
 
     head: str = "sigmoid"
@@ -52,6 +55,8 @@ class UNetParams:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     momentum: float = 0.99  # SGD only
+    lr_schedule: str = "poly"
+    warmup_iterations: int = 0
     grad_clip: float = 12.0  # max L2 norm of the gradient, as nnU-Net
     oversample_foreground: float = 1 / 3
     augment: bool = True
@@ -88,6 +93,10 @@ def _check_values(p: UNetParams) -> list[str]:
     problems = []
     if p.head not in HEADS:
         problems.append(f"head={p.head!r}: expected one of {', '.join(HEADS)}")
+    if p.lr_schedule not in SCHEDULES:
+        problems.append(f"lr_schedule={p.lr_schedule!r}: expected one of {', '.join(SCHEDULES)}")
+    if not 0 <= p.warmup_iterations < p.iterations:
+        problems.append(f"warmup_iterations={p.warmup_iterations}: must be in [0, iterations)")
     if p.optimizer not in OPTIMIZERS:
         problems.append(f"optimizer={p.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
     if p.num_classes < 2:

@@ -1,11 +1,10 @@
 """Training loop of the U-Net baseline: patches, augmentation, Dice + CE, poly LR, checkpoints.
 
 Iteration ``i`` (0-based) draws a batch with foreground oversampling (:mod:`.sampler`), augments it
-on the device (:mod:`.augment`), and takes one optimiser step at learning rate
-
-    lr_i = lr * (1 - i / iterations) ** 0.9          (nnU-Net's poly schedule),
-
-with the gradient norm clipped to ``grad_clip``. Mixed precision (float16 autocast + GradScaler) is
+on the device (:mod:`.augment`), and takes one optimiser step at the learning rate of
+:func:`patchwork.training.schedule.learning_rate` (``warmup_iterations`` of linear warm-up, then
+``lr_schedule``: nnU-Net's poly ``lr (1 - t) ** 0.9`` by default), with the gradient norm clipped to
+``grad_clip``. Mixed precision (float16 autocast + GradScaler) is
 used on CUDA only. Every ``val_every`` iterations a row is added to ``train_log.tsv``; the
 validation loss and pseudo-Dice are computed on a fixed set of ``val_patches`` patches of the
 validation images, drawn once with the same foreground oversampling (as nnU-Net reports during
@@ -33,9 +32,15 @@ import torch
 from tqdm import tqdm
 
 from patchwork.errors import PatchworkError
-from patchwork.io import atomic_path
 from patchwork.networks import UNet3D, init_weights
-from patchwork.training.modelfile import check_same_training, finished_model, resolve_device
+from patchwork.training.modelfile import (
+    content_digest,
+    finished_model,
+    read_checkpoint,
+    resolve_device,
+    write_model_file,
+)
+from patchwork.training.schedule import learning_rate
 from patchwork.training.seeding import STREAM_AUGMENT, STREAM_INIT, STREAM_VALIDATION, torch_generator
 from patchwork.training.trainlog import plot_curve, write_train_log
 from patchwork.unet.augment import Augmenter
@@ -49,11 +54,6 @@ log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "patchwork-unet-checkpoint"
 CHECKPOINT_VERSION = 1
-
-
-def poly_lr(base_lr: float, iteration: int, total: int, exponent: float = 0.9) -> float:
-    """nnU-Net's poly schedule ``base_lr * (1 - iteration / total) ** exponent``."""
-    return base_lr * (1 - iteration / total) ** exponent
 
 
 def make_optimizer(params: UNetParams, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -153,8 +153,7 @@ def _save_checkpoint(
         "loss_count": progress.loss_count,
         "seconds": progress.seconds,
     }
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    write_model_file(path, obj)
 
 
 def _restore_checkpoint(
@@ -165,21 +164,9 @@ def _restore_checkpoint(
     scaler: torch.amp.GradScaler,
 ) -> Progress:
     """Load ``path`` into model, optimiser and scaler if it exists; refuse one from another run."""
-    if not path.exists():
+    obj = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "U-Net checkpoint", identity)
+    if obj is None:
         return Progress()
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # a foreign or damaged file: say which and how to recover
-        raise PatchworkError(
-            f"{path}: cannot read checkpoint ({type(err).__name__}); delete it to start over"
-        ) from None
-    if (
-        not isinstance(obj, dict)
-        or obj.get("format") != CHECKPOINT_FORMAT
-        or obj.get("version") != CHECKPOINT_VERSION
-    ):
-        raise PatchworkError(f"{path}: not a patchwork U-Net checkpoint of version {CHECKPOINT_VERSION}")
-    check_same_training(path, obj, identity)
     model.load_state_dict(obj["model"])
     optimizer.load_state_dict(obj["optimizer"])
     if obj["scaler"]:  # empty when the checkpoint was written without CUDA
@@ -335,7 +322,8 @@ def train_unet(
     out_dir = Path(out_dir)
     model_path, ckpt_path = out_dir / "model.pt", out_dir / "checkpoint.pt"
     images, labels = check_data(images, labels, params, "training")
-    identity = {"params": params.to_dict(), "seed": int(seed), "data": data_fingerprint(images, labels)}
+    identity = {"params": params.to_dict(), "seed": int(seed), "data": data_fingerprint(images, labels),
+                "data_sha256": content_digest([*images, *labels])}  # fmt: skip
     if finished_model(
         model_path, identity["params"], identity["seed"], MODEL_FORMAT, MODEL_VERSION, "U-Net model"
     ):
@@ -346,7 +334,9 @@ def train_unet(
     bar = tqdm(total=params.iterations, initial=progress.iteration, desc=f"unet {out_dir.name}", disable=None)
     started = time.perf_counter() - progress.seconds
     while progress.iteration < params.iterations:
-        lr = poly_lr(params.lr, progress.iteration, params.iterations)
+        lr = learning_rate(
+            params.lr, progress.iteration, params.iterations, params.lr_schedule, params.warmup_iterations
+        )
         loss = run.step(progress.iteration, lr)
         progress.iteration += 1
         progress.loss_sum += loss

@@ -4,24 +4,27 @@ from __future__ import annotations
 
 import math
 
+import nibabel as nib
 import numpy as np
 import pytest
 import torch
 from dnp_images import ball
 from torch import nn
 
+import patchwork.dnp.stitch as stitch
 from patchwork.dnp import CropGenerator
 from patchwork.dnp.apply import DNPResult, apply_dnp
 from patchwork.dnp.blocks import UNetBlocks
+from patchwork.dnp.labeltable import NIFTI_ECODE_CARET, add_label_table, read_label_table
 from patchwork.dnp.lazy import NAMED_ATTENTION, attention_function
-from patchwork.dnp.model import PatchWorkModel
-from patchwork.dnp.settings import ATTENTION_NAMES, ApplyConfig, Augment
+from patchwork.dnp.model import PatchWorkModel, build_model
+from patchwork.dnp.settings import ATTENTION_NAMES, ApplyConfig, Augment, DNPParams
 from patchwork.dnp.stitch import OutputGrid, Stitcher
 from patchwork.errors import PatchworkError
 from patchwork.io import read_label_names, save_image
 
 SHAPE = {2: (40, 36), 3: (24, 22, 20)}
-PLAIN = {"num_patches": 1, "augment": None, "window": None}
+PLAIN = {"num_patches": 1, "augment": {}, "window": None}
 
 
 def run(model: PatchWorkModel, data: torch.Tensor, affine: torch.Tensor, **settings: object) -> DNPResult:
@@ -64,14 +67,17 @@ def image(ndim: int) -> tuple[torch.Tensor, torch.Tensor]:
     return ball_image[None], torch.eye(ndim + 1, dtype=torch.float64)
 
 
-def test_tree_covers_every_voxel_in_the_input_grid(ndim: int) -> None:
+@pytest.mark.parametrize("dphi", [0.0, 0.5])
+def test_tree_covers_every_voxel_in_the_input_grid(ndim: int, dphi: float) -> None:
     data, affine = image(ndim)
     affine[0, 0], affine[1, 1] = -1.5, 0.8  # flipped, anisotropic
-    result = run(unet_model(ndim), data, affine, generate_type="tree", generator=0)
+    augment = {"dphi": dphi} if dphi else {}
+    result = run(
+        unet_model(ndim), data, affine, generate_type="tree", num_patches=1, augment=augment, generator=0
+    )
     assert result.probabilities.shape == (1, *SHAPE[ndim])
-    assert (result.count > 0).all()
+    assert (result.count > 0).all() and result.coverage == 1.0  # rotated tilings cover too
     assert torch.equal(result.affine, affine)
-    assert ((result.probabilities >= 0) & (result.probabilities <= 1)).all()
 
 
 def oblique_affine(ndim: int) -> torch.Tensor:
@@ -92,9 +98,7 @@ def test_scale_to_original_keeps_an_oblique_grid_exactly(ndim: int, system: str)
     result = run(unet_model(ndim, system=system), data, affine, generate_type="tree", generator=0)
     assert result.probabilities.shape[1:] == SHAPE[ndim]
     assert torch.equal(result.affine, affine)
-    if system == "matrix":  # patches aligned with the array tile it; world-aligned ones leave corners out
-        assert (result.count > 0).all()
-    assert (result.count > 0).float().mean() > 0.6
+    assert (result.count > 0).all()  # world-aligned tiles are shrunk to fit the oblique grid
 
 
 def test_finest_grid_with_sampling_factor(ndim: int) -> None:
@@ -140,11 +144,11 @@ def test_lazy_eval_fraction_one_equals_no_lazy_eval(ndim: int) -> None:
     torch.testing.assert_close(lazy.probabilities, plain.probabilities)
 
 
-def test_attention_function_and_reduction_pick_the_kept_patches(ndim: int) -> None:
+def test_attention_function_alone_picks_the_kept_patches(ndim: int) -> None:
     data, affine = image(ndim)
     model = pointwise_model(ndim, gain=8.0, bias=-4.0)
     options = {"generate_type": "tree", "generator": 0}
-    best = run(model, data, affine, lazyEval={"fraction": 0.25}, **options)
+    best = run(model, data, affine, lazyEval={"fraction": 0.25, "reduceFun": "mean"}, **options)
     inverted = {"fraction": 0.25, "reduceFun": "mean", "attentionFun": lambda logits: -logits}
     worst = run(model, data, affine, lazyEval=inverted, **options)
     ball_voxels = data[0] > 0
@@ -152,22 +156,137 @@ def test_attention_function_and_reduction_pick_the_kept_patches(ndim: int) -> No
     assert worst.count[ball_voxels].float().mean() < best.count[ball_voxels].float().mean()
 
 
-def test_num_chunks_gives_the_same_result(ndim: int) -> None:
+def test_reduction_alone_changes_the_ranking(ndim: int) -> None:
+    """'max' ranks a patch by its strongest voxel, 'mean' by its average: one bright voxel in a corner wins
+    under 'max', a broad dim block in the opposite corner under 'mean'."""
+    shape = SHAPE[ndim]
+    data = torch.zeros(1, *shape)
+    data[(0, *[slice(0, 10)] * ndim)] = 1.0
+    spike = tuple(n - 2 for n in shape)
+    data[(0, *[slice(n - 3, n) for n in shape])] = 4.0  # 3 voxels wide: seen by the coarse samples
+    affine = torch.eye(ndim + 1, dtype=torch.float64)
+    model = pointwise_model(ndim, gain=1.0, bias=0.0)
+    options = {"generate_type": "tree", "level": 1, "generator": 0}
+    kept = {}
+    for reduce in ("max", "mean"):
+        lazy = {"fraction": 1e-3, "reduceFun": reduce, "attentionFun": "identity"}
+        kept[reduce] = run(model, data, affine, lazyEval=lazy, **options).count
+    assert kept["max"][spike] > 0 and kept["max"][(0,) * ndim] == 0
+    assert kept["mean"][spike] == 0 and kept["mean"][(0,) * ndim] > 0
+
+
+def test_num_chunks_repeats_the_whole_process(ndim: int) -> None:
     data, affine = image(ndim)
     model = unet_model(ndim)
-    for options in (
-        {"generate_type": "tree"},
-        {"generate_type": "random", "num_patches": 7, "branch_factor": 3},
+    once = run(model, data, affine, generate_type="tree", generator=5)
+    twice = run(model, data, affine, generate_type="tree", num_chunks=2, generator=5)
+    assert twice.patches_per_level == tuple(2 * n for n in once.patches_per_level)
+    assert torch.equal(twice.count, 2 * once.count)  # an exact tiling without augmentation, twice
+    torch.testing.assert_close(twice.probabilities, once.probabilities)
+    drawn = {"generate_type": "random", "num_patches": 3, "branch_factor": 2, "generator": 5}
+    one, three = run(model, data, affine, **drawn), run(model, data, affine, num_chunks=3, **drawn)
+    assert three.patches_per_level == (9, 18) and three.count.sum() > 2 * one.count.sum()
+
+
+def test_max_trees_bounds_memory_not_the_result(ndim: int) -> None:
+    data, affine = image(ndim)
+    model = unet_model(ndim)
+    options = {"generate_type": "tree", "lazyEval": None, "generator": 5}
+    whole = run(model, data, affine, **options)
+    one_at_a_time = run(model, data, affine, max_trees=1, batch_size=5, **options)
+    assert whole.patches_per_level == one_at_a_time.patches_per_level and whole.patches_per_level[0] > 1
+    # equal up to the rounding of convolutions over batches of another size
+    torch.testing.assert_close(whole.probabilities, one_at_a_time.probabilities, atol=2e-4, rtol=0)
+    torch.testing.assert_close(whole.std, one_at_a_time.std, atol=2e-4, rtol=0)
+    assert torch.equal(whole.count, one_at_a_time.count)
+
+
+def test_tree_copies_are_jittered_and_the_first_covers(ndim: int) -> None:
+    data, affine = image(ndim)
+    model = unet_model(ndim)
+    one = run(model, data, affine, generate_type="tree", generator=1)
+    three = run(model, data, affine, generate_type="tree", num_patches=3, generator=1)
+    assert three.patches_per_level == tuple(3 * n for n in one.patches_per_level)
+    assert not torch.equal(three.count, 3 * one.count)  # the copies are other patches
+    assert (three.count > 0).all()
+
+
+def test_random_children_go_where_the_parent_points(ndim: int) -> None:
+    """Children are drawn at the parent's output voxels with weight ``p + explore``: with ``explore`` 0
+    they land on the ball the coarse level found, with a large one they spread uniformly."""
+    data, affine = image(ndim)
+    model = pointwise_model(ndim, gain=8.0, bias=-4.0)  # probability high on the ball only
+    options = {"generate_type": "random", "num_patches": 6, "branch_factor": 8, "level": 1, "generator": 3}
+    driven = run(model, data, affine, explore=0.0, **options)
+    uniform = run(model, data, affine, explore=1e6, **options)
+    ball_voxels = data[0] > 0
+    share = [r.count[ball_voxels].sum() / r.count.sum() for r in (driven, uniform)]
+    assert share[0] > 1.5 * share[1]
+
+
+def test_coverage_is_reported(ndim: int, caplog: pytest.LogCaptureFixture) -> None:
+    data, affine = image(ndim)
+    sparse = run(unet_model(ndim), data, affine, generate_type="random", num_patches=1, generator=0)
+    assert sparse.coverage == pytest.approx(float((sparse.count > 0).float().mean()))
+    assert sparse.coverage < 1.0 and "received no patch output" in caplog.text
+
+
+def test_sampling_factor_refines_the_image_grid(ndim: int) -> None:
+    data, affine = image(ndim)
+    affine[0, 0] = -1.5
+    model = unet_model(ndim)
+    plain = run(model, data, affine, generate_type="tree", generator=0)
+    fine = run(model, data, affine, generate_type="tree", sampling_factor=2.0, generator=0)
+    assert fine.probabilities.shape[1:] == tuple(2 * n for n in SHAPE[ndim])
+    torch.testing.assert_close(fine.affine[:ndim, :ndim], affine[:ndim, :ndim] / 2)
+    # the fine voxels 0 and 1 straddle the image's voxel 0 centre
+    torch.testing.assert_close(
+        fine.affine[:ndim, :ndim] @ torch.full((ndim,), 0.5, dtype=torch.float64) + fine.affine[:ndim, ndim],
+        affine[:ndim, ndim],
+    )
+    assert (fine.count > 0).all() and plain.coverage == 1.0
+
+
+def test_coarse_levels_need_intermediate_losses(ndim: int) -> None:
+    data, affine = image(ndim)
+    torch.manual_seed(0)
+    blocks = UNetBlocks(features=4, max_features=8, stages=2)
+    model = PatchWorkModel(cropper(ndim), 1, blockCreator=blocks, intermediate_loss=False)
+    for settings, name in (
+        ({"lazyEval": {"fraction": 0.5}}, "lazyEval"),
+        ({"level": 0}, "level=0"),
+        ({"level": "mix"}, "level='mix'"),
     ):
-        one = run(model, data, affine, generator=5, augment={"dphi": 0.2}, **options)
-        three = run(
-            model, data, affine, generator=5, augment={"dphi": 0.2}, num_chunks=3, batch_size=5, **options
-        )
-        assert one.patches_per_level == three.patches_per_level
-        # equal up to the rounding of convolutions over batches of another size
-        torch.testing.assert_close(one.probabilities, three.probabilities, atol=2e-4, rtol=0)
-        torch.testing.assert_close(one.std, three.std, atol=2e-4, rtol=0)
-        assert torch.equal(one.count, three.count)
+        with pytest.raises(PatchworkError, match=name + ".*intermediate_loss"):
+            run(model, data, affine, **settings)
+    run(model, data, affine, level=-1, generator=0)
+
+
+def test_test_time_augmentation_defaults_to_the_training(ndim: int) -> None:
+    data, affine = image(ndim)
+    model = unet_model(ndim)
+    model.train_augment = Augment(dphi=0.5)
+    options = {"generate_type": "random", "num_patches": 3, "generator": 0}
+    trained = apply_dnp(model, data, affine, **options)
+    off = apply_dnp(model, data, affine, augment={}, **options)
+    again = apply_dnp(model, data, affine, augment={"dphi": 0.5}, **options)
+    torch.testing.assert_close(trained.probabilities, again.probabilities)
+    assert not torch.allclose(trained.probabilities, off.probabilities)
+    built = build_model(
+        DNPParams.from_dict({"train": {"augment": {"dphi": 0.3}, "independent_augmentation": True}}), 1
+    )
+    assert (built.train_augment, built.train_independent_augmentation) == (Augment(dphi=0.3), True)
+
+
+def test_linear_scatter_stitches_a_constant_exactly(ndim: int) -> None:
+    data, affine = image(ndim)
+    model = pointwise_model(ndim, gain=0.0, bias=0.7)
+    model.cropper = cropper(ndim, scatter_type="lin")
+    result = run(model, data, affine, generate_type="tree", augment={"dphi": 0.3}, window="cos", generator=0)
+    assert (result.count > 0).all()
+    torch.testing.assert_close(
+        result.probabilities, torch.full_like(result.probabilities, 1 / (1 + math.exp(-0.7)))
+    )
 
 
 def test_std_is_zero_where_outputs_agree_and_positive_for_augmented_outputs(ndim: int) -> None:
@@ -246,22 +365,25 @@ def test_out_types(ndim: int) -> None:
     assert scaled.dtype == torch.uint8
     torch.testing.assert_close(scaled.float() / 255, probabilities, atol=0.5 / 255 + 1e-6, rtol=0)
     short = run(model, data, affine, out_typ="int16", generator=0).output
-    assert short.dtype == torch.int16 and int(short.max()) <= 32767
+    assert short.dtype == torch.int16
+    assert torch.equal(short, torch.round(probabilities * 32767).to(torch.int16))
 
 
 def test_atlas_of_a_softmax_model_gives_label_values(ndim: int) -> None:
     data, affine = image(ndim)
     model = unet_model(ndim, seed=4, categorial_label=(3, 7), categorical=True)
     assert model.activation == "softmax"
-    result = run(model, data, affine, out_typ="atls", ce_threshold=0.3, generator=0)
-    probabilities = result.probabilities
+    probabilities = run(model, data, affine, generator=0).probabilities
     assert probabilities.shape[0] == 2  # the foreground classes
     best, winner = probabilities.max(dim=0)
-    expected = torch.where(best > 0.3, torch.tensor([3, 7])[winner], 0)
+    loose, tight = (float(best.quantile(q)) for q in (0.3, 0.7))  # cuts that keep 70 % and 30 %
+    result = run(model, data, affine, out_typ="atls", ce_threshold=loose, generator=0)
+    expected = torch.where(best > loose, torch.tensor([3, 7])[winner], 0)
     assert torch.equal(result.output.long(), expected)
-    assert set(result.output.unique().tolist()) <= {0, 3, 7}
-    strict = run(model, data, affine, out_typ="atls:0.9", ce_threshold=0.3, generator=0).output
-    assert (strict != 0).sum() <= (result.output != 0).sum()
+    assert set(result.output.unique().tolist()) <= {0, 3, 7} and (result.output == 0).any()
+    strict = run(model, data, affine, out_typ=f"atls:{tight}", ce_threshold=loose, generator=0).output
+    assert torch.equal(strict.long(), torch.where(best > tight, torch.tensor([3, 7])[winner], 0))
+    assert 0 < (strict != 0).sum() < (result.output != 0).sum()
 
 
 @pytest.mark.parametrize(
@@ -274,6 +396,8 @@ def test_atlas_of_a_softmax_model_gives_label_values(ndim: int) -> None:
         ({"out_typ": "float16"}, "out_typ"),
         ({"level": 5}, "level"),
         ({"num_chunks": 0}, "num_chunks"),
+        ({"max_trees": 0}, "max_trees"),
+        ({"explore": -1.0}, "explore"),
         ({"batch_size": 0}, "batch_size"),
         ({"sampling_factor": -1.0}, "sampling_factor"),
         ({"generate_type": "grid"}, "generate_type"),
@@ -294,13 +418,15 @@ def test_settings_from_a_mapping_with_keyword_overrides() -> None:
     logits = torch.tensor([[-3.0], [2.0]])
     assert torch.equal(attention_function(config.lazyEval)(logits), logits)  # type: ignore[arg-type, misc]
     assert ApplyConfig.from_value(config) is config and ApplyConfig.from_dict(config.to_dict()) == config
-    assert ApplyConfig.from_value(augment={}).augment is None  # an empty dictionary switches it off
+    assert ApplyConfig.from_value(augment={}).augment == Augment()  # an empty dictionary switches it off
     assert set(NAMED_ATTENTION) == set(ATTENTION_NAMES)  # the names the settings accept all resolve
 
 
-def test_defaults_average_rotated_trees_with_cosine_windows() -> None:
+def test_defaults_average_trees_with_the_training_augmentation_and_cosine_windows() -> None:
     config = ApplyConfig()
-    assert (config.num_patches, config.augment, config.window) == (4, Augment(dphi=0.2), "cos")
+    assert (config.num_patches, config.augment, config.window, config.num_chunks) == (4, None, "cos", 1)
+    assert config.augmentation(Augment(dphi=0.2), True) == (Augment(dphi=0.2), True)
+    assert ApplyConfig(augment={}).augmentation(Augment(dphi=0.2), True) == (None, True)
 
 
 def test_label_names_round_trip_through_the_header(tmp_path) -> None:
@@ -309,3 +435,45 @@ def test_label_names_round_trip_through_the_header(tmp_path) -> None:
     assert read_label_names(path) == {3: "lesion", 7: "oedema"}
     save_image(np.zeros((3, 4, 5)), np.eye(4), tmp_path / "plain.nii.gz")
     assert read_label_names(tmp_path / "plain.nii.gz") is None
+
+
+def test_stitcher_pulls_blocks_clipped_to_the_grid_within_its_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A patch much larger than the output grid pulls only the grid's voxels, and a batch is split so the
+    pulled blocks stay within the budget; the sums do not change."""
+    shape = (10, 12, 9)
+    eye = torch.eye(4, dtype=torch.float64)
+    grid = OutputGrid(shape, eye, eye)
+    matrices = torch.eye(4, dtype=torch.float64).repeat(6, 1, 1)
+    matrices[:, :3, :3] *= 3.0  # 8-voxel patches of 3-voxel steps: a 24-voxel box around the grid
+    matrices[:, :3, 3] = torch.linspace(-8.0, -4.0, 6)[:, None]
+    values = torch.rand(6, 1, 8, 8, 8)
+    reference = Stitcher(grid, 1, "cos", "lin", torch.device("cpu"))
+    reference.add(values, matrices)
+    blocks: list[tuple[int, ...]] = []
+    real_crop = stitch.crop
+
+    def recording_crop(source, to_patch, block_shape, *args):
+        blocks.append((source.shape[0], *block_shape))
+        return real_crop(source, to_patch, block_shape, *args)
+
+    monkeypatch.setattr(stitch, "crop", recording_crop)
+    monkeypatch.setattr(stitch, "BLOCK_BUDGET", 2 * 4 * math.prod(shape))
+    split = Stitcher(grid, 1, "cos", "lin", torch.device("cpu"))
+    split.add(values, matrices)
+    assert all(b[1:] <= shape and all(k <= n for k, n in zip(b[1:], shape, strict=True)) for b in blocks)
+    assert [b[0] for b in blocks] == [2, 2, 2]
+    torch.testing.assert_close(split.sums, reference.sums)
+
+
+def test_label_table_for_nora_and_workbench(tmp_path) -> None:
+    path = tmp_path / "atlas.nii.gz"
+    atlas = np.zeros((3, 4, 5), dtype=np.uint8)
+    atlas[1, 2, 3] = 7
+    save_image(atlas, np.eye(4), path, np.uint8, label_names={3: "lesion", 7: "oedema & cyst"})
+    add_label_table(path, {3: "lesion", 7: "oedema & cyst"}, atlas=True)
+    assert read_label_table(path) == {0: "???", 3: "lesion", 7: "oedema & cyst"}
+    assert read_label_names(path) == {3: "lesion", 7: "oedema & cyst"}  # the JSON comment is kept
+    image = nib.load(path)
+    codes = [extension.get_code() for extension in image.header.extensions]
+    assert NIFTI_ECODE_CARET in codes and image.header.get_intent()[0] == "label"
+    assert np.array_equal(np.asarray(image.dataobj), atlas)

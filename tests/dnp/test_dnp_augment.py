@@ -9,7 +9,7 @@ import torch
 from dnp_images import ball
 
 from patchwork.dnp import Augment, CropGenerator
-from patchwork.dnp.augment import draw
+from patchwork.dnp.augment import draw, rotation_angle, rotations
 from patchwork.errors import PatchworkError
 
 
@@ -102,6 +102,37 @@ def test_levels_share_or_redraw_the_transformation(ndim: int, independent: bool)
         assert torch.allclose(own, parent) != independent
 
 
+def uniform_angle_cdf(angle: torch.Tensor) -> torch.Tensor:
+    """CDF of the rotation angle of a uniform rotation in SO(3): ``(t - sin t) / pi``."""
+    return (angle - angle.sin()) / math.pi
+
+
+def test_rotation_angles_follow_dphi_up_to_uniform() -> None:
+    generator = torch.Generator().manual_seed(0)
+    small = rotation_angle(rotations(0.2, 4000, 3, generator))
+    # |v| of v ~ N(0, 0.2^2 I) is 0.2 times a chi variable with 3 degrees of freedom (median 1.5382)
+    assert abs(float(small.median()) / (0.2 * 1.5382) - 1) < 0.05
+    wide = rotation_angle(rotations(20.0, 4000, 3, generator)).sort().values
+    gap = (uniform_angle_cdf(wide) - torch.arange(1, 4001, dtype=torch.float64) / 4000).abs().max()
+    assert gap < 0.03  # Kolmogorov-Smirnov distance to the uniform rotation's angle law
+    medians = [float(rotation_angle(rotations(w, 2000, 3, generator)).median()) for w in (0.2, 0.5, 1.0, 2.0)]
+    assert medians == sorted(medians)
+
+
+def test_dscale_stretches_along_a_drawn_frame() -> None:
+    """``A = R_1 Sigma R_2``: with ``dphi_frame`` alone the map is ``Q D Q^T``, symmetric positive definite,
+    stretching along axes that are not the patch's."""
+    augment = Augment(dscale=0.3, dphi_frame=10.0)
+    augment.check(3)
+    linear = draw(augment, 200, 3, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(linear, linear.transpose(1, 2))
+    assert (torch.linalg.eigvalsh(linear) > 0).all()
+    off_diagonal = linear - torch.diag_embed(linear.diagonal(dim1=1, dim2=2))
+    assert off_diagonal.abs().amax(dim=(1, 2)).median() > 0.05
+    plain = draw(Augment(dscale=0.3), 200, 3, torch.Generator().manual_seed(1))
+    assert torch.equal(plain, torch.diag_embed(plain.diagonal(dim1=1, dim2=2)))
+
+
 def test_per_level_augmentation() -> None:
     gen = CropGenerator(depth=2, ndim=2, scheme={"patch_size": (4, 4), "fov_rel": 0.8, "destvox_rel": 0.5})
     patches = gen.sample(
@@ -115,6 +146,10 @@ def test_per_level_augmentation() -> None:
     assert torch.allclose(coarse, torch.diag_embed(coarse.diagonal(dim1=1, dim2=2)))
     fine = patches.levels[1].matrices[:, :2, :2]
     assert not torch.allclose(fine, torch.diag_embed(fine.diagonal(dim1=1, dim2=2)))
+    with pytest.raises(PatchworkError, match="per level need independent_augmentation"):
+        gen.sample(torch.randn(1, 20, 20), augment=[None, {"dphi": 0.5}], generator=0)
+    shared = gen.sample(torch.randn(1, 20, 20), augment=[{"dphi": 0.5}] * 2, generator=0)
+    assert len(shared.levels) == 2
     with pytest.raises(PatchworkError, match="3 settings for depth 2"):
         gen.sample(torch.randn(1, 20, 20), augment=[None, None, None])
     with pytest.raises(PatchworkError, match="flip must hold 0 or 1"):

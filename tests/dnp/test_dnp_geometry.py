@@ -49,8 +49,10 @@ def corners(shape: tuple[int, ...]) -> torch.Tensor:
 
 @pytest.mark.parametrize("independent", [False, True])
 def test_children_nest_in_parents(ndim: int, shape: tuple[int, ...], independent: bool) -> None:
+    """Snapped children lie inside their parents. The scheme leaves room for any rotation (a child whose
+    rotated box is wider than its parent along a parent axis could only be centred)."""
     gen = CropGenerator(
-        depth=3, ndim=ndim, scheme={"patch_size": (6,) * ndim, "fov_rel": 0.5, "destvox_rel": 0.25}
+        depth=3, ndim=ndim, scheme={"patch_size": (6,) * ndim, "fov_rel": 0.4, "destvox_rel": 0.1}
     )
     affine = torch.eye(ndim + 1, dtype=torch.float64)
     affine[0, 0], affine[1, 1], affine[0, ndim] = 1.5, -0.8, 7.0

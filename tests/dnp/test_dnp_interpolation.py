@@ -61,3 +61,25 @@ def test_categorical_labels_match_the_atlas_under_identity(ndim: int, shape: tup
     labels = gen.sample(torch.zeros(1, *shape), atlas, generator=0).levels[0].labels[0, 0]
     expected = torch.where(atlas == 1, 1, torch.where(atlas == 3, 2, 0))
     assert torch.equal(labels, expected)
+
+
+def test_atlas_labels_are_kept_as_positions_and_expanded_per_patch(ndim: int, shape: tuple[int, ...]) -> None:
+    """A label atlas cropped by nearest neighbour is held as one small integer map (memory independent of
+    the number of labels) and gives the same label patches as its one-hot channels."""
+    atlas = torch.randint(0, 6, shape).double()
+    atlas[(2,) * ndim] = float("nan")  # don't care
+    values = [1, 3, 4, 5]
+    scheme = {"patch_size": (5,) * ndim, "fov_rel": 0.7, "destvox_rel": 0.7}
+    gen = CropGenerator(depth=2, ndim=ndim, scheme=scheme, categorial_label=values)
+    volume = gen.prepare(torch.randn(1, *shape), atlas)
+    source = volume.sources[0].labels
+    assert source.kind == "positions" and source.data.shape[1] == 1 and source.data.element_size() == 2
+    channels = torch.stack([atlas == v for v in values]).float()
+    channels[:, torch.isnan(atlas)] = float("nan")
+    plain = CropGenerator(depth=2, ndim=ndim, scheme=scheme)
+    options = {"num_patches": 6, "augment": {"dphi": 0.5}, "balance": {"ratio": 0.5}, "generator": 2}
+    a = gen.sample(volume, **options)
+    b = plain.sample(torch.randn(1, *shape), channels, **options)
+    for x, y in zip(a.levels, b.levels, strict=True):
+        assert torch.equal(x.matrices, y.matrices)
+        assert torch.equal(x.labels.nan_to_num(-1.0), y.labels.nan_to_num(-1.0))

@@ -27,6 +27,11 @@ def ball_case(shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
     return (label + 0.3 * noise).astype(np.float32)[None], label
 
 
+def plain_threshold_dice(image: np.ndarray, label: np.ndarray) -> float:
+    """Dice of thresholding the noisy image at 0.5: what the network has to beat by using context."""
+    return dice(image[0] > 0.5, label > 0)
+
+
 def train(ndim: int, out_dir: Path) -> tuple[Path, np.ndarray, np.ndarray]:
     """Train on the ball image; return the model path, the image and the label."""
     shape, patch, stages, iterations = SETUP[ndim]
@@ -56,6 +61,7 @@ def test_overfit_2d_disk(tmp_path: Path) -> None:
     probability, spread = predict_dnp(model_path, image, np.eye(4), ApplyConfig(), device="cpu")
     assert probability.shape == label.shape and spread.shape == label.shape
     assert dice(probability > 0.5, label > 0) > 0.9
+    assert dice(probability > 0.5, label > 0) > plain_threshold_dice(image, label) + 0.1
 
 
 def test_overfit_3d_ball_and_write_files(tmp_path: Path) -> None:
@@ -71,4 +77,5 @@ def test_overfit_3d_ball_and_write_files(tmp_path: Path) -> None:
     assert set(np.unique(mask)) <= {0.0, 1.0}
     assert read_label_names(out) == {1: "ball"}
     assert dice(mask > 0, label > 0) > 0.9
+    assert dice(mask > 0, label > 0) > plain_threshold_dice(image, label) + 0.1
     assert spread.shape == label.shape and (spread >= 0).all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from patchwork.dnp import CropGenerator, PatchSet
+from patchwork.dnp.geometry import apply, invert
 
 
 def covered(gen: CropGenerator, patches: PatchSet) -> torch.Tensor:
@@ -106,3 +107,34 @@ def test_tree_and_random_children_per_parent() -> None:
     patches = gen.sample(torch.randn(1, 30, 30), num_patches=4, branch_factor=3, generator=0)
     assert [len(level) for level in patches.levels] == [4, 12, 36]
     assert torch.equal(patches.levels[2].parent, torch.arange(12).repeat_interleave(3))
+
+
+def test_balance_targets_stay_inside_rotated_snapped_children(ndim: int, shape: tuple[int, ...]) -> None:
+    """A foreground tree's patches all contain its target voxel, even when snapping a rotated child into
+    its parent would push the target out."""
+    gen = CropGenerator(
+        depth=3, ndim=ndim, scheme={"patch_size": (4,) * ndim, "fov_rel": 0.7, "destvox_rel": 0.6}
+    )
+    labels = torch.zeros(*shape)
+    target = torch.tensor([1.0] * ndim, dtype=torch.float64)  # near a corner, where snapping bites
+    labels[(1,) * ndim] = 1.0
+    options = {"augment": {"dphi": 1.0}, "independent_augmentation": True, "balance": {"ratio": 1.0}}
+    patches = gen.sample(torch.randn(1, *shape), labels, num_patches=200, generator=4, **options)
+    for level in patches.levels:
+        voxel = apply(invert(level.matrices), target.expand(len(level), ndim))
+        inside = ((voxel >= -0.5 - 1e-9) & (voxel <= 4 - 0.5 + 1e-9)).all(dim=1)
+        assert inside.all()
+
+
+def test_tree_copies_are_jittered_copies_of_a_covering_tiling(ndim: int, shape: tuple[int, ...]) -> None:
+    gen = CropGenerator(
+        depth=3, ndim=ndim, scheme={"patch_size": (5,) * ndim, "fov_rel": 0.6, "destvox_rel": 1.0}
+    )
+    patches = gen.sample(torch.randn(1, *shape), generate_type="tree", num_patches=3, generator=0)
+    roots = patches.levels[0].matrices
+    per_copy = len(roots) // 3
+    first, second, third = roots.split(per_copy)
+    assert not torch.equal(first, second) and not torch.equal(second, third)
+    exact = gen.sample(torch.randn(1, *shape), generate_type="tree", generator=5)
+    assert torch.equal(exact.levels[0].matrices, first)  # the first copy is the exact tiling
+    assert covered(gen, exact).all()

@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
-from patchwork.dnp.settings import ApplyConfig, Augment, Balance, CropConfig, DNPParams, TrainParams
+from patchwork.dnp.settings import (
+    ApplyConfig,
+    Augment,
+    Balance,
+    CropConfig,
+    DNPParams,
+    TrainParams,
+    check_spec,
+)
 from patchwork.errors import PatchworkError
-
-
-def test_settings_parse_without_torch() -> None:
-    code = (
-        "import sys\n"
-        "from patchwork.dnp.settings import ApplyConfig, DNPParams\n"
-        "DNPParams.from_dict({'crop': {'depth': 2}, 'train': {'augment': {'dphi': 0.1}}})\n"
-        "ApplyConfig.from_dict({'lazyEval': {'fraction': 0.5}, 'out_typ': 'mask:0.4'})\n"
-        "import patchwork.dnp\n"
-        "assert 'torch' not in sys.modules, 'torch imported'\n"
-    )
-    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_every_problem_is_one_line_naming_its_section_and_key() -> None:
@@ -70,10 +63,9 @@ def test_application_settings_are_no_training_settings() -> None:
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        (
-            {"sampling_factor": 2.0},
-            "sampling_factor sets the voxel size of the grid used with scale_to_original",
-        ),
+        ({"sampling_factor": 0.0}, "sampling_factor must be a number > 0"),
+        ({"explore": -0.5}, "explore must be a number >= 0"),
+        ({"max_trees": 0}, "max_trees=0: must be an int >= 1"),
         ({"out_typ": "mask:0.2,x"}, "out_typ thresholds"),
         ({"ce_threshold": 1.5}, "ce_threshold must be in"),
     ],
@@ -87,7 +79,7 @@ def test_application_options_are_checked(settings: dict, message: str) -> None:
     ("settings", "message"),
     [
         ({"scale_to_original": False}, "scale_to_original=false"),
-        ({"scale_to_original": False, "sampling_factor": 2.0}, "scale_to_original=false"),
+        ({"sampling_factor": 2.0}, "sampling_factor=2.0"),
         ({"out_typ": "mask"}, "out_typ='mask'"),
         ({"ce_threshold": 0.3}, "ce_threshold=0.3"),
     ],
@@ -99,3 +91,12 @@ def test_a_probability_map_rejects_what_it_cannot_honour(settings: dict, message
         config.check_prediction()
     assert len(info.value.problems) == 1
     ApplyConfig.from_dict({"num_patches": 2, "lazyEval": {"fraction": 0.5}}).check_prediction()
+
+
+def test_coarse_predictions_are_refused_for_a_model_without_intermediate_losses() -> None:
+    params = DNPParams.from_dict({"model": {"intermediate_loss": False}})
+    for settings, name in (({"lazyEval": {"fraction": 0.5}}, "lazyEval"), ({"level": "mix"}, "level='mix'")):
+        with pytest.raises(PatchworkError, match=f"dnp apply: {name}.*intermediate_loss"):
+            check_spec(params, ApplyConfig.from_dict(settings))
+    check_spec(params, ApplyConfig.from_dict({"level": -1}))
+    check_spec(DNPParams(), ApplyConfig.from_dict({"level": "mix", "lazyEval": {"fraction": 0.5}}))

@@ -53,3 +53,29 @@ def test_mixture_stacks_boxcar_max_and_min(ndim: int) -> None:
     boxcar, high, low = patches.levels[0].inputs[0].split(2)
     assert (low <= boxcar + 1e-6).all() and (boxcar <= high + 1e-6).all()
     assert torch.equal(patches.levels[1].inputs[0, :2], patches.levels[1].inputs[0, 2:4])
+
+
+@pytest.mark.parametrize(
+    ("smoothing", "interp"), [(1.0, "NN"), (1.0, "lin"), ("boxcar", "lin"), ("max", "NN")]
+)
+def test_dont_care_labels_do_not_spread(smoothing: float | str, interp: str) -> None:
+    """One NaN (don't care) voxel in a 20x20 label image stays a local matter after smoothing and
+    interpolation: the coarse labels are the normalised filter of the cared-for voxels."""
+    labels = torch.zeros(20, 20)
+    labels[5:12, 5:12] = 1.0
+    labels[8, 8] = float("nan")
+    scheme = {"patch_size": (5, 5), "fov_rel": 1.0, "destvox_rel": 1.0}
+    gen = CropGenerator(
+        depth=2, ndim=2, scheme=scheme, system="matrix", smoothfac_label=smoothing, interp_type=interp
+    )
+    patches = gen.sample(
+        torch.zeros(1, 20, 20), labels[None], num_patches=8, augment={"dphi": 0.3}, generator=0
+    )
+    coarse = patches.levels[0].labels
+    assert torch.isnan(coarse).sum() <= coarse.numel() // 25
+    finite = coarse[torch.isfinite(coarse)]
+    assert (
+        finite.min() >= 0.0 and finite.max() <= 1.0 + 1e-6 and finite.max() > 0.2
+    )  # the square stays visible
+    fine = patches.levels[1].labels
+    assert torch.isnan(fine).sum() <= 2 * len(fine)  # the one voxel, read by nearby patch voxels only

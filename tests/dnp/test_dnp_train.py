@@ -51,7 +51,7 @@ def cases(ndim: int, count: int = 2) -> tuple[list[np.ndarray], list[np.ndarray]
 
 @pytest.mark.parametrize("ndim", [2, 3])
 def test_training_reduces_the_loss_and_writes_its_files(tmp_path, ndim):
-    params = settings(ndim, num_its=5, hard_mining=0.25)
+    params = settings(ndim, num_its=5, hard_mining=0.25, lr_schedule="cosine", warmup_its=2)
     images, labels, affines = cases(ndim)
     path = train_dnp(params, images, labels, affines, tmp_path, seed=0, val_images=images[:1],
                      val_labels=labels[:1], val_affines=affines[:1])  # fmt: skip
@@ -60,6 +60,9 @@ def test_training_reduces_the_loss_and_writes_its_files(tmp_path, ndim):
                        "hard_mined", "val_loss", "val_dice"]  # fmt: skip
     totals = [float(r[3]) for r in rows[1:]]
     assert len(totals) == 5 and totals[-1] < 0.8 * totals[0]
+    # two warm-up outer iterations (lr/2, lr), then cosine decay over three: lr (1 + cos(pi k / 3)) / 2
+    expected = [5e-3, 1e-2, 1e-2, 7.5e-3, 2.5e-3]
+    assert [float(r[4]) for r in rows[1:]] == pytest.approx(expected)
     assert [int(r[7]) for r in rows[1:]] == [0, 2, 2, 2, 2] and int(rows[2][6]) == 10
     assert all(0.0 <= float(r[9]) <= 1.0 for r in rows[1:])
     assert (tmp_path / "curve.png").stat().st_size > 0 and not (tmp_path / "checkpoint.pt").exists()
@@ -198,6 +201,8 @@ def test_parallel_cropping_draws_the_serial_trees():
         ("train", {"loss": ["dice"]}, "1 entries for depth 3"),
         ("train", {"hard_mining": 1.5}, "hard_mining"),
         ("train", {"hard_mining_order": "size"}, "hard_mining_order"),
+        ("train", {"lr_schedule": "step"}, "dnp train: lr_schedule"),
+        ("train", {"num_its": 4, "warmup_its": 4}, "dnp train: warmup_its=4: must be in \\[0, num_its\\)"),
         ("train", {"balance": {"ratio": 2}}, "dnp train: balance.ratio"),
         ("train", {"augment": {"dphi": [0.1, 0.2]}}, "dnp train: augment.dphi"),
         ("train", {"epoch": 2}, "dnp train: unknown key\\(s\\) epoch"),

@@ -1,6 +1,11 @@
 # Shared names and input functions. Subject lists come from the `ingest` checkpoint and folds from the
 # `splits` checkpoint, so the DAG is completed once those two files exist. Files are read by the plain
 # helpers of workflow/inputs.py (the package's light readers: no torch, no pandas), once per file version.
+#
+# Per-subject work that takes seconds runs in batches, so the number of jobs grows with folds x models and
+# not with subjects x models: batch `fold_K` is the validation subjects of fold K (predicted out of fold
+# by that fold's model, ensembled and evaluated together), the test batch is every test subject (predicted
+# by the final `fold_all` models). A batch job writes one folder of per-subject files.
 
 import json
 import re
@@ -8,7 +13,7 @@ import shlex
 
 from patchwork.config import WorkflowConfig
 from patchwork.models import MODEL_TYPES
-from workflow import inputs
+from workflow import inputs, resources
 
 R = config["results"]
 PREPROCESSED = f"{R}/preprocessed"
@@ -24,6 +29,9 @@ STD_MODELS = [name for name, spec in MODELS.items() if "std" in MODEL_TYPES[spec
 
 # Where jobs run is a resource, not a parameter: moving a run to another device re-runs nothing.
 DEVICE = f"--device {shlex.quote(config['device'])}" if config["device"] else ""
+# Training and prediction hold a GPU unless the config says `device: cpu`; on SLURM the `gpu` resource
+# becomes `--gpus=1` (and picks a GPU partition), on a workstation `--resources gpu=N` limits them.
+GPUS = 0 if str(config["device"]).startswith("cpu") else 1
 
 
 def model_pattern(names):
@@ -58,32 +66,26 @@ def subject_ids(role):
     return inputs.subject_ids(subjects_tsv(), role)
 
 
-def subject_files(wildcards):
-    """A subject's first image channel and its reference label (the original files)."""
-    row = inputs.subject_row(subjects_tsv(), wildcards.subject)
-    return {"image": str(row.images[0]), "reference": str(row.label)}
+def folds():
+    """Fold numbers of the cross-validation (once the splits checkpoint has run)."""
+    return list(range(inputs.n_folds(splits_json())))
+
+
+def validation_ids(fold):
+    """The subjects of batch `fold_{fold}`: the validation subjects of that fold."""
+    return inputs.validation_ids(splits_json(), fold)
 
 
 def all_outputs(wildcards):
-    """Targets of the default rule: evaluation of every training subject and the summary, plus the
-    packaged challenge entry when `submission.enabled`."""
-    train = subject_ids("train")
+    """Targets of the default rule: evaluation of every batch and the summary, plus the packaged challenge
+    entry when `submission.enabled`."""
     # Resolving the splits checkpoint here, at the root of the DAG, lets every input function that asks
-    # for a subject's fold (predict_model) find it; the file itself is a target anyway.
+    # for a fold's subjects find it; the file itself is a target anyway.
     outputs = [splits_json(), f"{R}/summary.tsv", f"{R}/metrics.tsv", f"{R}/report.html"]
-    outputs += expand(f"{R}/reports/{{subject}}.html", subject=train)
+    outputs += expand(f"{R}/reports/fold_{{fold}}", fold=folds())
     if config["submission"]["enabled"]:
         outputs.append(f"{SUBMISSION}/manifest.json")
     return outputs
-
-
-def predict_model(wildcards):
-    """Out-of-fold model of a subject, or the final all-data model for the submission stage."""
-    if wildcards.stage.startswith("submission"):
-        fold = "all"
-    else:
-        fold = inputs.fold_of(splits_json(), wildcards.subject)
-    return f"{R}/models/{wildcards.model}/fold_{fold}/model.pt"
 
 
 def evaluated_models():
@@ -100,3 +102,50 @@ def ensemble_settings():
     """The `ensemble` config section and each model's own threshold, as the command line's JSON."""
     thresholds = {name: spec.threshold for name, spec in MODELS.items()}
     return json.dumps({**config["ensemble"], "model_thresholds": thresholds}, sort_keys=True)
+
+
+def cohort():
+    """Sizes of the cohort (workflow/resources.py) from the fingerprint; None before ingest."""
+    return resources.cohort_of(f"{R}/fingerprint.json", config["preprocess"]["target_spacing"])
+
+
+def batch_size(wildcards):
+    """Subjects of the batch a job handles: fold `wildcards.fold`'s validation set, else the test set."""
+    if "fold" in wildcards.keys():
+        return len(validation_ids(wildcards.fold))
+    return len(subject_ids("test"))
+
+
+def train_mem_mb(wildcards):
+    """Training memory: the fold's share of the training cases ((K-1)/K; all for `all`) and the step."""
+    share = 1.0 if wildcards.fold == "all" else 1 - 1 / len(folds())
+    return resources.train_mem_mb(cohort(), MODELS[wildcards.model].type, share)
+
+
+def ensemble_probs(wildcards, input):
+    """`NAME=FOLDER/${subject}_prob.nii.gz` of every model: the loop's arguments for one subject."""
+    folders = [shlex.quote(f"{name}={folder}") for name, folder in zip(MODELS, input.probs, strict=True)]
+    return " ".join(f'{folder}/"${{subject}}"_prob.nii.gz' for folder in folders)
+
+
+def tuned_settings():
+    """The tuned ensemble settings the test predictions and the entry use, when `ensemble.tune` is on."""
+    return {"tuned": f"{R}/ensemble_params.json"} if config["ensemble"]["tune"] else {}
+
+
+def test_ensemble_inputs(wildcards):
+    """Every model's test predictions and, with `ensemble.tune`, the tuned settings."""
+    return {"probs": expand(f"{SUBMISSION}/predictions/{{model}}", model=MODELS), **tuned_settings()}
+
+
+def package_inputs(wildcards):
+    """What the entry is made of: final models, the test ensemble, the cohort's records, the licence and,
+    with `ensemble.tune`, the tuned settings the test ensemble used."""
+    return {
+        "models": expand(f"{R}/models/{{model}}/fold_all/model.pt", model=MODELS),
+        "predictions": f"{SUBMISSION}/predictions/ensemble",
+        "fingerprint": f"{R}/fingerprint.json",
+        "subjects": f"{R}/subjects.tsv",
+        "license": os.path.join(workflow.basedir, "LICENSE"),
+        **tuned_settings(),
+    }

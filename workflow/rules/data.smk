@@ -12,8 +12,9 @@ rule demo:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=15,
+        mem_mb=lambda wc, attempt: attempt * 2000,
+        runtime=lambda wc, attempt: attempt
+        * resources.minutes(60 + 10 * (config["demo"]["n_train"] + config["demo"]["n_test"])),
     params:
         settings=json.dumps(config["demo"], sort_keys=True),
         seed=config["seed"],
@@ -36,8 +37,11 @@ checkpoint ingest:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=30,
+        # One image at a time, in a few copies: its size from the largest file (compressed), bounded by
+        # what `ingest.max_image_bytes` lets one file decompress to.
+        mem_mb=lambda wc, input, attempt: attempt
+        * resources.ingest_mem_mb(input, config["ingest"]["max_image_bytes"]),
+        runtime=lambda wc, input, attempt: attempt * resources.minutes(60 + 2 * len(input)),
     params:
         source=f"{R}/demo" if config["dataset"] == "demo" else config["dataset"],
         settings=json.dumps(config["ingest"], sort_keys=True),

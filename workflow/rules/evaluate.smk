@@ -1,48 +1,57 @@
-# Evaluation of every model and the ensemble against the reference, per subject, then the cohort:
-# metrics tables, the per-model summary and the HTML reports. The learning curves cover the
-# cross-validation folds, and the final all-data models when the submission builds them.
+# Evaluation of every model and the ensemble against the reference, one job per batch (fold_K: the
+# validation subjects of fold K) in one process: the batch's metrics table and a report page per subject.
+# Then the cohort: metrics tables, the per-model summary and the HTML reports. The learning curves cover
+# the cross-validation folds, and the final all-data models when the submission builds them.
 
 SURFACE_TOLERANCE_MM = config["evaluate"]["surface_tolerance_mm"]
 
 
 rule evaluate:
     input:
-        unpack(subject_files),
-        segs=lambda wc: [f"{PREDICTIONS}/{name}/{wc.subject}_seg.nii.gz" for name in evaluated_models()],
-        stds=lambda wc: [f"{PREDICTIONS}/{name}/{wc.subject}_std.nii.gz" for name in STD_MODELS],
+        subjects=f"{R}/subjects.tsv",
+        splits=f"{R}/splits.json",
         fingerprint=f"{R}/fingerprint.json",
+        segs=lambda wc: [f"{PREDICTIONS}/{name}/fold_{wc.fold}" for name in evaluated_models()],
     output:
-        tsv=f"{R}/metrics/{{subject}}.tsv",
+        tsv=f"{R}/metrics/fold_{{fold}}.tsv",
         html=report(
-            f"{R}/reports/{{subject}}.html",
+            directory(f"{R}/reports/fold_{{fold}}"),
+            patterns=["{subject}.html"],
             caption="../report/subject.rst",
             category="Subjects",
             labels={"subject": "{subject}"},
         ),
     log:
-        "logs/evaluate/{subject}.log",
+        "logs/evaluate/fold_{fold}.log",
     benchmark:
-        f"{R}/benchmarks/evaluate/{{subject}}.tsv"
+        f"{R}/benchmarks/evaluate/fold_{{fold}}.tsv"
+    wildcard_constraints:
+        fold=r"\d+",
     conda:
         ENV
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: attempt * resources.per_subject_mem_mb(cohort(), "evaluate"),
+        runtime=lambda wc, attempt: attempt
+        * resources.per_subject_minutes(cohort(), "evaluate", batch_size(wc) * len(evaluated_models())),
     params:
         segs=lambda wc, input: named_paths(evaluated_models(), input.segs),
-        stds=lambda wc, input: f"--std {named_paths(STD_MODELS, input.stds)}" if STD_MODELS else "",
+        stds=lambda wc: (
+            f"--std {named_paths(STD_MODELS, [f'{PREDICTIONS}/{m}/fold_{wc.fold}' for m in STD_MODELS])}"
+            if STD_MODELS
+            else ""
+        ),
         tolerance=SURFACE_TOLERANCE_MM,
     shell:
-        "patchwork evaluate --subject {wildcards.subject} --image {input.image:q}"
-        " --reference {input.reference:q} --fingerprint {input.fingerprint} --seg {params.segs}"
-        " {params.stds} --surface-tolerance {params.tolerance}"
-        " --out-tsv {output.tsv} --out-html {output.html} > {log} 2>&1"
+        "patchwork evaluate --subjects {input.subjects} --splits {input.splits} --batch fold_{wildcards.fold}"
+        " --fingerprint {input.fingerprint} --seg {params.segs} {params.stds}"
+        " --surface-tolerance {params.tolerance} --out-tsv {output.tsv} --out-html-dir {output.html}"
+        " > {log} 2>&1"
 
 
 rule summarise:
     input:
-        lambda wc: expand(f"{R}/metrics/{{subject}}.tsv", subject=subject_ids("train")),
+        lambda wc: expand(f"{R}/metrics/fold_{{fold}}.tsv", fold=folds()),
     output:
         metrics=report(f"{R}/metrics.tsv", caption="../report/metrics.rst", category="Summary"),
         summary=report(f"{R}/summary.tsv", caption="../report/summary.rst", category="Summary"),
@@ -54,8 +63,8 @@ rule summarise:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: attempt * resources.table_mem_mb(len(subject_ids("train")), len(MODELS)),
+        runtime=lambda wc, attempt: attempt * resources.minutes(len(subject_ids("train")) * 0.05),
     shell:
         "patchwork summarise --metrics {input} --out-metrics {output.metrics}"
         " --out-summary {output.summary} > {log} 2>&1"
@@ -65,14 +74,11 @@ rule report:
     input:
         metrics=f"{R}/metrics.tsv",
         summary=f"{R}/summary.tsv",
-        subject_reports=lambda wc: expand(f"{R}/reports/{{subject}}.html", subject=subject_ids("train")),
+        subject_reports=lambda wc: expand(f"{R}/reports/fold_{{fold}}", fold=folds()),
         train_logs=lambda wc: expand(
             f"{R}/models/{{model}}/fold_{{fold}}/train_log.tsv",
             model=MODELS,
-            fold=[
-                *range(inputs.n_folds(splits_json())),
-                *(["all"] if config["submission"]["enabled"] else []),
-            ],
+            fold=[*folds(), *(["all"] if config["submission"]["enabled"] else [])],
         ),
     output:
         html=report(f"{R}/report.html", caption="../report/report.rst", category="Summary"),
@@ -88,8 +94,8 @@ rule report:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: attempt * resources.table_mem_mb(len(subject_ids("train")), len(MODELS)),
+        runtime=lambda wc, attempt: attempt * resources.minutes(len(subject_ids("train")) * 0.1),
     params:
         tolerance=SURFACE_TOLERANCE_MM,
     shell:

@@ -1,50 +1,65 @@
-# Prediction, one job per (model, subject), written in the subject's ORIGINAL image grid.
-# {stage} = predictions: out-of-fold, by the fold that did not train on the subject;
-# {stage} = submission/predictions: test images, by the final all-data model.
-# Its params are how a trained model is applied (threshold, `apply`, seed): changing them re-predicts.
-# Models whose type also writes the per-voxel spread (registry: outputs hold "std") go through
-# predict_with_std.
+# Prediction in batches, one job per (model, batch), every subject written in its ORIGINAL image grid:
+# batch fold_K = the validation subjects of fold K, predicted out of fold by that fold's model
+# (predictions/{model}/fold_K/); the test batch = every test subject, predicted by the final all-data
+# model (submission/predictions/{model}/). A job loads its model once and writes {subject}_prob.nii.gz,
+# {subject}_seg.nii.gz and, for model types that give one (registry: outputs hold "std"), the per-voxel
+# spread {subject}_std.nii.gz. Its params are how a trained model is applied (threshold, `apply`, seed):
+# changing them re-predicts, never retrains.
 
 
 rule predict:
     input:
-        model=predict_model,
-        preprocessed=f"{PREPROCESSED}/{{subject}}",
+        model=f"{R}/models/{{model}}/fold_{{fold}}/model.pt",
+        subjects=f"{R}/subjects.tsv",
+        splits=f"{R}/splits.json",
+        preprocessed=f"{R}/stamps/preprocessed_train.done",
     output:
-        prob=f"{R}/{{stage}}/{{model}}/{{subject}}_prob.nii.gz",
-        seg=f"{R}/{{stage}}/{{model}}/{{subject}}_seg.nii.gz",
+        directory(f"{PREDICTIONS}/{{model}}/fold_{{fold}}"),
     log:
-        "logs/{stage}/{model}/{subject}.log",
+        "logs/predict/{model}/fold_{fold}.log",
     benchmark:
-        f"{R}/benchmarks/predict/{{stage}}/{{model}}/{{subject}}.tsv"
+        f"{R}/benchmarks/predict/{{model}}/fold_{{fold}}.tsv"
     wildcard_constraints:
-        model=model_pattern([m for m in MODELS if m not in STD_MODELS]),
+        fold=r"\d+",
     conda:
         ENV
     threads: config["threads"]["predict"]
     resources:
-        mem_mb=6000,
-        runtime=60,
-        gpu=1,
+        mem_mb=lambda wc, attempt: attempt * resources.per_subject_mem_mb(cohort(), "predict"),
+        runtime=lambda wc, attempt: attempt
+        * resources.per_subject_minutes(cohort(), "predict", batch_size(wc), resources.GPU_SPEEDUP**GPUS),
+        gpu=GPUS,
         device=DEVICE,
     params:
+        batch=lambda wc: f"fold_{wc.fold}",
+        preprocessed=PREPROCESSED,
         apply=lambda wc: json.dumps(MODELS[wc.model].apply.to_dict(), sort_keys=True),
         threshold=lambda wc: MODELS[wc.model].threshold,
         seed=lambda wc: model_seed(wc.model),
-        out_std=lambda wc, output: f"--out-std {output.std}" if "std" in output.keys() else "",
+        std=lambda wc: "--std" if wc.model in STD_MODELS else "",
     shell:
-        "patchwork predict --model {input.model} --preprocessed $(dirname {input.preprocessed})"
-        " --subject {wildcards.subject} --apply {params.apply:q} --threshold {params.threshold}"
-        " --out-prob {output.prob} --out-seg {output.seg} {params.out_std} --seed {params.seed}"
-        " --threads {threads} {resources.device} > {log} 2>&1"
+        "patchwork predict --model {input.model} --preprocessed {params.preprocessed}"
+        " --subjects {input.subjects} --splits {input.splits} --batch {params.batch}"
+        " --apply {params.apply:q} --threshold {params.threshold} --out-dir {output} {params.std}"
+        " --seed {params.seed} --threads {threads} {resources.device} > {log} 2>&1"
 
 
-use rule predict as predict_with_std with:
+use rule predict as predict_test with:
+    input:
+        model=f"{R}/models/{{model}}/fold_all/model.pt",
+        subjects=f"{R}/subjects.tsv",
+        splits=f"{R}/splits.json",
+        preprocessed=f"{R}/stamps/preprocessed_test.done",
     output:
-        prob=f"{R}/{{stage}}/{{model}}/{{subject}}_prob.nii.gz",
-        seg=f"{R}/{{stage}}/{{model}}/{{subject}}_seg.nii.gz",
-        std=f"{R}/{{stage}}/{{model}}/{{subject}}_std.nii.gz",
+        directory(f"{SUBMISSION}/predictions/{{model}}"),
+    log:
+        "logs/predict_test/{model}.log",
     benchmark:
-        f"{R}/benchmarks/predict_with_std/{{stage}}/{{model}}/{{subject}}.tsv"
-    wildcard_constraints:
-        model=model_pattern(STD_MODELS),
+        f"{R}/benchmarks/predict_test/{{model}}.tsv"
+    params:
+        batch="test",
+        preprocessed=PREPROCESSED,
+        apply=lambda wc: json.dumps(MODELS[wc.model].apply.to_dict(), sort_keys=True),
+        threshold=lambda wc: MODELS[wc.model].threshold,
+        seed=lambda wc: model_seed(wc.model),
+        std=lambda wc: "--std" if wc.model in STD_MODELS else "",

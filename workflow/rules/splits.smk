@@ -15,8 +15,8 @@ checkpoint splits:
         ENV
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=5,
+        mem_mb=lambda wc, attempt: attempt * resources.BASE_MB["default"],
+        runtime=lambda wc, attempt: attempt * resources.MIN_RUNTIME,
     params:
         settings=json.dumps(config["splits"], sort_keys=True),
         seed=config["seed"],

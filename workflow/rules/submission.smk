@@ -1,13 +1,11 @@
 # The challenge entry: final models trained on every training subject, their ensemble on the test
-# images, the run's config and a manifest of versions, seed and checksums.
+# images, the run's config, the ensemble settings the test predictions used, the licence and a manifest
+# of versions and checksums (`patchwork package`).
 
 
 rule package_submission:
     input:
-        models=expand(f"{R}/models/{{model}}/fold_all/model.pt", model=MODELS),
-        predictions=lambda wc: expand(
-            f"{SUBMISSION}/predictions/ensemble/{{subject}}_seg.nii.gz", subject=subject_ids("test")
-        ),
+        unpack(package_inputs),
     output:
         f"{SUBMISSION}/manifest.json",
     log:
@@ -18,12 +16,15 @@ rule package_submission:
         ENV
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=10,
+        mem_mb=lambda wc, attempt: attempt * resources.BASE_MB["default"],
+        runtime=lambda wc, attempt: attempt * resources.MIN_RUNTIME,
     params:
         models=lambda wc, input: named_paths(MODELS, input.models),
         config=json.dumps(config, sort_keys=True),
-        seed=config["seed"],
+        ensemble=ensemble_settings(),
+        tuned=lambda wc, input: f"--tuned {input.tuned}" if "tuned" in input.keys() else "",
+        out_dir=lambda wc, output: os.path.dirname(output[0]),
     shell:
         "patchwork package --model {params.models} --config-json {params.config:q}"
-        " --seed {params.seed} --out-dir $(dirname {output}) > {log} 2>&1"
+        " --ensemble-settings {params.ensemble:q} {params.tuned} --fingerprint {input.fingerprint}"
+        " --subjects {input.subjects} --license {input.license:q} --out-dir {params.out_dir} > {log} 2>&1"

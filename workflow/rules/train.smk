@@ -2,13 +2,14 @@
 # A killed job resumes from models/{model}/fold_{fold}/checkpoint.pt (removed at the end) when rerun.
 # Its params are what training depends on (name, type, params, seed): a model's threshold and `apply`
 # settings are prediction's, so changing them never retrains.
+# Memory: today's trainers hold every training case of the fold (train_mem_mb, workflow/resources.py).
 
 
 rule train:
     input:
         subjects=f"{R}/subjects.tsv",
         splits=f"{R}/splits.json",
-        preprocessed=lambda wc: expand(f"{PREPROCESSED}/{{s}}", s=subject_ids("train")),
+        preprocessed=f"{R}/stamps/preprocessed_train.done",
     output:
         model=f"{R}/models/{{model}}/fold_{{fold}}/model.pt",
         spec=f"{R}/models/{{model}}/fold_{{fold}}/spec.json",
@@ -22,15 +23,17 @@ rule train:
         ENV
     threads: config["threads"]["train"]
     resources:
-        mem_mb=8000,
-        runtime=240,
-        gpu=1,
+        mem_mb=lambda wc, attempt: attempt * train_mem_mb(wc),
+        runtime=lambda wc, attempt: attempt
+        * resources.train_minutes(MODELS[wc.model].type, MODELS[wc.model].params, GPUS),
+        gpu=GPUS,
         device=DEVICE,
     params:
+        preprocessed=PREPROCESSED,
         spec=lambda wc: json.dumps(MODELS[wc.model].training_dict(), sort_keys=True),
         seed=lambda wc: model_seed(wc.model),
     shell:
         "patchwork train --spec {params.spec:q} --subjects {input.subjects}"
-        " --preprocessed $(dirname {input.preprocessed[0]}) --splits {input.splits}"
+        " --preprocessed {params.preprocessed} --splits {input.splits}"
         " --fold {wildcards.fold} --out-dir $(dirname {output.model})"
         " --seed {params.seed} --threads {threads} {resources.device} > {log} 2>&1"

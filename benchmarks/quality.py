@@ -1,0 +1,376 @@
+"""Segmentation quality at equal CPU budget: every model of a config, their ensemble, a plain MONAI U-Net.
+
+On a generated cohort (:mod:`patchwork.data.demo`: CSF-dark lesions with a brighter rim, 0.01-90 ml, mixed
+isotropic / anisotropic / axis-flipped geometry), split into ``--n-train`` training, ``--n-val`` tuning and
+``--n-test`` test subjects, all preprocessed as the workflow does (``preprocess`` section of ``--config``):
+
+1. every model of ``--config`` (default: the demo's) is trained on the training subjects. With
+   ``--budget-s B`` its length (U-Net ``iterations``, DNP ``num_its``) is calibrated once so that its
+   training takes about B CPU seconds on this machine: a few steps are timed and the count is printed, so the
+   run can be repeated exactly with ``--length NAME=N`` (a count, not a clock, decides when training
+   stops: the same seed gives the same weights on any machine);
+2. the tuning subjects choose each model's post-processing (:mod:`patchwork.postprocess`: threshold,
+   minimum component volume and peak) and that of the ensemble (the mean of the models' probabilities);
+3. the test subjects are predicted in their original grid and scored (Dice, HD95, lesion F1) raw
+   (threshold 0.5) and post-processed.
+
+With ``--monai-python PY`` (a Python that has MONAI; never a dependency of patchwork) a plain MONAI U-Net
+(``UNet`` 16-32-64-128, 2 residual units, 64³ patches, ``DiceCELoss``, Adam 1e-3, positive/negative
+crops 1:1, random flips) trains on the same preprocessed arrays for the same CPU budget (the mean of our
+models' training CPU seconds when ``--budget-s`` is not given), with Gaussian sliding-window inference.
+Budgets are process CPU seconds (all threads), not wall-clock time, so a busy machine does not shrink them::
+
+    python benchmarks/quality.py --out /tmp/quality --budget-s 120 --monai-python /tmp/vb/bin/python
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MONAI_PATCH = (64, 64, 64)
+
+
+def prepare_cohort(out: Path, args: argparse.Namespace, config: dict[str, Any]) -> tuple[list, list, list]:
+    """Generate, ingest and preprocess the cohort once (reused when present); return train/val/test ids."""
+    from patchwork.config import IngestSettings, PreprocessSettings
+    from patchwork.data.demo import make_demo_dataset
+    from patchwork.stages import data
+
+    raw = out / "raw"
+    n_fit = args.n_train + args.n_val
+    meta = raw / "dataset.json"
+    if not meta.exists() or json.loads(meta.read_text())["numTraining"] != n_fit:
+        make_demo_dataset(raw, n_train=n_fit, n_test=args.n_test, spacing=args.spacing, seed=args.seed)
+    data.ingest(str(raw), out / "subjects.tsv", out / "fingerprint.json", IngestSettings())
+    settings = PreprocessSettings.from_dict(config.get("preprocess", {}))
+    ids = [f"demo_{i + 1:03d}" for i in range(n_fit + args.n_test)]
+    for subject in ids:
+        if not (out / "preprocessed" / subject / "record.json").exists():
+            data.preprocess(
+                out / "subjects.tsv",
+                subject,
+                out / "fingerprint.json",
+                out / "preprocessed" / subject,
+                settings,
+            )
+    return ids[: args.n_train], ids[args.n_train : n_fit], ids[n_fit:]
+
+
+def with_length(spec: Any, length: int) -> Any:
+    """``spec`` with its training length (U-Net ``iterations``, DNP ``num_its``) set to ``length``."""
+    params = spec.params
+    if spec.type == "unet":
+        params = dataclasses.replace(
+            params, iterations=length, warmup_iterations=min(params.warmup_iterations, length - 1)
+        )
+    else:
+        train = dataclasses.replace(
+            params.train, num_its=length, warmup_its=min(params.train.warmup_its, length - 1)
+        )
+        params = dataclasses.replace(params, train=train)
+    return dataclasses.replace(spec, params=params)
+
+
+def seconds_per_step(spec: Any, images: list, labels: list, affines: list, seed: int) -> float:
+    """Measured CPU seconds of one training step (U-Net iteration or DNP outer iteration), after a warm-up."""
+    import torch
+
+    if spec.type == "unet":
+        from patchwork.unet.train import TrainingRun, check_data
+
+        images, labels = check_data(images, labels, spec.params, "training")
+        run = TrainingRun.create(spec.params, images, labels, seed, torch.device("cpu"))
+        steps = [lambda i=i: run.step(i, spec.params.lr) for i in range(4)]
+    else:
+        from patchwork.dnp.model import build_model
+        from patchwork.dnp.train import Drawer, check_cases, train_on_set
+        from patchwork.training.seeding import torch_generator
+
+        params = spec.params
+        cases = check_cases(images, labels, affines, params, "training")
+        model = build_model(params, int(cases[0].image.shape[0])).to(memory_format=torch.channels_last_3d)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.lr)
+        drawer = Drawer(params.crop, cases, params.train, seed)
+        steps = [
+            lambda i=i: train_on_set(
+                model, optimizer, drawer.get(i), params.train, torch_generator(seed, i, 5)
+            )
+            for i in range(2)
+        ]
+    steps[0]()
+    start = time.process_time()
+    for step in steps[1:]:
+        step()
+    return (time.process_time() - start) / (len(steps) - 1)
+
+
+def train_models(out: Path, specs: list, ids: tuple[list, list, list], args: argparse.Namespace) -> dict:
+    """Train every model (calibrated or given lengths); returns name -> {seconds, length, model}."""
+    from patchwork.io import write_json
+    from patchwork.stages.models import load_cases, train
+
+    train_ids, val_ids, _ = ids
+    write_json(out / "splits.json", [{"train": train_ids, "val": val_ids}])
+    images, labels, affines = load_cases(out / "preprocessed", train_ids)
+    given = dict(item.split("=") for item in args.length)
+    trained = {}
+    for spec in specs:
+        if spec.name in given:
+            spec = with_length(spec, int(given[spec.name]))
+        elif args.budget_s:
+            per_step = seconds_per_step(spec, images, labels, affines, args.seed)
+            spec = with_length(spec, max(2, int(args.budget_s / per_step)))
+            print(f"{spec.name}: {per_step:.2f} s per step -> length {length_of(spec)}", flush=True)
+        folder = out / "models" / spec.name
+        if (folder / "spec.json").exists() and json.loads(
+            (folder / "spec.json").read_text()
+        ) != spec.training_dict():
+            shutil.rmtree(folder)  # another length or setting: train afresh
+        start = time.process_time()
+        model = train(
+            spec, out / "subjects.tsv", out / "preprocessed", out / "splits.json", "0",
+            out / "models" / spec.name, args.seed,
+        )  # fmt: skip
+        timing = out / "models" / spec.name / "seconds.json"
+        seconds = time.process_time() - start
+        if seconds > 5 or not timing.exists():  # trained now, not found finished
+            timing.write_text(json.dumps(seconds))
+        seconds = json.loads(timing.read_text())
+        trained[spec.name] = {"seconds": seconds, "length": length_of(spec), "model": model}
+        print(f"{spec.name}: trained in {trained[spec.name]['seconds']:.0f} s", flush=True)
+    return trained
+
+
+def length_of(spec: Any) -> int:
+    return spec.params.iterations if spec.type == "unet" else spec.params.train.num_its
+
+
+def predict_models(out: Path, specs: list, trained: dict, subjects: list, seed: int) -> None:
+    """Probability maps ``pred/{model}/{subject}_prob.nii.gz`` in each subject's original grid (kept when
+    newer than the model)."""
+    from patchwork.stages.models import predict
+
+    for spec in specs:
+        for subject in subjects:
+            folder, model = out / "pred" / spec.name, Path(trained[spec.name]["model"])
+            prob = folder / f"{subject}_prob.nii.gz"
+            if not prob.exists() or prob.stat().st_mtime < model.stat().st_mtime:
+                predict(
+                    model, out / "preprocessed", subject, spec.apply.to_dict(), 0.5, prob,
+                    folder / f"{subject}_seg.nii.gz", seed=seed,
+                )  # fmt: skip
+
+
+def run_monai(out: Path, ids: tuple[list, list, list], budget_s: float, args: argparse.Namespace) -> float:
+    """Train and apply the MONAI U-Net in ``--monai-python``; write its probabilities like ours."""
+    from patchwork.data.preprocess import load_preprocessed
+    from patchwork.io import save_image
+    from patchwork.stages.models import to_original_probability
+
+    work = out / "monai"
+    work.mkdir(parents=True, exist_ok=True)
+    train_ids, val_ids, test_ids = ids
+    arrays = {}
+    for subject in train_ids + val_ids + test_ids:
+        image, label, _ = load_preprocessed(out / "preprocessed", subject)
+        arrays[f"image_{subject}"] = image
+        if subject in train_ids:
+            arrays[f"label_{subject}"] = label
+    np.savez(work / "data.npz", **arrays)
+    job = json.dumps(
+        {"train": train_ids, "predict": val_ids + test_ids, "budget_s": budget_s, "seed": args.seed}
+    )
+    done = (work / "probs.npz").exists() and (work / "job.json").exists()
+    if not done or (work / "job.json").read_text() != job:  # else: this very job ran before
+        (work / "job.json").write_text(job)
+        subprocess.run(
+            [args.monai_python, __file__, "monai-worker", str(work), "--threads", str(args.threads)],
+            check=True,
+        )
+    seconds = json.loads((work / "seconds.json").read_text())
+    probs = np.load(work / "probs.npz")
+    for subject in val_ids + test_ids:
+        record = load_preprocessed(out / "preprocessed", subject)[2]
+        prob, affine = to_original_probability(probs[subject], record)
+        save_image(prob, affine, out / "pred" / "monai_unet" / f"{subject}_prob.nii.gz", dtype=np.float32)
+    return seconds
+
+
+def monai_worker(work: Path, threads: int) -> None:
+    """The MONAI side (runs in the MONAI Python; imports neither patchwork nor anything MONAI lacks)."""
+    import torch
+    from monai.inferers import sliding_window_inference
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import UNet
+    from monai.transforms import RandCropByPosNegLabel
+    from monai.utils import set_determinism
+
+    torch.set_num_threads(threads)
+    job = json.loads((work / "job.json").read_text())
+    set_determinism(job["seed"])
+    data = np.load(work / "data.npz")
+
+    def padded(x: np.ndarray, fill: float) -> np.ndarray:
+        pad = [(0, 0)] + [(0, max(0, p - s)) for p, s in zip(MONAI_PATCH, x.shape[1:], strict=True)]
+        return np.pad(x, pad, constant_values=fill)
+
+    images = [padded(data[f"image_{s}"], float(data[f"image_{s}"].min())) for s in job["train"]]
+    labels = [padded(data[f"label_{s}"][None].astype(np.float32), 0.0) for s in job["train"]]
+    net = UNet(3, images[0].shape[0], 2, channels=(16, 32, 64, 128), strides=(2, 2, 2), num_res_units=2)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
+    crop = RandCropByPosNegLabel(MONAI_PATCH, pos=1, neg=1, num_samples=2)
+    crop.set_random_state(job["seed"])
+    rng = np.random.default_rng(job["seed"])
+    start, steps = time.process_time(), 0
+    while time.process_time() - start < job["budget_s"]:
+        xs, ys = [], []
+        for k in rng.integers(0, len(images), 2):
+            for x, y in zip(crop(images[k], label=labels[k]), crop(labels[k], label=labels[k]), strict=True):
+                xs.append(torch.as_tensor(np.asarray(x)))
+                ys.append(torch.as_tensor(np.asarray(y)))
+        x, y = torch.stack(xs).float(), torch.stack(ys).float()
+        for axis in range(2, 5):
+            if rng.random() < 0.5:
+                x, y = x.flip(axis), y.flip(axis)
+        optimizer.zero_grad()
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        optimizer.step()
+        steps += 1
+    seconds = time.process_time() - start
+    (work / "seconds.json").write_text(json.dumps(seconds))
+    print(f"monai_unet: {steps} steps in {seconds:.0f} CPU s", flush=True)
+    net.eval()
+    probs = {}
+    with torch.no_grad():
+        for subject in job["predict"]:
+            image = data[f"image_{subject}"]
+            x = torch.as_tensor(padded(image, float(image.min())))[None].float()
+            logits = sliding_window_inference(x, MONAI_PATCH, 4, net, overlap=0.5, mode="gaussian")
+            prob = torch.softmax(logits, 1)[0, 1].numpy()
+            probs[subject] = prob[tuple(slice(0, s) for s in image.shape[1:])]
+    np.savez(work / "probs.npz", **probs)
+
+
+def ensemble_probs(out: Path, models: list[str], subjects: list[str]) -> None:
+    """The mean of the models' probabilities, ``pred/ensemble/{subject}_prob.nii.gz``."""
+    from patchwork.io import read_image, save_image
+
+    for subject in subjects:
+        maps = [read_image(out / "pred" / m / f"{subject}_prob.nii.gz") for m in models]
+        mean = np.mean([m[0] for m in maps], axis=0)
+        save_image(mean, maps[0][1], out / "pred" / "ensemble" / f"{subject}_prob.nii.gz", dtype=np.float32)
+
+
+def score(out: Path, name: str, ids: tuple[list, list, list]) -> dict[str, float]:
+    """Test Dice, HD95 and lesion F1 of ``name``, raw (threshold 0.5) and post-processed as tuned on the
+    tuning subjects; NaN distances (one mask empty) are left out of the HD95 mean and counted."""
+    from patchwork.io import read_image
+    from patchwork.metrics import mask_metrics, spacing_from_affine
+    from patchwork.postprocess import (
+        Postprocessing,
+        load_case,
+        postprocess,
+        tune_postprocessing,
+        voxel_volume,
+    )
+
+    _, val_ids, test_ids = ids
+    raw = out / "raw"
+    cases = [
+        load_case(out / "pred" / name / f"{s}_prob.nii.gz", raw / "labelsTr" / f"{s}.nii.gz") for s in val_ids
+    ]
+    tuned = tune_postprocessing(cases, 0.5)
+    rows: dict[str, list] = {"raw": [], "pp": []}
+    for subject in test_ids:
+        prob, affine = read_image(out / "pred" / name / f"{subject}_prob.nii.gz")
+        ref = read_image(raw / "labelsTs" / f"{subject}.nii.gz")[0] > 0
+        spacing = spacing_from_affine(affine)
+        for kind, settings in (
+            ("raw", Postprocessing()),
+            ("pp", Postprocessing.from_dict(tuned["settings"])),
+        ):
+            rows[kind].append(mask_metrics(postprocess(prob, settings, voxel_volume(affine)), ref, spacing))
+    result: dict[str, Any] = {"postprocessing": tuned["settings"], "val_dice_pp": tuned["mean_dice"]}
+    for kind, metrics in rows.items():
+        for metric in ("dice", "hd95", "lesion_f1"):
+            values = np.array([m[metric] for m in metrics])
+            result[f"{metric}_{kind}"] = (
+                float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+            )
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="work folder (cohort and models are reused)")
+    parser.add_argument("--config", type=Path, default=Path(__file__).parents[1] / "config" / "demo.yaml")
+    parser.add_argument("--models", nargs="*", default=None, help="model names of --config (default: all)")
+    parser.add_argument("--n-train", type=int, default=12)
+    parser.add_argument("--n-val", type=int, default=4)
+    parser.add_argument("--n-test", type=int, default=8)
+    parser.add_argument("--spacing", type=float, default=2.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--budget-s", type=float, default=None, help="training seconds per model (calibrated)"
+    )
+    parser.add_argument("--length", nargs="*", default=[], help="NAME=N: this model's training length")
+    parser.add_argument("--monai-python", default=None, help="a Python with MONAI: adds the MONAI U-Net")
+    args = parser.parse_args()
+
+    import torch
+    import yaml
+
+    from patchwork.models import parse_spec
+
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    config = yaml.safe_load(args.config.read_text())
+    specs = [parse_spec(m, str(args.config)) for m in config["models"]]
+    specs = [s for s in specs if args.models is None or s.name in args.models]
+    ids = prepare_cohort(args.out, args, config)
+    trained = train_models(args.out, specs, ids, args)
+    predict_models(args.out, specs, trained, ids[1] + ids[2], args.seed)
+    names = [s.name for s in specs]
+    ensemble_probs(args.out, names, ids[1] + ids[2])
+    rows = {name: trained[name] for name in names}
+    if args.monai_python:
+        budget = args.budget_s or float(np.mean([t["seconds"] for t in trained.values()]))
+        rows["monai_unet"] = {"seconds": run_monai(args.out, ids, budget, args), "length": "budget"}
+    print(
+        f"\n{len(ids[0])} training, {len(ids[1])} tuning, {len(ids[2])} test subjects; {args.threads} threads"
+    )
+    columns = ("dice_raw", "hd95_raw", "lesion_f1_raw", "dice_pp", "hd95_pp", "lesion_f1_pp")
+    print(f"{'model':<14}{'train s':>8}{'length':>8}" + "".join(f"{c:>15}" for c in columns))
+    results = {}
+    for name in [*rows, "ensemble"]:
+        r = score(args.out, name, ids)
+        info = rows.get(name, {"seconds": float("nan"), "length": "-"})
+        results[name] = {**info, **r}
+        cells = "".join(f"{r[c]:>15.3f}" for c in columns)
+        print(f"{name:<14}{info['seconds']:>8.0f}{info['length']!s:>8}{cells}  {r['postprocessing']}")
+    (args.out / "quality.json").write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "monai-worker":
+        worker = argparse.ArgumentParser()
+        worker.add_argument("command")
+        worker.add_argument("work", type=Path)
+        worker.add_argument("--threads", type=int, default=2)
+        worker_args = worker.parse_args()
+        monai_worker(worker_args.work, worker_args.threads)
+    else:
+        main()
