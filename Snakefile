@@ -11,6 +11,8 @@
 import json
 import os
 
+import yaml
+
 from snakemake.utils import min_version, validate
 
 # 9.15 and older start jobs that together need more threads than --cores (snakemake/snakemake#3913).
@@ -32,6 +34,16 @@ if config.get("dataset") == "demo":
 
     configfile: os.path.join(workflow.basedir, "config", "demo.yaml")
 
+    # demo.yaml weighs its own DNP in the ensemble: a config that brings other models drops the weights
+    # of demo models it does not have (any other unknown name is still an error)
+    with open(os.path.join(workflow.basedir, "config", "demo.yaml"), encoding="utf-8") as fh:
+        DEMO_MODELS = {m["name"] for m in yaml.safe_load(fh)["models"]}
+    config["ensemble"]["weights"] = {
+        name: weight
+        for name, weight in config["ensemble"].get("weights", {}).items()
+        if name not in DEMO_MODELS or name in {m["name"] for m in config["models"]}
+    }
+
 
 # Checked against the schema; its defaults fill the keys a config leaves out.
 validate(config, "workflow/schemas/config.schema.yaml")
@@ -48,10 +60,12 @@ wildcard_constraints:
 
 include: "workflow/rules/data.smk"
 include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/plan.smk"
 include: "workflow/rules/splits.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/predict.smk"
 include: "workflow/rules/ensemble.smk"
+include: "workflow/rules/postprocess.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/submission.smk"
 

@@ -99,7 +99,7 @@ def methods(
                 generate_type="tree",
                 num_patches=1,
                 augment={},  # no test-time augmentation (None: as trained)
-                lazyEval=lazy,
+                lazyEval=None if lazy is None else {"fraction": lazy},  # ranked by max foreground prob.
             )
             return result.probabilities.max(dim=0).values.cpu().numpy()
 

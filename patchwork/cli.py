@@ -24,6 +24,7 @@ from patchwork.config import (
     EnsembleSettings,
     EvaluateSettings,
     IngestSettings,
+    PlanningSettings,
     PreprocessSettings,
     Section,
     SplitSettings,
@@ -33,7 +34,7 @@ from patchwork.config import (
 )
 from patchwork.errors import PatchworkError
 from patchwork.models import DEFAULT_THRESHOLD, parse_spec
-from patchwork.stages import data, ensemble, entry, evaluation, models
+from patchwork.stages import data, ensemble, entry, evaluation, models, planning
 
 log = logging.getLogger("patchwork")
 
@@ -89,8 +90,24 @@ def cmd_splits(args: argparse.Namespace) -> None:
     data.splits(Path(args.subjects), Path(args.out), SplitSettings.from_dict(args.settings), args.seed)
 
 
+def cmd_plan(args: argparse.Namespace) -> None:
+    planning.plan(
+        Path(args.fingerprint),
+        PlanningSettings.from_dict(args.settings),
+        PreprocessSettings.from_dict(args.preprocess_settings),
+        args.device,
+        Path(args.out),
+    )
+
+
 def cmd_train(args: argparse.Namespace) -> None:
-    spec = parse_spec(args.spec, "--spec")
+    spec = args.spec
+    if args.plans:
+        from patchwork.io import read_json
+        from patchwork.planning import planned_spec
+
+        spec = planned_spec(spec, read_json(Path(args.plans)))
+    spec = parse_spec(spec, "--spec")
     _set_threads(args.threads)
     models.train(
         spec,
@@ -144,29 +161,46 @@ def cmd_predict(args: argparse.Namespace) -> None:
     )
 
 
+def _named_folders(items: Sequence[str]) -> dict[str, list[Path]]:
+    """Parse ``NAME=FOLDER`` pairs, a name given once per folder (a model's batches), in first-seen order."""
+    out: dict[str, list[Path]] = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise PatchworkError(f"expected NAME=FOLDER, got {item!r}")
+        out.setdefault(name, []).append(Path(path))
+    return out
+
+
 def cmd_ensemble(args: argparse.Namespace) -> None:
-    ensemble.ensemble(
-        _named_paths(args.probs),
-        EnsembleSettings.from_dict(args.settings),
-        Path(args.out_prob),
-        Path(args.out_seg),
-        tuned=Path(args.tuned) if args.tuned else None,
-    )
+    settings = EnsembleSettings.from_dict(args.settings)
+    tuned = Path(args.tuned) if args.tuned else None
+    if args.out_dir is None:
+        _require(args, "of one subject", ["out_prob", "out_seg"], [])
+        ensemble.ensemble(_named_paths(args.probs), settings, Path(args.out_prob), Path(args.out_seg), tuned)
+        return
+    _require(args, "of a batch (--out-dir)", [], ["out_prob", "out_seg"])
+    ensemble.ensemble_batch(_named_paths(args.probs), settings, Path(args.out_dir), tuned)
 
 
 def cmd_tune_ensemble(args: argparse.Namespace) -> None:
     settings = EnsembleSettings.from_dict(args.settings)
-    ensemble.tune(Path(args.subjects), Path(args.predictions), args.models, settings, Path(args.out))
+    ensemble.tune(Path(args.subjects), _named_folders(args.probs), settings, Path(args.out))
 
 
 def cmd_tune_postprocessing(args: argparse.Namespace) -> None:
     ensemble.tune_postprocessing(
-        Path(args.subjects), Path(args.predictions), args.model, args.threshold, Path(args.out)
+        Path(args.subjects), [Path(p) for p in args.predictions], args.model, args.threshold, Path(args.out)
     )
 
 
 def cmd_postprocess(args: argparse.Namespace) -> None:
-    ensemble.postprocess(Path(args.prob), Path(args.tuned), Path(args.out_seg))
+    if args.prob_dir is None:
+        _require(args, "of one map", ["prob", "out_seg"], ["out_dir"])
+        ensemble.postprocess(Path(args.prob), Path(args.tuned), Path(args.out_seg))
+        return
+    _require(args, "of a batch (--prob-dir)", ["out_dir"], ["prob", "out_seg"])
+    ensemble.postprocess_batch(Path(args.prob_dir), Path(args.tuned), Path(args.out_dir))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -214,6 +248,7 @@ def cmd_report(args: argparse.Namespace) -> None:
         subject_reports=[Path(p) for p in args.subject_reports],
         train_logs=[Path(p) for p in args.train_logs],
         figure_paths={name: Path(path) for name, path in figures.items() if path},
+        plans=Path(args.plans) if args.plans else None,
     )
 
 
@@ -227,6 +262,7 @@ def cmd_package(args: argparse.Namespace) -> None:
         Path(args.subjects),
         Path(args.license),
         Path(args.out_dir),
+        _named_paths(args.postprocessing),
     )
 
 
@@ -239,6 +275,7 @@ def cmd_infer(args: argparse.Namespace) -> None:
         args.threads,
         args.save_probabilities,
         args.save_uncertainty,
+        args.save_models,
     )
     print(table)
 
@@ -296,6 +333,15 @@ def _add_data_commands(add: Any) -> None:
     p.add_argument("--out-dir", required=True, help="the subject's folder, e.g. results/preprocessed/ID")
     _add_settings(p, PreprocessSettings)
 
+    p = add("plan", cmd_plan, "plan every model type's sizes from the fingerprint and a memory budget")
+    p.add_argument("--fingerprint", required=True, help="fingerprint.json of the cohort (ingest)")
+    _add_settings(p, PlanningSettings)
+    p.add_argument(
+        "--preprocess-settings", type=_json, default={}, help="preprocess settings as JSON (target spacing)"
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    p.add_argument("--out", required=True, help="plans.json to write")
+
     p = add("splits", cmd_splits, "cross-validation splits (nnU-Net splits_final.json format)")
     p.add_argument("--subjects", required=True, help="subjects.tsv")
     p.add_argument("--out", required=True, help="splits.json to write")
@@ -306,6 +352,7 @@ def _add_data_commands(add: Any) -> None:
 def _add_model_commands(add: Any) -> None:
     p = add("train", cmd_train, "train one model on one fold (or 'all')")
     p.add_argument("--spec", type=_json, required=True, help='model spec as JSON: {"name", "type", "params"}')
+    p.add_argument("--plans", default=None, help="plans.json (patchwork plan): fills the params left out")
     p.add_argument("--subjects", required=True, help="subjects.tsv")
     p.add_argument("--preprocessed", required=True, help="folder of the preprocessed subjects")
     p.add_argument("--splits", required=True, help="splits.json")
@@ -345,19 +392,29 @@ def _add_batch(p: argparse.ArgumentParser) -> None:
 
 
 def _add_ensemble_commands(add: Any) -> None:
-    p = add("ensemble", cmd_ensemble, "combine the model probabilities of one subject")
-    p.add_argument("--probs", nargs="+", required=True, help="NAME=PATH of each model's probability map")
+    p = add("ensemble", cmd_ensemble, "combine the model probabilities of one subject, or of a batch")
+    p.add_argument(
+        "--probs",
+        nargs="+",
+        required=True,
+        help="NAME=PATH of each model's probability map (with --out-dir: NAME=FOLDER of its batch)",
+    )
     _add_settings(p, EnsembleSettings)
     p.add_argument("--tuned", default=None, help="ensemble_params.json (tune-ensemble) to use instead")
-    p.add_argument("--out-prob", required=True)
-    p.add_argument("--out-seg", required=True)
+    p.add_argument("--out-prob", default=None, help="one subject: the probability to write")
+    p.add_argument("--out-seg", default=None, help="one subject: the mask to write")
+    p.add_argument("--out-dir", default=None, help="a batch: folder for {subject}_prob/_seg.nii.gz")
 
     p = add(
         "tune-ensemble", cmd_tune_ensemble, "choose ensemble weights/threshold on out-of-fold predictions"
     )
     p.add_argument("--subjects", required=True, help="subjects.tsv")
-    p.add_argument("--predictions", required=True, help="folder with {model}/{subject}_prob.nii.gz")
-    p.add_argument("--models", nargs="+", required=True)
+    p.add_argument(
+        "--probs",
+        nargs="+",
+        required=True,
+        help="NAME=FOLDER of {subject}_prob.nii.gz, a name once per batch folder, models in order",
+    )
     _add_settings(p, EnsembleSettings)
     p.add_argument("--out", required=True, help="ensemble_params.json to write")
 
@@ -367,15 +424,19 @@ def _add_ensemble_commands(add: Any) -> None:
         "choose one model's threshold and component removal (volume, peak) on out-of-fold predictions",
     )
     p.add_argument("--subjects", required=True, help="subjects.tsv")
-    p.add_argument("--predictions", required=True, help="folder with {model}/{subject}_prob.nii.gz")
+    p.add_argument(
+        "--predictions", nargs="+", required=True, help="the model's folders of {subject}_prob.nii.gz"
+    )
     p.add_argument("--model", required=True, help="model name (or ensemble)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="the model's own threshold")
     p.add_argument("--out", required=True, help="postprocessing.json to write")
 
-    p = add("postprocess", cmd_postprocess, "threshold a probability map and remove components (tuned)")
-    p.add_argument("--prob", required=True, help="probability NIfTI")
+    p = add("postprocess", cmd_postprocess, "threshold probability maps and remove components (tuned)")
+    p.add_argument("--prob", default=None, help="one probability NIfTI")
+    p.add_argument("--prob-dir", default=None, help="a batch: folder of {subject}_prob.nii.gz")
     p.add_argument("--tuned", required=True, help="postprocessing.json (tune-postprocessing)")
-    p.add_argument("--out-seg", required=True)
+    p.add_argument("--out-seg", default=None, help="one map: the mask to write")
+    p.add_argument("--out-dir", default=None, help="a batch: folder for {subject}_seg.nii.gz")
 
 
 def _add_evaluation_commands(add: Any) -> None:
@@ -407,6 +468,7 @@ def _add_evaluation_commands(add: Any) -> None:
     p.add_argument(
         "--train-logs", nargs="*", default=[], help="train_log.tsv files, each in models/MODEL/FOLD/"
     )
+    p.add_argument("--plans", default=None, help="plans.json (patchwork plan), shown with what models used")
     _add_tolerance(p)
     p.add_argument("--out-html", required=True)
     p.add_argument("--out-metrics-png", default=None, help="also write the per-subject plots here")
@@ -424,6 +486,9 @@ def _add_entry_commands(add: Any) -> None:
     p.add_argument("--fingerprint", required=True, help="fingerprint.json of the cohort")
     p.add_argument("--subjects", required=True, help="subjects.tsv (its first test subject is stored)")
     p.add_argument("--license", required=True, help="the LICENSE file to ship")
+    p.add_argument(
+        "--postprocessing", nargs="*", default=[], help="NAME=PATH of a model's postprocessing.json to ship"
+    )
     p.add_argument("--out-dir", required=True, help="submission folder (test predictions already inside)")
 
     p = add("infer", cmd_infer, "segment a folder of new scans with an entry (as nnUNetv2_predict)")
@@ -435,6 +500,11 @@ def _add_entry_commands(add: Any) -> None:
     p.add_argument("--save-probabilities", action="store_true", help="also write {case}_prob.nii.gz")
     p.add_argument(
         "--save-uncertainty", action="store_true", help="also write {case}_{model}_std.nii.gz (DNP models)"
+    )
+    p.add_argument(
+        "--save-models",
+        action="store_true",
+        help="also write each model's own mask {case}_{model}_seg.nii.gz (with its shipped post-processing)",
     )
 
     p = add("verify", cmd_verify, "check an entry's checksums and re-predict its stored test case on the CPU")

@@ -119,12 +119,29 @@ class PreprocessSettings(Section):
     crop_nonzero: bool = True
 
     def resolved(self, fingerprint: Mapping[str, Any]) -> PreprocessSettings:
-        """These settings with the target spacing preprocessing uses: null means the cohort's median
-        spacing, from its ``fingerprint`` (nnU-Net's choice)."""
+        """These settings with the target spacing preprocessing uses: null means nnU-Net's rule on the
+        cohort's ``fingerprint`` (the median spacing; the coarse axis of an anisotropic cohort finer,
+        :func:`patchwork.planning.spacing.target_spacing`), which the plans use too."""
         if self.target_spacing is not None:
             return self
-        median = tuple(float(s) for s in fingerprint["median_spacing"])
-        return dataclasses.replace(self, target_spacing=median)  # type: ignore[arg-type]
+        from patchwork.planning.spacing import Cohort, target_spacing
+
+        spacing = tuple(target_spacing(Cohort.from_fingerprint(fingerprint)))
+        return dataclasses.replace(self, target_spacing=spacing)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class PlanningSettings(Section):
+    """The memory one training step may take, from which every model's sizes are planned.
+
+    ``memory_gb`` (null: the GPU's memory when training runs on CUDA, else ``cpu_memory_gb``) bounds the
+    estimated tensors of one training step (:mod:`patchwork.planning`); the plans go to
+    ``results/plans.json`` and fill every model setting the config leaves out.
+    """
+
+    what: ClassVar[str] = "planning"
+    memory_gb: float | None = setting(None, exclusiveMinimum=0)
+    cpu_memory_gb: float = setting(2.0, exclusiveMinimum=0)
 
 
 @dataclass(frozen=True)
@@ -165,6 +182,18 @@ class EnsembleSettings(Section):
 
 
 @dataclass(frozen=True)
+class PostprocessingSettings(Section):
+    """Each model's post-processing, chosen on its out-of-fold predictions.
+
+    Threshold, smallest kept component volume and peak (:mod:`patchwork.postprocess`); the post-processed
+    masks are evaluated as ``{model}_pp``.
+    """
+
+    what: ClassVar[str] = "postprocessing"
+    tune: bool = True
+
+
+@dataclass(frozen=True)
 class EvaluateSettings(Section):
     """Evaluation against the reference segmentations."""
 
@@ -192,9 +221,11 @@ class WorkflowConfig:
     device: str | None = None
     threads: ThreadSettings = dataclasses.field(default_factory=ThreadSettings)
     preprocess: PreprocessSettings = dataclasses.field(default_factory=PreprocessSettings)
+    planning: PlanningSettings = dataclasses.field(default_factory=PlanningSettings)
     splits: SplitSettings = dataclasses.field(default_factory=SplitSettings)
     models: tuple[ModelSpec, ...] = setting(minItems=1)
     ensemble: EnsembleSettings = dataclasses.field(default_factory=EnsembleSettings)
+    postprocessing: PostprocessingSettings = dataclasses.field(default_factory=PostprocessingSettings)
     evaluate: EvaluateSettings = dataclasses.field(default_factory=EvaluateSettings)
     submission: SubmissionSettings = dataclasses.field(default_factory=SubmissionSettings)
 

@@ -36,7 +36,8 @@ from patchwork.settings import coerce_field
 
 DEFAULT_THRESHOLD = 0.5
 RESERVED_NAMES = ("ensemble", "ensemble_tuned")
-NAME_PATTERN = r"^[A-Za-z0-9_-]+$"
+POSTPROCESSED_SUFFIX = "_pp"
+NAME_PATTERN = rf"^(?![A-Za-z0-9_-]*{POSTPROCESSED_SUFFIX}$)[A-Za-z0-9_-]+$"
 
 
 class Settings(Protocol):
@@ -121,11 +122,16 @@ class ModelSpec:
 
     ``params``/``apply`` are parsed by the settings classes of the type's registry row. The name (letters,
     digits, ``_``, ``-``) names the model's files; ``ensemble`` and ``ensemble_tuned`` are the ensemble's
-    own. ``threshold`` binarises the probability (and is the model's own cut in the ``vote`` ensemble);
-    ``seed`` (default: the run's seed) seeds training and stochastic application.
+    own, and a name ending in ``_pp`` is a model's post-processed masks. ``threshold`` binarises the
+    probability (and is the model's own cut in the ``vote`` ensemble); ``seed`` (default: the run's
+    seed) seeds training and stochastic application.
     """
 
-    name: str = setting(pattern=NAME_PATTERN, **{"not": {"enum": list(RESERVED_NAMES)}})
+    name: str = setting(
+        pattern=NAME_PATTERN,
+        description=f"letters, digits, _ and -, not ending in {POSTPROCESSED_SUFFIX}",
+        **{"not": {"enum": list(RESERVED_NAMES)}},
+    )
     type: str = setting(enum=list(MODEL_TYPES))
     params: Any = setting(type="object", optional=True)
     apply: Any = setting(type="object", optional=True)

@@ -85,6 +85,14 @@ def voxel_volume(affine: np.ndarray) -> float:
     return float(abs(np.linalg.det(np.asarray(affine, dtype=np.float64)[:3, :3])))
 
 
+def component_peaks(prob: np.ndarray, labels: np.ndarray, mask: np.ndarray, n: int) -> np.ndarray:
+    """The highest probability ``[n]`` of each of the ``n`` components ``labels`` of ``mask``, from the
+    mask's voxels only (``ndimage.maximum`` sorts the whole image's labels: 10× slower here)."""
+    peak = np.zeros(n + 1)
+    np.maximum.at(peak, labels[mask], np.asarray(prob)[mask])
+    return peak[1:]
+
+
 def postprocess(prob: np.ndarray, settings: Postprocessing, voxel_mm3: float) -> np.ndarray:
     """The mask ``prob >= threshold`` without the components under ``min_volume_mm3`` or ``min_peak``."""
     mask = np.asarray(prob) >= settings.threshold
@@ -93,9 +101,8 @@ def postprocess(prob: np.ndarray, settings: Postprocessing, voxel_mm3: float) ->
     labels, n = label_components(mask)
     if n == 0:
         return mask
-    index = np.arange(1, n + 1)
     volume = np.bincount(labels.ravel(), minlength=n + 1)[1:] * voxel_mm3
-    peak = np.asarray(ndimage.maximum(prob, labels, index)).reshape(-1)
+    peak = component_peaks(prob, labels, mask, n)
     keep = np.concatenate([[False], (volume >= settings.min_volume_mm3) & (peak >= settings.min_peak)])
     return keep[labels]
 
@@ -117,12 +124,11 @@ class ComponentTable:
         cls, prob: np.ndarray, reference: np.ndarray, threshold: float, unit: float = 1.0
     ) -> ComponentTable:
         """The components of ``prob >= threshold`` against the boolean ``reference``."""
-        labels, n = label_components(np.asarray(prob) >= threshold)
-        index = np.arange(1, n + 1)
-        peak = np.asarray(ndimage.maximum(prob, labels, index), dtype=float).reshape(-1) if n else np.zeros(0)
+        mask = np.asarray(prob) >= threshold
+        labels, n = label_components(mask)
         return cls(
             voxels=np.bincount(labels.ravel(), minlength=n + 1)[1:],
-            peak=peak,
+            peak=component_peaks(prob, labels, mask, n),
             overlap=np.bincount(labels[reference], minlength=n + 1)[1:],
             unit=float(unit),
             reference=int(np.count_nonzero(reference)),
@@ -175,22 +181,17 @@ def load_case(prob_path: Path, reference_path: Path) -> Case:
     return Case(prob, ref, voxel_volume(affine))
 
 
-def mean_dice(cases: Sequence[Case], settings: Postprocessing) -> float:
-    """Mean Dice over ``cases`` of :func:`postprocess` with ``settings``."""
-    scores = [
-        dice_grid(
-            ComponentTable.of(c.prob, c.reference, settings.threshold, c.voxel_mm3),
-            [settings.min_volume_mm3],
-            [settings.min_peak],
-        )[0, 0]
-        for c in cases
-    ]
-    return float(np.mean(scores))
+def case_dice(case: Case, settings: Postprocessing) -> float:
+    """Dice of one case post-processed with ``settings``."""
+    table = ComponentTable.of(case.prob, case.reference, settings.threshold, case.voxel_mm3)
+    return float(dice_grid(table, [settings.min_volume_mm3], [settings.min_peak])[0, 0])
 
 
 def tune_postprocessing(cases: Sequence[Case], model_threshold: float) -> dict[str, Any]:
     """Grid-search threshold (``THRESHOLDS``), minimum volume (``MIN_VOLUMES_MM3``) and minimum peak
-    (``MIN_PEAKS``) for the best mean Dice over ``cases``; ties keep the earlier (milder) choice.
+    (``MIN_PEAKS``) for the best mean Dice over ``cases``; ties keep the earlier (milder) choice. The
+    cases are read once, one at a time (a lazy sequence such as
+    :class:`patchwork.ondemand.Mapped` keeps one subject in memory).
 
     Returns the contents of a ``postprocessing.json``: ``settings`` (read back with
     :func:`read_postprocessing`), ``mean_dice``, ``n_subjects``, and ``untouched`` (the model's own
@@ -198,27 +199,25 @@ def tune_postprocessing(cases: Sequence[Case], model_threshold: float) -> dict[s
     """
     if not cases:
         raise PatchworkError("tune-postprocessing: no subjects to tune on")
-    best_score, best = -1.0, Postprocessing(threshold=model_threshold)
-    for threshold in THRESHOLDS:
-        grid = np.mean(
-            [
-                dice_grid(
-                    ComponentTable.of(c.prob, c.reference, threshold, c.voxel_mm3), MIN_VOLUMES_MM3, MIN_PEAKS
-                )
-                for c in cases
-            ],
-            axis=0,
-        )
-        i, j = np.unravel_index(int(np.argmax(grid)), grid.shape)
-        if grid[i, j] > best_score + 1e-12:
-            best_score = float(grid[i, j])
-            best = Postprocessing(threshold, MIN_VOLUMES_MM3[i], MIN_PEAKS[j])
+    untouched = Postprocessing(threshold=model_threshold)
+    grid = np.zeros((len(THRESHOLDS), len(MIN_VOLUMES_MM3), len(MIN_PEAKS)))
+    untouched_score = 0.0
+    for c in cases:
+        for k, threshold in enumerate(THRESHOLDS):
+            grid[k] += dice_grid(
+                ComponentTable.of(c.prob, c.reference, threshold, c.voxel_mm3), MIN_VOLUMES_MM3, MIN_PEAKS
+            )
+        untouched_score += case_dice(c, untouched)
+    # the first maximum in (threshold, volume, peak) order: ties keep the lower threshold, the milder filter
+    k, i, j = np.unravel_index(int(np.argmax(grid)), grid.shape)
+    best_score = float(grid[k, i, j] / len(cases))
+    best = Postprocessing(THRESHOLDS[k], MIN_VOLUMES_MM3[i], MIN_PEAKS[j])
     untouched = Postprocessing(threshold=model_threshold)
     return {
         "settings": best.to_dict(),
         "mean_dice": best_score,
         "n_subjects": len(cases),
-        "untouched": {"settings": untouched.to_dict(), "mean_dice": mean_dice(cases, untouched)},
+        "untouched": {"settings": untouched.to_dict(), "mean_dice": float(untouched_score / len(cases))},
     }
 
 

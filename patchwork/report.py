@@ -181,6 +181,35 @@ def subject_report(
     )
 
 
+def _flat(d: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    """Nested settings as ``{"crop.scheme.patch_size": [32, 32, 32], ...}``."""
+    out: dict[str, object] = {}
+    for key, value in d.items():
+        if isinstance(value, Mapping):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def plan_rows(
+    plans: Mapping[str, object], specs: Mapping[str, Mapping[str, object]]
+) -> list[dict[str, object]]:
+    """Per model (its ``spec.json``: name, type, the params it trained with) every key its type's plan
+    covers: the value used, and whether it is the plan's or the config's."""
+    rows = []
+    planned_types: Mapping[str, object] = plans.get("models", {})  # type: ignore[assignment]
+    for name, spec in specs.items():
+        planned = _flat(planned_types.get(spec["type"], {}).get("params", {}))  # type: ignore[union-attr]
+        used = _flat(spec.get("params", {}))  # type: ignore[arg-type]
+        cells = [
+            {"key": key, "value": used.get(key), "source": "plan" if used.get(key) == value else "config"}
+            for key, value in planned.items()
+        ]
+        rows.append({"model": name, "type": spec["type"], "cells": cells})
+    return rows
+
+
 def _table1(summary: pd.DataFrame) -> list[dict[str, object]]:
     """Per label: one row per model with mean ± sd of each :data:`TABLE1` metric."""
     tables = []
@@ -248,6 +277,8 @@ def cohort_report(
     train_logs: Mapping[str, Mapping[str, pd.DataFrame]] | None = None,
     tolerance_mm: float = DEFAULT_TOLERANCE_MM,
     figure_paths: Mapping[str, Path] | None = None,
+    plans: Mapping[str, object] | None = None,
+    specs: Mapping[str, Mapping[str, object]] | None = None,
 ) -> None:
     """Write the cohort page (see the module docstring).
 
@@ -261,6 +292,8 @@ def cohort_report(
         figure_paths: also write the figures as PNG files: ``"metrics"`` and/or
             ``"learning_curves"`` → path. Asking for a figure there is nothing to draw from is
             an error.
+        plans: ``plans.json`` (:func:`patchwork.planning.plan`), shown with ``specs`` (model → its
+            ``spec.json``): the planned keys each model trained with, from the plan or the config.
     """
     figures = {
         "metrics": metric_figure(metrics, [*METRICS, *sorted(set(metrics["metric"]) - set(METRICS))]),
@@ -296,6 +329,8 @@ def cohort_report(
             for r in summary[list(SUMMARY_COLUMNS)].itertuples(index=False)
         ],
         tolerance_mm=tolerance_mm,
+        plans=plans,
+        plan_rows=plan_rows(plans, specs or {}) if plans else [],
     )
 
 

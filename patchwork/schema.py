@@ -56,7 +56,9 @@ def violations(value: Any, schema: dict[str, Any], where: str) -> list[str]:
     if value in schema.get("not", {}).get("enum", ()):
         problems.append(f"{where}={value!r}: not allowed (reserved: {', '.join(schema['not']['enum'])})")
     if "pattern" in schema and not re.search(schema["pattern"], value):
-        problems.append(f"{where}={value!r}: must match {schema['pattern']}")
+        problems.append(
+            f"{where}={value!r}: must be {schema.get('description', 'like ' + schema['pattern'])}"
+        )
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         for key, fails, text in (
             ("minimum", lambda v, lim: v < lim, ">="),

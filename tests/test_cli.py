@@ -76,16 +76,31 @@ def _cohort(tmp_path: Path) -> tuple[Path, Path]:
     raw = tmp_path / "raw"
     write_subjects([Subject("s1", "train", (raw / "s1_0000.nii.gz",), raw / "s1.nii.gz")], subjects)
     fingerprint = tmp_path / "fingerprint.json"
-    write_json(fingerprint, {"median_spacing": [4.0, 4.0, 4.0], "labels": {"background": 0, "lesion": 1}})
+    write_json(
+        fingerprint,
+        {
+            "channels": ["T1"],
+            "labels": {"background": 0, "lesion": 1},
+            "spacings": {"s1": [4.0, 4.0, 4.0]},
+            "shapes": {"s1": [20, 20, 20]},
+            "median_spacing": [4.0, 4.0, 4.0],
+        },
+    )
     return subjects, fingerprint
 
 
-def test_preprocess_falls_back_to_the_median_spacing_and_writes_the_subject_folder(tmp_path: Path) -> None:
+def test_preprocess_falls_back_to_the_planned_spacing_and_writes_the_subject_folder(tmp_path: Path) -> None:
     subjects, fingerprint = _cohort(tmp_path)
     out = tmp_path / "preprocessed" / "s1"
     args = ["preprocess", "--subjects", str(subjects), "--subject", "s1", "--fingerprint", str(fingerprint)]
     assert main([*args, "--out-dir", str(out), "--settings", '{"crop_nonzero": false}']) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["image_0000.nii.gz", "record.json", "seg.nii.gz"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "image.npy",
+        "image_0000.nii.gz",
+        "record.json",
+        "seg.nii.gz",
+        "seg.npy",
+    ]
     record = read_json(out / "record.json")
     assert record["target_spacing"] == [4.0, 4.0, 4.0] and record["shape"] == [10, 10, 10]
     assert main([*args, "--out-dir", str(out), "--settings", '{"target_spacing": [2, 2, 2]}']) == 0

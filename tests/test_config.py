@@ -76,6 +76,7 @@ def test_demo_overlay_holds_the_small_budgets() -> None:
     demo = WorkflowConfig.from_dict(_merge(_load("config.yaml"), _load("demo.yaml")), "demo")
     assert demo.splits.n_folds == 3 and demo.preprocess.target_spacing == (3.0, 3.0, 3.0)
     assert demo.ensemble.min_component_voxels == 27
+    assert demo.ensemble.mode == "vote" and demo.ensemble.weight("dnp") == 2.0  # ATLAS R2.0's ensemble
     assert [m.name for m in demo.models] == ["unet_sigmoid", "unet_softmax", "dnp"]
     assert {m.params.iterations for m in demo.models if m.type == "unet"} == {150}
 

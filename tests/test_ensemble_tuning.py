@@ -77,3 +77,109 @@ def test_load_case_crops_and_checks_the_grid(tmp_path: Path) -> None:
 def test_no_cases_is_an_error() -> None:
     with pytest.raises(PatchworkError, match="no subjects"):
         tune_ensemble([], ["a"], HAND_SET)
+
+
+def test_threshold_counts_and_bound_match_thresholding_each_time() -> None:
+    from patchwork.ensemble_tuning import THRESHOLDS, dice_bound_per_threshold, threshold_counts
+
+    rng = np.random.default_rng(1)
+    prob = rng.uniform(0, 1, (12, 13, 14))
+    prob[0, 0, :4] = [0.1, 0.15, 0.9, 1.0]  # values on the thresholds count as above
+    ref = rng.uniform(0, 1, prob.shape) > 0.6
+    predicted, inter = threshold_counts(prob, ref, THRESHOLDS)
+    assert predicted.tolist() == [np.sum(prob >= t) for t in THRESHOLDS]
+    assert inter.tolist() == [np.sum((prob >= t) & ref) for t in THRESHOLDS]
+    bound = dice_bound_per_threshold(prob, ref, THRESHOLDS)
+    np.testing.assert_allclose(bound, 2 * inter / (inter + ref.sum()))
+    empty = dice_bound_per_threshold(np.zeros((3, 3)), np.zeros((3, 3), bool), THRESHOLDS)
+    assert empty.tolist() == [1.0] * 17
+
+
+def _exhaustive(cases: list[Case]) -> tuple[tuple[float, ...], float, int, float]:
+    """The best (weights, threshold, min size, mean Dice) of the whole grid, every pair labelled."""
+    from patchwork.ensemble_tuning import MIN_SIZES, THRESHOLDS, _dice_per_min_size, _fused
+
+    best = ((), 0.0, 0, -1.0)
+    for weights in weight_grid(cases[0].probs.shape[0]):
+        for t in THRESHOLDS:
+            scores = np.mean(
+                [_dice_per_min_size(_fused(weights, c.probs), c.reference, t, MIN_SIZES) for c in cases],
+                axis=0,
+            )
+            if scores.max() > best[3] + 1e-12:
+                best = (weights, t, MIN_SIZES[int(np.argmax(scores))], float(scores.max()))
+    return best
+
+
+def _specks(ref: np.ndarray, rng: np.random.Generator, count: int) -> np.ndarray:
+    """``count`` isolated single voxels away from ``ref`` (on a 3-voxel lattice, so never touching)."""
+    from scipy import ndimage
+
+    free = ~ndimage.binary_dilation(ref, np.ones((3, 3, 3), bool))
+    cells = np.argwhere(free[::3, ::3, ::3])
+    out = np.zeros(ref.shape, dtype=bool)
+    for x, y, z in cells[rng.choice(len(cells), count, replace=False)] * 3:
+        out[x, y, z] = True
+    return out
+
+
+def test_search_finds_the_exhaustive_optimum_where_removal_changes_the_ranking() -> None:
+    """Model a sees the whole lesion and 500 single-voxel specks, model b 5/8 of the lesion and nothing
+    else: unfiltered, b ranks first at every threshold; after removing components under 5 voxels a alone
+    is perfect. A search that labelled only the best unfiltered pairs would miss it."""
+    rng = np.random.default_rng(7)
+    cases = []
+    for _ in range(3):
+        ref = np.zeros((30, 30, 30), dtype=bool)
+        ref[4:12, 4:12, 4:12] = True
+        a = np.where(ref | _specks(ref, rng, 500), 0.8, 0.0)
+        b = np.where(ref, 0.8, 0.0)
+        b[4:12, 4:12, 4:7] = 0.0
+        cases.append(Case(np.stack([a, b]).astype(np.float32), ref))
+    result = tune_ensemble(cases, ["a", "b"], HAND_SET)
+    weights, threshold, min_size, score = _exhaustive(cases)
+    assert score == pytest.approx(1.0)
+    tuned = result["settings"]
+    assert result["mean_dice"] == pytest.approx(score)
+    assert (tuple(tuned["weights"].values()), tuned["threshold"], tuned["min_component_voxels"]) == (
+        weights,
+        threshold,
+        min_size,
+    )
+
+
+def test_search_equals_the_exhaustive_grid_on_noisy_models() -> None:
+    from scipy import ndimage
+
+    rng = np.random.default_rng(7)
+    cases = []
+    for _ in range(4):
+        ref = ndimage.gaussian_filter(rng.normal(size=(24, 24, 24)), 2.5) > 0.12
+        probs = []
+        for quality in (0.9, 0.6, 0.3):
+            noise = ndimage.gaussian_filter(rng.normal(size=ref.shape), 1.0)
+            probs.append(np.clip(quality * ref + 0.5 * noise + 0.2, 0, 1))
+        cases.append(Case(np.stack(probs).astype(np.float32), ref))
+    result = tune_ensemble(cases, ["a", "b", "c"], HAND_SET)
+    weights, threshold, _, score = _exhaustive(cases)
+    assert result["mean_dice"] == pytest.approx(score)
+    assert (tuple(result["settings"]["weights"].values()), result["settings"]["threshold"]) == (
+        weights,
+        threshold,
+    )
+
+
+def test_tuning_reads_one_subject_at_a_time_in_whole_passes() -> None:
+    from patchwork.ondemand import Mapped
+
+    rng = np.random.default_rng(0)
+    made = [cube_case(rng) for _ in range(3)]
+    reads: list[int] = []
+
+    def make(i: int) -> Case:
+        reads.append(i)
+        return made[i]
+
+    streamed = tune_ensemble(Mapped(range(3), make), ["good", "noise"], HAND_SET)
+    assert len(reads) >= 6 and reads == [0, 1, 2] * (len(reads) // 3)
+    assert streamed == tune_ensemble(made, ["good", "noise"], HAND_SET)

@@ -43,7 +43,7 @@ def test_spec_parses_once_into_settings_objects_and_round_trips() -> None:
         ({"name": "m", "type": "unet", "thresh": 1}, "my.yaml: model m: keys: unknown key(s) thresh"),
         ({"name": "ensemble", "type": "unet"}, "my.yaml: model ensemble: name='ensemble': not allowed"),
         ({"name": "ensemble_tuned", "type": "unet"}, "name='ensemble_tuned': not allowed"),
-        ({"name": "a b", "type": "unet"}, "my.yaml: model a b: name='a b': must match"),
+        ({"name": "a b", "type": "unet"}, "my.yaml: model a b: name='a b': must be letters"),
         ({"name": "m", "type": "unet", "threshold": 1.5}, "my.yaml: model m: threshold=1.5: must be <= 1"),
         (
             {"name": "m", "type": "unet", "threshold": "x"},
@@ -74,3 +74,11 @@ def test_bad_spec_is_one_error_line_naming_the_model_and_key(spec: dict, message
         parse_spec(spec, "my.yaml")
     assert len(err.value.problems) == 1
     assert err.value.problems[0].startswith(message) or message in err.value.problems[0]
+
+
+def test_names_of_post_processed_masks_are_reserved() -> None:
+    with pytest.raises(
+        PatchworkError, match=r"name='unet_pp': must be letters, digits, _ and -, not ending in _pp"
+    ):
+        parse_spec({"name": "unet_pp", "type": "unet"}, "my.yaml")
+    assert parse_spec({"name": "unet_ppx", "type": "unet"}, "my.yaml").name == "unet_ppx"

@@ -173,3 +173,56 @@ def test_budget_never_exceeded_by_one_training_step() -> None:
     assert peak <= CPU_SMALL["memory_gb"] * 2**30
     # the closed formula bounds the measurement (it is what keeps every plan within its budget)
     assert peak <= plans["models"]["unet"]["derived"]["memory_gb"] * 2**30 + CPU_OVERHEAD
+
+
+def test_planned_spec_fills_what_the_config_leaves_out_and_parses() -> None:
+    from patchwork.models import parse_spec
+    from patchwork.planning import planned_spec
+
+    plans = plan(BRAIN, CPU_SMALL)
+    written = {"name": "u", "type": "unet", "params": {"head": "softmax", "batch_size": 7}}
+    spec = parse_spec(planned_spec(written, plans), "test")
+    assert spec.params.batch_size == 7 and spec.params.head == "softmax"  # written: wins
+    assert (
+        list(spec.params.patch_size) == plans["models"]["unet"]["params"]["patch_size"]
+    )  # left out: planned
+    dnp = parse_spec(planned_spec({"name": "d", "type": "dnp"}, plans), "test")
+    planned_scheme = plans["models"]["dnp"]["params"]["crop"]["scheme"]
+    assert list(dnp.params.crop.scheme.patch_size[0]) == planned_scheme["patch_size"]
+    assert planned_spec({"name": "x", "type": "other"}, plans) == {"name": "x", "type": "other"}
+    assert written == {"name": "u", "type": "unet", "params": {"head": "softmax", "batch_size": 7}}
+
+
+def test_preprocessing_resamples_to_the_planned_target_spacing() -> None:
+    """With no target spacing in the config, preprocessing and the plans use nnU-Net's rule alike: the
+    coarse axis of an anisotropic cohort goes to its 10th percentile, not its median."""
+    from patchwork.config import PreprocessSettings
+
+    resolved = PreprocessSettings().resolved(ANISO)
+    assert list(resolved.target_spacing) == plan(ANISO, CPU_SMALL)["target_spacing"] == [0.8, 0.8, 3.0]
+    assert PreprocessSettings(target_spacing=(2.0, 2.0, 2.0)).resolved(ANISO).target_spacing == (
+        2.0,
+        2.0,
+        2.0,
+    )
+
+
+def test_plan_command_writes_plans_for_the_cpu_budget(tmp_path) -> None:
+    from patchwork.cli import main
+    from patchwork.io import read_json, write_json
+
+    write_json(tmp_path / "fingerprint.json", BRAIN)
+    args = [
+        "plan",
+        "--fingerprint",
+        str(tmp_path / "fingerprint.json"),
+        "--out",
+        str(tmp_path / "plans.json"),
+    ]
+    assert main([*args, "--device", "cpu", "--settings", '{"cpu_memory_gb": 0.5}']) == 0
+    assert read_json(tmp_path / "plans.json") == plan(BRAIN, CPU_SMALL)
+    spacing = ["--preprocess-settings", '{"target_spacing": [2, 2, 2]}']
+    assert main([*args, "--device", "cpu", *spacing]) == 0
+    assert read_json(tmp_path / "plans.json")["target_spacing"] == [2.0, 2.0, 2.0]
+    assert main([*args, "--device", "cuda", "--settings", '{"memory_gb": 40}']) == 0
+    assert read_json(tmp_path / "plans.json")["budget"] == {"device": "cuda", "memory_gb": 40.0}

@@ -111,3 +111,17 @@ def test_postprocess_command_writes_a_mask_in_the_grid_of_the_probability(tmp_pa
     seg, seg_affine = read_image(out)
     np.testing.assert_allclose(seg_affine, affine)
     assert seg.sum() == 64 + 27  # the 12 mm³ speck is under 13 mm³
+
+
+def test_component_peaks_equal_scipy_maximum() -> None:
+    from scipy import ndimage
+
+    from patchwork.postprocess import component_peaks, label_components
+
+    rng = np.random.default_rng(3)
+    prob = rng.uniform(0, 1, (15, 16, 17))
+    mask = prob >= 0.7
+    labels, n = label_components(mask)
+    expected = ndimage.maximum(prob, labels, np.arange(1, n + 1))
+    np.testing.assert_array_equal(component_peaks(prob, labels, mask, n), expected)
+    assert component_peaks(prob, labels, np.zeros_like(mask), 0).shape == (0,)

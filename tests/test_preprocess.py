@@ -14,6 +14,7 @@ from patchwork.config import PreprocessSettings
 from patchwork.data.cohort import Subject
 from patchwork.data.preprocess import (
     load_preprocessed,
+    open_preprocessed,
     preprocess_image,
     preprocess_subject,
     to_original,
@@ -21,7 +22,7 @@ from patchwork.data.preprocess import (
     voxel_spacing,
 )
 from patchwork.errors import PatchworkError
-from patchwork.io import read_json, save_image
+from patchwork.io import read_json, save_image, write_json
 
 
 def _preprocess(subject: Subject, root: Path, target: object, **settings: object) -> dict:
@@ -262,11 +263,14 @@ def test_record_round_trips_through_json(tmp_path: Path) -> None:
     assert record["channel_files"] == ["image_0000.nii.gz", "image_0001.nii.gz"]
     assert record["label_file"] == "seg.nii.gz"
     assert sorted(p.name for p in folder.iterdir()) == [
+        "image.npy",
         "image_0000.nii.gz",
         "image_0001.nii.gz",
         "record.json",
         "seg.nii.gz",
+        "seg.npy",
     ]
+    assert record["arrays"] == {"image": "image.npy", "label": "seg.npy"}
     assert record["source_label"] == str(subject.label)
     assert np.array_equal(to_original(label, loaded, "nearest")[0], to_original(label, record, "nearest")[0])
 
@@ -276,8 +280,9 @@ def test_subject_without_label(tmp_path: Path) -> None:
     test_subject = Subject("case", "test", subject.images, None)
     record = _preprocess(test_subject, tmp_path / "pre", TARGET)
     image, label, _ = load_preprocessed(tmp_path / "pre", "case")
-    assert label is None and record["label_file"] is None
+    assert label is None and record["label_file"] is None and record["arrays"] is None
     assert not (tmp_path / "pre" / "case" / "seg.nii.gz").exists()
+    assert not (tmp_path / "pre" / "case" / "image.npy").exists()  # training reads labelled subjects only
     assert image.shape == (2, *record["shape"])
 
 
@@ -298,3 +303,22 @@ def test_bad_inputs_raise_one_line_errors(tmp_path: Path) -> None:
     with pytest.raises(PatchworkError, match=r"preprocess: target_spacing\[1\]=0.0: must be > 0"):
         _preprocess(subject, tmp_path / "pre", (1.0, 0.0, 1.0))
     assert not (tmp_path / "pre" / "s").exists()
+
+
+def test_training_arrays_are_memory_mapped_copies_of_the_nifti_ones(tmp_path: Path) -> None:
+    subject, _, _, _ = _write_case(tmp_path, "oblique_flipped")
+    record = _preprocess(subject, tmp_path / "pre", TARGET)
+    image, label, loaded = load_preprocessed(tmp_path / "pre", subject.subject)
+    mapped_image, mapped_label, mapped = open_preprocessed(tmp_path / "pre", subject.subject)
+    assert isinstance(mapped_image, np.memmap) and isinstance(mapped_label, np.memmap)
+    assert mapped_image.dtype == np.float32 and mapped_label.dtype == np.uint8
+    assert not mapped_image.flags.writeable
+    assert np.array_equal(mapped_image, image) and np.array_equal(mapped_label, label)
+    assert mapped == loaded == record
+    # a folder written before the arrays existed is read from its NIfTI files
+    folder = tmp_path / "pre" / subject.subject
+    (folder / "image.npy").unlink()
+    (folder / "seg.npy").unlink()
+    write_json(folder / "record.json", {k: v for k, v in record.items() if k != "arrays"})
+    old_image, old_label, _ = open_preprocessed(tmp_path / "pre", subject.subject)
+    assert np.array_equal(old_image, image) and np.array_equal(old_label, label)

@@ -227,3 +227,31 @@ def test_command_line_writes_pages_whose_links_resolve(tmp_path):
         assert unresolved_links(page) == []
     assert '<a href="reports/a.html">a</a>' in out.read_text()
     assert "surface Dice at 1 mm" in pages[0].read_text()
+
+
+def test_plans_show_each_planned_key_with_its_source() -> None:
+    from patchwork.report import plan_rows
+
+    plans = {
+        "models": {
+            "unet": {"params": {"patch_size": [64, 64, 64], "batch_size": 2}},
+            "dnp": {"params": {"crop": {"depth": 3, "scheme": {"patch_size": [32, 32, 32]}}}},
+        }
+    }
+    specs = {
+        "u": {
+            "name": "u",
+            "type": "unet",
+            "params": {"patch_size": [64, 64, 64], "batch_size": 5, "head": "x"},
+        },
+        "d": {
+            "name": "d",
+            "type": "dnp",
+            "params": {"crop": {"depth": 3, "scheme": {"patch_size": [16] * 3}}},
+        },
+    }
+    rows = {
+        r["model"]: {c["key"]: (c["value"], c["source"]) for c in r["cells"]} for r in plan_rows(plans, specs)
+    }
+    assert rows["u"] == {"patch_size": ([64, 64, 64], "plan"), "batch_size": (5, "config")}
+    assert rows["d"] == {"crop.depth": (3, "plan"), "crop.scheme.patch_size": ([16, 16, 16], "config")}

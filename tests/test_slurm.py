@@ -90,13 +90,14 @@ def jobs_per_rule_run(benchmarks: Path) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_workflow_on_slurm_matches_local_run(repo: Path, tmp_path: Path, slurm_env: dict[str, str]) -> None:
-    # The tiny workflow with one model (two folds, no test subjects, no tuning): 15 SLURM jobs.
+    # The tiny workflow with one model (two folds, no test subjects, no tuning or post-processing).
     config = tiny_config(
         tmp_path,
         demo={"n_train": 4, "n_test": 0, "spacing": 4.0},
         device="cpu",
         models=[{"name": "unet", "type": "unet", "params": {"head": "sigmoid", **TINY_UNET}}],
         ensemble={"tune": False},
+        postprocessing={"tune": False},
         submission={"enabled": False},
     )
     local, cluster = tmp_path / "local", tmp_path / "slurm"

@@ -25,11 +25,13 @@ from patchwork.entry import layout
 from patchwork.entry.package import sha256, write_manifest
 from patchwork.errors import PatchworkError
 from patchwork.io import read_image, read_json, save_image, write_json
+from patchwork.postprocess import Postprocessing, postprocess_file
 from patchwork.stages import data, ensemble, entry, models
 
 REPO = Path(__file__).resolve().parents[1]
 DNP_APPLY = {"num_patches": 2}  # a third of the default's time, and application settings reach the entry
 TUNED = {"mode": "mean", "weights": {"unet": 1.0, "dnp": 2.0}, "threshold": 0.3, "min_component_voxels": 3}
+UNET_POSTPROCESSING = {"threshold": 0.3, "min_volume_mm3": 200.0, "min_peak": 0.4}
 
 
 @dataclass(frozen=True)
@@ -109,12 +111,27 @@ def run(tmp_path_factory: pytest.TempPathFactory, demo_cohort: Path) -> Run:
         probs = {m: out / "predictions" / m / f"{s}_prob.nii.gz" for m in trained}
         pred = out / "predictions" / "ensemble"
         ensemble.ensemble(probs, hand_set, pred / f"{s}_prob.nii.gz", pred / f"{s}_seg.nii.gz", tuned=tuned)
-    entry.package(trained, config, hand_set, tuned, fingerprint, subjects, REPO / "LICENSE", out)
+    postprocessing = root / "postprocessing_unet.json"  # the U-Net's tuned post-processing; the DNP has none
+    write_json(postprocessing, {"settings": UNET_POSTPROCESSING})
+    entry.package(
+        trained,
+        config,
+        hand_set,
+        tuned,
+        fingerprint,
+        subjects,
+        REPO / "LICENSE",
+        out,
+        {"unet": postprocessing},
+    )
     return Run(raw=raw, entry=out, test=test)
 
 
 def test_entry_holds_what_infer_needs(run: Run) -> None:
     settings = read_json(run.entry / layout.ENTRY_JSON)
+    assert [m["postprocessing"] for m in settings["models"]] == [UNET_POSTPROCESSING, None]
+    shipped = run.entry / layout.MODELS / "unet" / layout.POSTPROCESSING_JSON
+    assert read_json(shipped) == {"settings": UNET_POSTPROCESSING}
     assert [m["name"] for m in settings["models"]] == ["unet", "dnp"]  # the ensemble's order
     assert [m["seed"] for m in settings["models"]] == [3, 5]  # the run's seed, or the model's own
     assert settings["models"][1]["apply"]["num_patches"] == DNP_APPLY["num_patches"]
@@ -158,6 +175,26 @@ def test_infer_reproduces_the_workflow_test_predictions(run: Run, tmp_path: Path
     assert (
         table[0].split()[:3] == ["case", "seconds", "peak"]
         and [row.split()[0] for row in table[1:]] == run.test
+    )
+
+
+def test_infer_writes_each_model_mask_with_its_shipped_postprocessing(run: Run, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    args = ["infer", str(run.raw / "imagesTs"), str(out), "--entry", str(run.entry), "--device", "cpu"]
+    assert main([*args, "--threads", "1", "--save-models"]) == 0
+    predictions = run.entry / "predictions"
+    for s in run.test:
+        expected = tmp_path / f"{s}_unet_pp.nii.gz"
+        settings = Postprocessing.from_dict(UNET_POSTPROCESSING)
+        postprocess_file(predictions / "unet" / f"{s}_prob.nii.gz", settings, expected)
+        unet_mask = read_image(out / f"{s}_unet_seg.nii.gz")[0]
+        np.testing.assert_array_equal(unet_mask, read_image(expected)[0])
+        dnp_mask = out / f"{s}_dnp_seg.nii.gz"  # no post-processing shipped: the DNP's own threshold
+        np.testing.assert_array_equal(
+            read_image(dnp_mask)[0], read_image(predictions / "dnp" / f"{s}_seg.nii.gz")[0]
+        )
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        f"{s}{kind}.nii.gz" for s in run.test for kind in ("", "_unet_seg", "_dnp_seg")
     )
 
 

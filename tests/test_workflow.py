@@ -19,6 +19,8 @@ import yaml
 
 from patchwork.cli import main
 from patchwork.data.cohort import read_subjects
+from patchwork.models import parse_spec
+from patchwork.planning import planned_spec
 from patchwork.report import unresolved_links
 
 TINY_UNET = {"patch_size": [16, 16, 16], "base_features": 4, "n_stages": 3, "batch_size": 2, "iterations": 6}
@@ -418,9 +420,9 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     # A benchmark file for every rule (but `all`).
     rules = {Path(j[3]).relative_to(results / "benchmarks").parts[0] for j in jobs}
     assert rules == {
-        "demo", "ingest", "preprocess", "splits", "train", "predict", "predict_test", "ensemble",
-        "ensemble_test", "tune_ensemble", "ensemble_tuned", "evaluate", "summarise", "report",
-        "package_submission",
+        "demo", "ingest", "preprocess", "plan", "splits", "train", "predict", "predict_test", "ensemble",
+        "ensemble_test", "tune_ensemble", "ensemble_tuned", "tune_postprocessing", "postprocess", "evaluate",
+        "summarise", "report", "package_submission",
     }  # fmt: skip
 
     subjects = read_subjects(results / "subjects.tsv")
@@ -478,14 +480,36 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
         )
 
     summary = pd.read_csv(results / "summary.tsv", sep="\t")
-    assert set(summary["model"]) == {*MODELS, "ensemble", "ensemble_tuned"}
+    postprocessed = [f"{m}_pp" for m in MODELS]
+    assert set(summary["model"]) == {*MODELS, "ensemble", "ensemble_tuned", *postprocessed}
     dice = summary[summary["metric"] == "dice"]
-    assert len(dice) == 5 and dice["n"].eq(N_TRAIN).all()
+    assert len(dice) == 5 + len(MODELS) and dice["n"].eq(N_TRAIN).all()
+    # Each model's post-processing: tuned on its out-of-fold predictions, applied to its masks, shipped.
+    for model in MODELS:
+        chosen = json.loads((results / "postprocessing" / f"{model}.json").read_text())
+        assert chosen["mean_dice"] >= chosen["untouched"]["mean_dice"] - 1e-9
+        for s in train:
+            path = results / "predictions" / f"{model}_pp" / batch[s.subject] / f"{s.subject}_seg.nii.gz"
+            assert_same_grid(path, s.images[0])
+        shipped = results / "submission" / "models" / model / "postprocessing.json"
+        assert json.loads(shipped.read_text()) == chosen
     tuned = json.loads((results / "ensemble_params.json").read_text())
     assert tuned["mean_dice"] >= tuned["hand_set"]["mean_dice"] - 1e-9
 
+    # Every size the config leaves out comes from the plans; what it writes wins (spec.json: what was used).
+    plans = json.loads((results / "plans.json").read_text())
+    written = {m["name"]: m for m in yaml.safe_load(config.read_text())["models"]}
+    for model in MODELS:
+        used = json.loads((results / "models" / model / "fold_0" / "spec.json").read_text())
+        raw = {k: written[model][k] for k in ("name", "type", "params")}
+        assert used == parse_spec(planned_spec(raw, plans), "test").training_dict()
+    assert "max_features" not in TINY_UNET  # so the U-Nets' comes from the plan
+    unet_used = json.loads((results / "models" / "unet_softmax" / "fold_0" / "spec.json").read_text())
+    assert unet_used["params"]["max_features"] == plans["models"]["unet"]["params"]["max_features"]
+
     assert unresolved_links(results / "report.html") == []
     cohort = (results / "report.html").read_text()
+    assert 'id="plans-table"' in cohort
     assert all(f"reports/{batch[s.subject]}/{s.subject}.html" in cohort for s in train)
     assert (results / "plots" / "metrics.png").is_file() and (
         results / "plots" / "learning_curves.png"

@@ -39,11 +39,14 @@ BYTES_PER_VOXEL = {
     "predict": 48,  # the preprocessed case, the probability (and spread) in both grids, the mask
     "ensemble": 24,  # every model's probability (float32) of one subject, the mean, the mask
     "evaluate": 24,  # reference, every model's mask and spread, the image for the report's figures
-    "tune": 4,  # every model's probability of every training subject, kept for the search
+    "tune": 24,  # one subject's probabilities (float32) and the fused map, labels, masks of the search
 }
-# Bytes per voxel of a preprocessed training case held in memory by the trainer (the issue's measurement:
-# U-Net ~5 B/voxel, DNP ~17-25 B/voxel; the upper end), with every training subject loaded at once.
+# Bytes per voxel of a preprocessed training case in use by the trainer (U-Net ~5 B/voxel, DNP ~17-25
+# B/voxel, the upper end). Training reads its cases from disk, memory-mapped, and holds at most
+# TRAIN_CASES_HELD of them at once (patchwork.training.cases); the DNP keeps prepared images up to its
+# `volume_cache_mb` (twice with `parallel` cropping) and the trees of an outer iteration.
 TRAIN_BYTES_PER_VOXEL = {"unet": 5, "dnp": 25}
+TRAIN_CASES_HELD = 8
 BASE_MB = {"default": 1000, "train": 2000, "predict": 2000}  # interpreter, torch and the libraries
 # Throughput of a training step, in voxels of input patches per second (forward + backward).
 TRAIN_VOXELS_PER_S = {"cpu": 2e5, "gpu": 2e7}
@@ -63,11 +66,12 @@ class Cohort:
     channels: int
     max_voxels: int  # largest original grid of any subject
     max_resampled: int  # largest grid after resampling to the target spacing
-    train_resampled: int  # resampled voxels of all training subjects together
+    n_train: int  # training subjects
 
     @classmethod
     def from_fingerprint(cls, fingerprint: Mapping[str, Any], target: Sequence[float] | None) -> Cohort:
-        """Sizes from a fingerprint; ``target`` spacing None means the median spacing (as preprocessing)."""
+        """Sizes from a fingerprint; ``target`` spacing None means the median spacing (preprocessing's, but
+        for the coarse axis of an anisotropic cohort, which preprocessing samples finer)."""
         shapes, spacings = fingerprint["shapes"], fingerprint["spacings"]
         target = list(target) if target else fingerprint["median_spacing"]
 
@@ -80,7 +84,7 @@ class Cohort:
             channels=len(fingerprint["channels"]),
             max_voxels=max((math.prod(s) for s in shapes.values()), default=1),
             max_resampled=max((resampled(s) for s in shapes), default=1),
-            train_resampled=sum(resampled(s) for s in train),
+            n_train=len(train),
         )
 
 
@@ -120,12 +124,22 @@ def training_steps(model_type: str, params: Any) -> tuple[int, int]:
     return params.train.epochs * params.train.num_its, params.train.batch_size * tree
 
 
-def train_mem_mb(cohort: Cohort | None, model_type: str, n_subjects_fraction: float) -> int:
-    """Training: every training case of the fold in memory, plus 2 GiB for the step's tensors."""
+def train_mem_mb(cohort: Cohort | None, model_type: str, params: Any, n_subjects_fraction: float) -> int:
+    """Training: the cases in use (at most TRAIN_CASES_HELD), the DNP's prepared images and the trees of an
+    outer iteration, plus 2 GiB for the step's tensors. Flat in the cohort's size but for the DNP's trees
+    when it draws from every image (``cases_per_iteration`` unset)."""
     if cohort is None:
         return BASE_MB["train"]
-    cases = TRAIN_BYTES_PER_VOXEL[model_type] * cohort.train_resampled * n_subjects_fraction
-    return megabytes(cases + 2 * 2**30, BASE_MB["train"])
+    n_cases = max(1, round(cohort.n_train * n_subjects_fraction))
+    held = TRAIN_BYTES_PER_VOXEL[model_type] * cohort.max_resampled * min(n_cases, TRAIN_CASES_HELD)
+    if model_type == "dnp":
+        train = params.train
+        held += train.volume_cache_mb * 1e6 * (2 if train.parallel else 1)
+        tree_voxels = training_steps(model_type, params)[1] / train.batch_size
+        images = min(n_cases, train.cases_per_iteration or n_cases)
+        channels = cohort.channels + 2  # image channels, a label channel and a prediction channel per level
+        held += 2 * images * train.num_patches * tree_voxels * channels * 4  # fresh trees + hard-mined pool
+    return megabytes(held + 2 * 2**30, BASE_MB["train"])
 
 
 def train_minutes(model_type: str, params: Any, on_gpu: bool) -> int:

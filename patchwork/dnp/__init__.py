@@ -35,6 +35,7 @@ _HOMES = {
     "LazyEval": "patchwork.dnp.settings",
     "Level": "patchwork.dnp.patchset",
     "ModelParams": "patchwork.dnp.settings",
+    "CallableRef": "patchwork.dnp.settings",
     "OutType": "patchwork.dnp.settings",
     "PatchSet": "patchwork.dnp.patchset",
     "PatchWorkModel": "patchwork.dnp.model",

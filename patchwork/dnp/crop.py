@@ -246,14 +246,16 @@ class CropGenerator:
         to_voxel = volume.grid.voxel_from(matrices)
         spatial, device = volume.grid.shape, source.data.device
         read = PointSampler(to_voxel, size, spatial, cfg.interp_type, device)
-        inputs = normalize_patches(read(source.data), cfg.normalize_input, statistics)
         if source.labels is None:
-            return inputs, None
-        if out_size != size:
-            read = PointSampler(
-                resize_matrix(to_voxel, size, out_size), out_size, spatial, cfg.interp_type, device
-            )
-        labels = source.labels.channels(read(source.labels.data))
+            return normalize_patches(read(source.data), cfg.normalize_input, statistics), None
+        if tuple(out_size) == tuple(size):  # one sweep of indices reads data and labels
+            data, raw = read.read([source.data, source.labels.data])
+        else:
+            data = read(source.data)
+            resized = resize_matrix(to_voxel, size, out_size)
+            raw = PointSampler(resized, out_size, spatial, cfg.interp_type, device)(source.labels.data)
+        inputs = normalize_patches(data, cfg.normalize_input, statistics)
+        labels = source.labels.channels(raw)
         if cfg.categorical:
             background = 1.0 - labels.sum(dim=1, keepdim=True)
             labels = torch.cat([background, labels], dim=1).argmax(dim=1, keepdim=True)
@@ -466,4 +468,4 @@ class CropGenerator:
                 raise PatchworkError("balance applies to generate_type='random'")
             if volume.sites is None:
                 raise PatchworkError("balance needs labels")
-            label_weights(balance, volume.sites.values.sum(dim=0))
+            label_weights(balance, volume.sites.volumes)

@@ -13,9 +13,25 @@ class target ``y``, class 0 = no label):
 
 :func:`level_loss` scores a batch (Dice summed over the batch, as the U-Net baseline); :func:`patch_losses`
 scores each patch on its own (the ranking of hard mining). :func:`patch_f1` is the per-patch hard F1.
+
+The training takes any :data:`LevelLoss` ``loss(pred, target, level) -> scalar`` (``pred`` the prediction
+logits [N, P, *s] of level ``level``, ``target`` its label channels [N, L, *s] with NaN = don't care);
+:class:`ConfiguredLoss` is the settings' one. Hard mining ranks trees by :func:`patch_scores`: a loss's own
+``per_patch(pred, target, level) -> [N]`` if it has one, else the loss of every patch on its own.
+
+Example::
+
+    def weighted_bce(pred, target, level):  # a researcher's loss for sigmoid heads
+        care = torch.isfinite(target)
+        return F.binary_cross_entropy_with_logits(pred[care], target[care], pos_weight=torch.tensor(5.0))
+
+    train_dnp(params, images, labels, affines, out_dir, seed=0, loss=weighted_bce)
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +39,7 @@ import torch.nn.functional as F
 from patchwork.training.losses import soft_dice
 
 Tensor = torch.Tensor
+LevelLoss = Callable[[Tensor, Tensor, int], Tensor]
 
 
 def _terms(logits: Tensor, targets: Tensor, activation: str) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -74,3 +91,29 @@ def patch_f1(logits: Tensor, targets: Tensor, activation: str) -> Tensor:
     tp = (pred * truth).sum(dims)
     wrong = (pred * (1 - truth)).sum(dims) + ((1 - pred) * truth).sum(dims)
     return torch.where(tp + wrong > 0, 2 * tp / (2 * tp + wrong).clamp(min=1e-12), torch.ones_like(tp))
+
+
+@dataclass(frozen=True)
+class ConfiguredLoss:
+    """The settings' :data:`LevelLoss`: :func:`level_loss` of kind ``kinds[level]`` under ``activation``
+    (``'sigmoid'`` | ``'softmax'``), with :func:`patch_losses` as its ``per_patch``."""
+
+    activation: str
+    kinds: Sequence[str]
+
+    def __call__(self, pred: Tensor, target: Tensor, level: int) -> Tensor:
+        return level_loss(pred, target, self.activation, self.kinds[level])
+
+    def per_patch(self, pred: Tensor, target: Tensor, level: int) -> Tensor:
+        """The loss of every patch on its own, ``[N]``."""
+        return patch_losses(pred, target, self.activation, self.kinds[level])
+
+
+def patch_scores(loss: LevelLoss, pred: Tensor, target: Tensor, level: int) -> Tensor:
+    """The loss of every patch, ``[N]``: ``loss.per_patch`` where defined, else ``loss`` patch by patch."""
+    per_patch = getattr(loss, "per_patch", None)
+    if per_patch is not None:
+        return per_patch(pred, target, level)
+    return torch.stack(
+        [loss(pred[i : i + 1], target[i : i + 1], level).reshape(()) for i in range(len(pred))]
+    )

@@ -41,6 +41,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -52,7 +53,7 @@ from patchwork.dnp.crop import CropGenerator
 from patchwork.dnp.geometry import invert, resize_matrix
 from patchwork.dnp.patchset import PatchSet
 from patchwork.dnp.resample import crop
-from patchwork.dnp.settings import FORWARD_TYPES, Augment, DNPParams, ForwardType
+from patchwork.dnp.settings import FORWARD_TYPES, Augment, DNPParams, ForwardType, ModelParams
 from patchwork.errors import PatchworkError
 
 Tensor = torch.Tensor
@@ -256,23 +257,45 @@ class PatchWorkModel(nn.Module):
         )
 
 
+def block_creator(m: ModelParams) -> BlockCreator:
+    """The settings' ``blockCreator``: the researcher's function imported by name with its ``kwargs``
+    bound, or the default U-Net blocks of ``block_features`` .. ``block_max_features``, ``block_stages``."""
+    if m.blockCreator is None:
+        return UNetBlocks(m.block_features, m.block_max_features, m.block_stages)
+    return functools.partial(m.blockCreator.load("blockCreator"), **m.blockCreator.kwargs)
+
+
+def final_block(m: ModelParams, channels: int, ndim: int) -> nn.Module | None:
+    """The settings' ``finalBlock`` for ``channels`` output channels (imported by name), or ``None``."""
+    if m.finalBlock is None:
+        return None
+    block = m.finalBlock.load("finalBlock")(channels, ndim, **m.finalBlock.kwargs)
+    if not isinstance(block, nn.Module):
+        raise PatchworkError(
+            f"finalBlock {m.finalBlock.target} returned {type(block).__name__}, no nn.Module"
+        )
+    return block
+
+
 def build_model(params: DNPParams, in_channels: int) -> PatchWorkModel:
     """The :class:`PatchWorkModel` (untrained) that ``params`` describe, for images of ``in_channels``
-    channels, with the default U-Net blocks and the training's augmentation (the application's default);
-    a setting that does not fit raises ``dnp model: ...``."""
+    channels, with the settings' blocks (:func:`block_creator`, :func:`final_block`) and the training's
+    augmentation (the application's default); a setting that does not fit raises ``dnp model: ...``."""
     m = params.model
     try:
         model = PatchWorkModel(
             CropGenerator(params.crop),
             in_channels,
-            blockCreator=UNetBlocks(m.block_features, m.block_max_features, m.block_stages),
+            blockCreator=block_creator(m),
             forward_type=m.forward_type,  # type: ignore[arg-type]
             identical_blocks=m.identical_blocks,
             intermediate_out=m.intermediate_out,
             intermediate_loss=m.intermediate_loss,
             block_out=m.block_out,
             crop_fdim=m.crop_fdim,
+            finalBlock_all_levels=m.finalBlock_all_levels,
         )
+        model.finalBlock = final_block(m, model.out_channels[-1], params.crop.ndim)
     except PatchworkError as err:
         raise PatchworkError(problems=[f"dnp model: {p}" for p in err.problems]) from None
     model.train_augment = params.train.augment

@@ -41,6 +41,8 @@ Example::
 from __future__ import annotations
 
 import dataclasses
+import importlib
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args
@@ -448,9 +450,83 @@ class OutType:
 
 
 @dataclass(frozen=True)
+class CallableRef:
+    """A researcher's function stored by name, so a model file holds no pickled code and loads with
+    ``torch.load(weights_only=True)``: ``target`` is ``"package.module:function"`` (an importable module and
+    the function's qualified name in it), ``kwargs`` JSON-able keyword arguments bound to it.
+
+    Example::
+
+        CallableRef("mylab.blocks:my_blocks", {"width": 16})
+        CallableRef.of(my_blocks, "blockCreator")  # == CallableRef("mylab.blocks:my_blocks")
+    """
+
+    target: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        module, _, name = self.target.partition(":") if isinstance(self.target, str) else ("", "", "")
+        if not module or not name:
+            raise PatchworkError(f"target must be 'package.module:function', got {self.target!r}")
+        try:
+            json.dumps(self.kwargs, allow_nan=False)
+        except (TypeError, ValueError) as err:
+            raise PatchworkError(f"kwargs of {self.target} must be JSON-able: {err}") from None
+        object.__setattr__(self, "kwargs", plain(self.kwargs))
+
+    @classmethod
+    def of(cls, value: Any, what: str) -> CallableRef | None:
+        """``value`` as a reference: ``None``, a reference, its mapping, a ``target`` string, or a function
+        defined at the top level of an importable module (``__main__`` is not: the model would not load
+        in another program)."""
+        if value is None or isinstance(value, cls):
+            return value
+        if isinstance(value, str):
+            return cls(value)
+        if isinstance(value, Mapping):
+            return nested(cls, value, what)
+        target = f"{getattr(value, '__module__', None)}:{getattr(value, '__qualname__', None)}"
+        try:
+            found = callable(value) and not target.startswith("__main__:") and cls(target).load(what) is value
+        except PatchworkError:  # a lambda, a nested function, a module not on the path
+            found = False
+        if not found:
+            raise PatchworkError(
+                f"{what} {value!r} cannot be stored by name: define it at the top level of an importable "
+                "module, or give 'package.module:function'"
+            )
+        return cls(target)
+
+    def load(self, what: str) -> Callable[..., Any]:
+        """Import the function (without ``kwargs``); one line naming ``what`` if that fails."""
+        module, _, name = self.target.partition(":")
+        try:
+            value: Any = importlib.import_module(module)
+            for part in name.split("."):
+                value = getattr(value, part)
+        except (ImportError, AttributeError) as err:
+            raise PatchworkError(f"{what} {self.target!r} cannot be imported: {err}") from None
+        return value
+
+
+RESEARCH_KEYS = ("blockCreator", "finalBlock", "finalBlock_all_levels")
+
+
+@dataclass(frozen=True)
 class ModelParams:
     """:class:`~patchwork.dnp.model.PatchWorkModel` keywords (see there) and the default blocks' size:
-    ``block_features`` .. ``block_max_features`` channels over ``block_stages`` U-Net stages."""
+    ``block_features`` .. ``block_max_features`` channels over ``block_stages`` U-Net stages.
+
+    ``blockCreator`` (default: those U-Net blocks) and ``finalBlock`` are a researcher's own modules,
+    stored by name (:class:`CallableRef`; a function, its ``target`` string or mapping is accepted):
+    ``blockCreator`` is called as ``f(level, out_channels, in_channels, ndim, **kwargs)`` and returns the
+    level's block (see :mod:`patchwork.dnp.blocks`); ``finalBlock`` as ``f(channels, ndim, **kwargs)``
+    with the finest level's output channels and returns a module ``[N, F, *s] -> [N, F, *s]``, applied to
+    the finest output or (``finalBlock_all_levels``) to every level's. Unset, they are left out of
+    :meth:`to_dict`, so models trained before they existed keep their identity. In a config::
+
+        model: {blockCreator: {target: "mylab.blocks:res_block", kwargs: {width: 16}}}
+    """
 
     forward_type: str = "simple"
     identical_blocks: bool = False
@@ -461,8 +537,13 @@ class ModelParams:
     block_features: int = 8
     block_max_features: int = 32
     block_stages: int = 3
+    blockCreator: CallableRef | None = None  # noqa: N815 - the paper's name
+    finalBlock: CallableRef | None = None  # noqa: N815 - the paper's name
+    finalBlock_all_levels: bool = False  # noqa: N815 - the paper's name
 
     def __post_init__(self) -> None:
+        for name in ("blockCreator", "finalBlock"):
+            object.__setattr__(self, name, CallableRef.of(getattr(self, name), name))
         problems: list[str] = []
         _choice(problems, "forward_type", self.forward_type, FORWARD_TYPES)
         _at_least(problems, self, ("intermediate_out",), 0)
@@ -470,6 +551,10 @@ class ModelParams:
         if not problems and self.block_max_features < self.block_features:
             problems.append(f"block_max_features={self.block_max_features} < block_features")
         _raise(problems)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict of builtins, the unset research options (:data:`RESEARCH_KEYS`) left out."""
+        return {k: v for k, v in to_plain_dict(self).items() if k not in RESEARCH_KEYS or v}
 
 
 @dataclass(frozen=True)
@@ -481,7 +566,8 @@ class TrainParams:
     them in batches of ``batch_size``. ``loss``: ``'dice'``, ``'ce'``, ``'dice+ce'``, or one per level.
     AdamW with ``weight_decay`` at ``learning_rate(lr, it, num_its, lr_schedule, warmup_its) * lr_decay**it``
     in outer iteration ``it`` (:mod:`patchwork.training.schedule`: ``warmup_its`` of linear warm-up, then
-    ``'constant'``, ``'poly'`` or ``'cosine'``; ``lr_decay`` < 1 adds the authors' exponential decay).
+    ``'constant'``, ``'poly'`` or ``'cosine'``; ``lr_decay`` < 1 adds the authors' exponential decay);
+    :func:`~patchwork.dnp.train.train_dnp` takes a researcher's own optimiser, scheduler and loss instead.
     ``hard_mining``: the fraction of each set kept (the hardest by ``hard_mining_order``) for the next one,
     each tree at most ``hard_mining_maxage`` times. ``dontcare``: NaN/negative labels give no loss.
     ``parallel``: crop the next set in a worker process while this one trains. ``checkpoint_every`` outer
@@ -507,6 +593,11 @@ class TrainParams:
     dontcare: bool = True
     parallel: bool = False
     checkpoint_every: int = 1
+    # Memory (patchwork.dnp.train): each set draws from `cases_per_iteration` images picked anew every outer
+    # iteration (None: every image, the paper's), and prepared images are kept up to `volume_cache_mb` MB
+    # (the others are prepared again when drawn; the trees are the same whatever the cache).
+    cases_per_iteration: int | None = None
+    volume_cache_mb: int = 2048
 
     def __post_init__(self) -> None:
         augment = nested(Augment, self.augment, "augment")
@@ -515,6 +606,9 @@ class TrainParams:
         problems: list[str] = []
         counts = ("num_its", "num_patches", "epochs", "batch_size", "checkpoint_every", "hard_mining_maxage")
         _at_least(problems, self, counts, 1)
+        _at_least(problems, self, ("volume_cache_mb",), 0)
+        if self.cases_per_iteration is not None:
+            _at_least(problems, self, ("cases_per_iteration",), 1)
         kinds = (self.loss,) if isinstance(self.loss, str) else tuple(self.loss)
         object.__setattr__(self, "loss", self.loss if isinstance(self.loss, str) else kinds)
         for i, kind in enumerate(kinds):
@@ -584,7 +678,7 @@ class DNPParams:
         """Plain nested dict of builtins; ``DNPParams.from_dict(p.to_dict()) == p``."""
         return {
             "crop": self.crop.to_dict(),
-            "model": to_plain_dict(self.model),
+            "model": self.model.to_dict(),
             "train": to_plain_dict(self.train),
         }
 

@@ -8,7 +8,8 @@ inner loop: ``epochs`` shuffled passes in batches of ``batch_size``, one AdamW s
     lr_it = learning_rate(lr, it, num_its, lr_schedule, warmup_its) * lr_decay ** it
 
 (:mod:`patchwork.training.schedule`: a linear warm-up over ``warmup_its``, then constant, poly or cosine
-decay over the outer iterations; ``lr_decay`` < 1 adds the authors' exponential decay).
+decay over the outer iterations; ``lr_decay`` < 1 adds the authors' exponential decay). These are the
+defaults: :func:`train_dnp` also takes a researcher's own optimiser, scheduler and loss callables.
 
 The batch loss of level ``n`` is :func:`patchwork.dnp.loss.level_loss` of its prediction channels against
 its label patch (``loss`` per level; don't-care voxels are masked); the optimised loss is their mean
@@ -26,9 +27,12 @@ uninterrupted run on CPU (no RNG state needs saving). ``train_log.tsv`` gets one
 (losses per level, total, lr, seconds, patches, hard-mined trees, validation loss and Dice of the finest
 level on fixed validation trees), plotted in ``curve.png``.
 
-Labels are integer maps (0 background); with one label the foreground is ``label > 0``, with
+Labels are integer maps ``[*S]`` (0 background); with one label the foreground is ``label > 0``, with
 ``categorial_label`` channel ``i`` is ``label == categorial_label[i]``, with ``num_labels = L > 1`` and no
-``categorial_label`` the values ``1..L``. NaN or negative values are don't-care voxels (``dontcare``).
+``categorial_label`` the values ``1..L``. Or they are label channels ``[L, *S]`` of 0/1 (the paper's label
+array with one channel per label, ``num_labels = L``), which may overlap (sigmoid heads; a softmax head,
+``categorical``, needs disjoint labels). NaN or negative values are don't-care voxels (``dontcare``; a
+voxel that is don't-care in one channel gives no loss in any).
 2D images are ``[C, X, Y]`` with a 3×3 affine (a 4×4 NIfTI affine is reduced to its x/y rows and columns).
 """
 
@@ -40,7 +44,7 @@ import multiprocessing
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,18 +52,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
 from patchwork.dnp.crop import CropGenerator
 from patchwork.dnp.grid import reduce_affine
 from patchwork.dnp.hardmining import hardness, select_hard
-from patchwork.dnp.loss import level_loss, patch_f1, patch_losses
+from patchwork.dnp.loss import ConfiguredLoss, LevelLoss, patch_f1, patch_scores
 from patchwork.dnp.model import PatchWorkModel, build_model, check_model
 from patchwork.dnp.patchset import PatchSet
 from patchwork.dnp.settings import CropConfig, DNPParams, TrainParams
 from patchwork.dnp.volume import Volume
 from patchwork.errors import PatchworkError
 from patchwork.networks import init_weights
+from patchwork.ondemand import Mapped
+from patchwork.training.cases import BoundedCache
 from patchwork.training.modelfile import (
     content_digest,
     finished_model,
@@ -69,15 +76,25 @@ from patchwork.training.modelfile import (
     write_model_file,
 )
 from patchwork.training.schedule import learning_rate
-from patchwork.training.seeding import STREAM_INIT, STREAM_PATCHES, STREAM_VALIDATION, torch_generator
+from patchwork.training.seeding import (
+    STREAM_INIT,
+    STREAM_PATCHES,
+    STREAM_VALIDATION,
+    numpy_rng,
+    torch_generator,
+)
 from patchwork.training.trainlog import plot_curve, write_train_log
 
 log = logging.getLogger(__name__)
 
 Tensor = torch.Tensor
+OptimizerFactory = Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer]
+SchedulerFactory = Callable[[torch.optim.Optimizer], LRScheduler]
 # version 2: the training settings are stored once (``params``, without ``apply``), with ``in_channels``
 MODEL_FORMAT, CHECKPOINT_FORMAT, VERSION = "patchwork-dnp", "patchwork-dnp-checkpoint", 2
+CHECKPOINT_VERSION = 3  # 3: with the learning-rate scheduler's state
 STREAM_SHUFFLE = 5
+STREAM_CASES, STREAM_VALIDATION_CASES = 6, 7  # which images a set draws from (``cases_per_iteration``)
 CHANNELS_LAST = {2: torch.channels_last, 3: torch.channels_last_3d}
 
 
@@ -144,12 +161,32 @@ class Case:
     affine: Tensor
 
 
+def channel_targets(values: Tensor, care: Tensor, crop: CropConfig) -> Tensor:
+    """Label channels ``[L, *S]`` given as such (0/1, NaN where not ``care``), checked against ``crop``:
+    ``L`` labels, no ``categorial_label`` (that maps one integer map), no overlap for a softmax head."""
+    count = values.shape[0]
+    if crop.categorial_label is not None:
+        raise PatchworkError(f"categorial_label picks values of one label map, got {count} label channels")
+    if count != crop.label_count:
+        raise PatchworkError(f"labels have {count} channels, the model {crop.label_count} (set num_labels)")
+    if bool(((values[care] != 0) & (values[care] != 1)).any()):
+        raise PatchworkError("label channels must hold 0 or 1 (NaN or -1 for don't care)")
+    if crop.categorical and bool(((values == 1) & care).sum(dim=0).gt(1).any()):
+        raise PatchworkError(
+            "categorical (softmax) labels must not overlap; overlapping ones need sigmoid heads"
+        )
+    return torch.where(care, values, float("nan")).float()
+
+
 def label_targets(label: np.ndarray, crop: CropConfig, dontcare: bool) -> Tensor:
-    """Label channels ``[L, *S]`` of an integer label map (see the module docstring), NaN = don't care."""
+    """Label channels ``[L, *S]`` (NaN = don't care) of an integer label map ``[*S]`` or of label channels
+    ``[L, *S]`` (see the module docstring)."""
     values = torch.as_tensor(np.asarray(label, dtype=np.float64))
     care = torch.isfinite(values) & (values >= 0)
     if not dontcare and not bool(care.all()):
         raise PatchworkError("labels contain NaN or negative values but dontcare is off")
+    if values.ndim == crop.ndim + 1:
+        return channel_targets(values, care, crop)
     if bool((values[care] != values[care].round()).any()):
         raise PatchworkError("labels must be integers (NaN or -1 for don't care)")
     count = crop.label_count
@@ -160,37 +197,74 @@ def label_targets(label: np.ndarray, crop: CropConfig, dontcare: bool) -> Tensor
     return channels
 
 
+def make_case(
+    image: np.ndarray, label: np.ndarray, affine: np.ndarray, crop: CropConfig, dontcare: bool
+) -> Case:
+    """The :class:`Case` of one image (read-only arrays, e.g. memory-mapped ones, are copied; others are
+    shared)."""
+    targets = label_targets(label, crop, dontcare)
+    matrix = reduce_affine(torch.as_tensor(np.asarray(affine)), crop.ndim)
+    data = np.ascontiguousarray(image, dtype=np.float32)
+    return Case(torch.from_numpy(data if data.flags.writeable else data.copy()), targets, matrix)
+
+
+class CaseList(Sequence[Case]):
+    """Checked cases (:func:`check_cases`), each built when indexed from its image, label map and affine
+    (lists of arrays or lazily read sequences, :class:`patchwork.training.cases.LazyCases`), so only the
+    cases in use are in memory. Pickles as its sources: a worker process builds its own."""
+
+    def __init__(
+        self,
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        affines: Sequence[np.ndarray],
+        crop: CropConfig,
+        dontcare: bool,
+    ) -> None:
+        self.images, self.labels, self.affines = images, labels, affines
+        self.crop, self.dontcare = crop, dontcare
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> Case:  # type: ignore[override]
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"case {index} of {len(self)}")
+        return make_case(
+            self.images[index], self.labels[index], self.affines[index], self.crop, self.dontcare
+        )
+
+
 def check_cases(
     images: Sequence[np.ndarray],
     labels: Sequence[np.ndarray],
     affines: Sequence[np.ndarray],
     params: DNPParams,
     what: str,
-) -> list[Case]:
-    """Validate images ``[C, *S]`` (``ndim`` spatial axes), label maps ``[*S]`` and affines; build cases."""
+) -> CaseList:
+    """Validate images ``[C, *S]`` (``ndim`` spatial axes), label maps ``[*S]`` (or label channels
+    ``[L, *S]``) and affines, one case at a time; return the cases, built when used (:class:`CaseList`)."""
     ndim = params.crop.ndim
     if not images or not (len(images) == len(labels) == len(affines)):
         raise PatchworkError(f"{what} set: need as many images, label maps and affines (at least one)")
-    cases = []
+    channels = images[0].shape[0]
     for i, (image, label, affine) in enumerate(zip(images, labels, affines, strict=True)):
         name = f"{what} case {i}"
-        if image.ndim != ndim + 1 or image.shape[0] != images[0].shape[0]:
+        if image.ndim != ndim + 1 or image.shape[0] != channels:
             raise PatchworkError(
                 f"{name}: image shape {list(image.shape)}, expected [C, {ndim} spatial axes]"
             )
-        if tuple(label.shape) != tuple(image.shape[1:]):
+        if label.ndim not in (ndim, ndim + 1) or tuple(label.shape[-ndim:]) != tuple(image.shape[1:]):
             raise PatchworkError(
                 f"{name}: label shape {list(label.shape)} differs from image {list(image.shape[1:])}"
             )
         if not np.isfinite(image).all():
             raise PatchworkError(f"{name}: image contains NaN or infinite values")
         try:
-            targets = label_targets(label, params.crop, params.train.dontcare)
-            matrix = reduce_affine(torch.as_tensor(np.asarray(affine)), ndim)
+            make_case(image, label, affine, params.crop, params.train.dontcare)
         except PatchworkError as err:
             raise PatchworkError(f"{name}: {err}") from None
-        cases.append(Case(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)), targets, matrix))
-    return cases
+    return CaseList(images, labels, affines, params.crop, params.train.dontcare)
 
 
 def training_cropper(crop: CropConfig) -> CropGenerator:
@@ -201,7 +275,10 @@ def training_cropper(crop: CropConfig) -> CropGenerator:
 def draw_trees(
     cropper: CropGenerator, volumes: Sequence[Volume], train: TrainParams, generator: torch.Generator
 ) -> TreeSet:
-    """``num_patches`` random trees from every volume, one after the other, drawn from ``generator``."""
+    """``num_patches`` random trees from every volume, one after the other, drawn from ``generator``.
+
+    ``volumes`` may prepare each volume when indexed (:class:`PreparedVolumes`): one volume at a time is
+    needed."""
     return TreeSet.cat(
         [
             TreeSet.from_patchset(
@@ -220,6 +297,75 @@ def draw_trees(
     )
 
 
+def volume_bytes(volume: Volume) -> int:
+    """Bytes held by a prepared volume's tensors (shared storage counted once) and labelled sites."""
+    tensors = [s.data for s in volume.sources] + [s.labels.data for s in volume.sources if s.labels]
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}
+    return sum(storages.values()) + (volume.sites.nbytes if volume.sites is not None else 0)
+
+
+class PreparedVolumes(Sequence[Volume]):
+    """The volumes of ``cases`` (``cropper.prepare``), prepared when indexed and kept for the most recently
+    used cases up to ``max_mb`` megabytes (:class:`~patchwork.training.cases.BoundedCache`). Preparing is
+    deterministic, so the trees never depend on the bound, only the time spent preparing again: a cache
+    smaller than the training set prepares every volume anew in every outer iteration."""
+
+    def __init__(self, cropper: CropGenerator, cases: Sequence[Case], max_mb: float) -> None:
+        self.cropper, self.cases = cropper, cases
+        self.cache: BoundedCache[int, Volume] = BoundedCache(
+            self._prepare, max_bytes=int(max_mb * 2**20), size=volume_bytes
+        )
+
+    def _prepare(self, index: int) -> Volume:
+        case = self.cases[index]
+        return self.cropper.prepare(case.image, case.targets, case.affine)
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def __getitem__(self, index: int) -> Volume:  # type: ignore[override]
+        if not 0 <= index < len(self):
+            raise IndexError(f"volume {index} of {len(self)}")
+        return self.cache[index]
+
+
+def case_subset(count: int, chosen: int | None, seed: int, index: int, stream: int) -> list[int]:
+    """The images a set of trees is drawn from: all ``count`` (``chosen`` None or at least ``count``), else
+    ``chosen`` of them picked at random by ``(seed, index, stream)``, in ascending order."""
+    if chosen is None or chosen >= count:
+        return list(range(count))
+    return sorted(numpy_rng(seed, index, stream).choice(count, chosen, replace=False).tolist())
+
+
+def iteration_trees(
+    cropper: CropGenerator, volumes: PreparedVolumes, train: TrainParams, seed: int, iteration: int
+) -> TreeSet:
+    """The fresh trees of outer iteration ``iteration``: ``num_patches`` from each of its images (all, or
+    ``cases_per_iteration`` picked anew every iteration), drawn from ``(seed, iteration)``."""
+    chosen = case_subset(len(volumes), train.cases_per_iteration, seed, iteration, STREAM_CASES)
+    generator = torch_generator(seed, iteration, STREAM_PATCHES)
+    return draw_trees(cropper, Mapped(chosen, volumes.__getitem__), train, generator)
+
+
+def validation_trees(
+    params: DNPParams,
+    images: Sequence[np.ndarray] | None,
+    labels: Sequence[np.ndarray] | None,
+    affines: Sequence[np.ndarray] | None,
+    seed: int,
+) -> TreeSet | None:
+    """The fixed validation trees (``None`` without images): ``num_patches`` from each validation image
+    (or from ``cases_per_iteration`` of them, picked once), each prepared when drawn and dropped after."""
+    if not images:
+        return None
+    cases = check_cases(images, labels or [], affines or [], params, "validation")
+    cropper, train = training_cropper(params.crop), params.train
+    volumes = PreparedVolumes(cropper, cases, max_mb=0)
+    chosen = case_subset(len(cases), train.cases_per_iteration, seed, 0, STREAM_VALIDATION_CASES)
+    generator = torch_generator(seed, 0, STREAM_VALIDATION)
+    return draw_trees(cropper, Mapped(chosen, volumes.__getitem__), train, generator)
+
+
 _WORKER: dict[str, Any] = {}
 
 
@@ -229,45 +375,40 @@ def _exit_with(parent: multiprocessing.process.BaseProcess) -> None:
     os._exit(1)
 
 
-def _worker_init(crop: CropConfig, cases: list[Case], train: TrainParams, seed: int) -> None:
-    """Prepare the volumes once in the cropping process (one thread: training owns the others). The worker
-    ends with the training process even when that is killed by SIGKILL (which runs no clean-up)."""
+def _worker_init(crop: CropConfig, cases: Sequence[Case], train: TrainParams, seed: int) -> None:
+    """Set up the cropping process (one thread: training owns the others), which prepares the volumes into
+    its own bounded cache. The worker ends with the training process even when that is killed by SIGKILL
+    (which runs no clean-up)."""
     threading.Thread(target=_exit_with, args=(multiprocessing.parent_process(),), daemon=True).start()
     torch.set_num_threads(1)
     cropper = CropGenerator(crop)
-    _WORKER.update(
-        cropper=cropper,
-        volumes=[cropper.prepare(c.image, c.targets, c.affine) for c in cases],
-        train=train,
-        seed=seed,
-    )
+    volumes = PreparedVolumes(cropper, cases, train.volume_cache_mb)
+    _WORKER.update(cropper=cropper, volumes=volumes, train=train, seed=seed)
 
 
 def _worker_draw(iteration: int) -> TreeSet:
     """The fresh trees of outer iteration ``iteration``, drawn in the worker."""
     w = _WORKER
-    return draw_trees(
-        w["cropper"], w["volumes"], w["train"], torch_generator(w["seed"], iteration, STREAM_PATCHES)
-    )
+    return iteration_trees(w["cropper"], w["volumes"], w["train"], w["seed"], iteration)
 
 
 class Drawer:
-    """Gives the fresh trees of each outer iteration, cropped here or (``parallel``) ahead in a worker."""
+    """Gives the fresh trees of each outer iteration, cropped here or (``parallel``) ahead in a worker; the
+    prepared volumes are kept in a cache of ``volume_cache_mb`` (:class:`PreparedVolumes`), in the worker
+    when parallel."""
 
-    def __init__(self, crop: CropConfig, cases: list[Case], train: TrainParams, seed: int) -> None:
+    def __init__(self, crop: CropConfig, cases: Sequence[Case], train: TrainParams, seed: int) -> None:
         self.cropper, self.train, self.seed = training_cropper(crop), train, seed
         self.pending: dict[int, Future[TreeSet]] = {}
         self.executor: ProcessPoolExecutor | None = None
+        self.volumes = PreparedVolumes(self.cropper, cases, train.volume_cache_mb)
         if train.parallel:
-            self.volumes: list[Volume] = []
             self.executor = ProcessPoolExecutor(
                 max_workers=1,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_worker_init,
                 initargs=(self.cropper.config, cases, train, seed),
             )
-        else:
-            self.volumes = [self.cropper.prepare(c.image, c.targets, c.affine) for c in cases]
 
     def prefetch(self, iteration: int) -> None:
         """Start cropping ``iteration``'s trees in the worker (no-op when serial)."""
@@ -277,9 +418,7 @@ class Drawer:
     def get(self, iteration: int) -> TreeSet:
         """The fresh trees of ``iteration`` (same trees serial or parallel)."""
         if self.executor is None:
-            return draw_trees(
-                self.cropper, self.volumes, self.train, torch_generator(self.seed, iteration, STREAM_PATCHES)
-            )
+            return iteration_trees(self.cropper, self.volumes, self.train, self.seed, iteration)
         self.prefetch(iteration)
         return self.pending.pop(iteration).result()
 
@@ -313,10 +452,13 @@ def train_on_set(
     trees: TreeSet,
     train: TrainParams,
     generator: torch.Generator,
+    loss_fn: LevelLoss | None = None,
 ) -> SetResult:
-    """The inner loop: ``epochs`` shuffled passes over ``trees`` in batches, one optimiser step per batch."""
+    """The inner loop: ``epochs`` shuffled passes over ``trees`` in batches, one optimiser step per batch
+    on ``loss_fn`` (default: the settings' :class:`~patchwork.dnp.loss.ConfiguredLoss`)."""
     device = next(model.parameters()).device
-    kinds, depth, act = train.losses(model.depth), model.depth, model.activation
+    depth, act = model.depth, model.activation
+    loss_fn = loss_fn or ConfiguredLoss(act, train.losses(depth))
     supervised = range(depth) if model.intermediate_loss else range(depth - 1, depth)
     sums, total, steps = torch.zeros(depth, dtype=torch.float64), 0.0, 0
     tree_loss, tree_f1 = torch.zeros(len(trees)), torch.ones(len(trees))
@@ -327,9 +469,7 @@ def train_on_set(
             batch = trees.select(index)
             outputs = _tree_outputs(model, batch)
             labels = [y.to(device) for y in batch.labels]
-            losses = [
-                level_loss(model.prediction(n, outputs[n]), labels[n], act, kinds[n]) for n in range(depth)
-            ]
+            losses = [loss_fn(model.prediction(n, outputs[n]), labels[n], n) for n in range(depth)]
             loss = torch.stack([losses[n] for n in supervised]).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -339,7 +479,7 @@ def train_on_set(
             if epoch == train.epochs - 1:
                 with torch.no_grad():
                     per_tree = [
-                        patch_losses(model.prediction(n, outputs[n]), labels[n], act, kinds[n])
+                        patch_scores(loss_fn, model.prediction(n, outputs[n]), labels[n], n)
                         for n in supervised
                     ]
                     tree_loss[index] = torch.stack(per_tree).mean(dim=0).cpu()
@@ -364,8 +504,11 @@ def next_pool(trees: TreeSet, result: SetResult, train: TrainParams) -> TreeSet 
 
 
 @torch.no_grad()
-def evaluate(model: PatchWorkModel, trees: TreeSet, train: TrainParams) -> tuple[float, float]:
-    """Finest-level loss and pseudo-Dice (hard, summed over all trees) on fixed validation trees."""
+def evaluate(
+    model: PatchWorkModel, trees: TreeSet, train: TrainParams, loss_fn: LevelLoss | None = None
+) -> tuple[float, float]:
+    """Finest-level loss (``loss_fn``, default the settings') and pseudo-Dice (hard, summed over all
+    trees) on fixed validation trees."""
     model.eval()
     logits, labels = [], []
     for first in range(0, len(trees), train.batch_size):
@@ -374,7 +517,8 @@ def evaluate(model: PatchWorkModel, trees: TreeSet, train: TrainParams) -> tuple
         labels.append(batch.labels[-1].to(logits[-1].device))
     model.train()
     out, target = torch.cat(logits), torch.cat(labels)
-    loss = level_loss(out, target, model.activation, train.losses(model.depth)[-1])
+    loss_fn = loss_fn or ConfiguredLoss(model.activation, train.losses(model.depth))
+    loss = loss_fn(out, target, model.depth - 1)
     dice = patch_f1(out.movedim(0, 1)[None], target.movedim(0, 1)[None], model.activation)[0]
     return float(loss), float(dice)
 
@@ -389,12 +533,23 @@ class Progress:
     seconds: float = 0.0
 
 
-def _identity(params: DNPParams, seed: int, cases: list[Case]) -> dict[str, Any]:
+def _identity(params: DNPParams, seed: int, cases: Sequence[Case]) -> dict[str, Any]:
     """What a checkpoint or finished model must match: params, seed, data counts and a hash of the data."""
     labelled = sum(int(torch.nan_to_num(c.targets).gt(0).any(dim=0).sum()) for c in cases)
     data = [len(cases), int(cases[0].image.shape[0]), sum(c.image[0].numel() for c in cases), labelled]
-    digest = content_digest([a for c in cases for a in (c.image, c.targets, c.affine)])
-    return {"params": params.to_dict(), "seed": int(seed), "data": data, "data_sha256": digest}
+    digest = content_digest(a for c in cases for a in (c.image, c.targets, c.affine))
+    return {"params": _result_params(params), "seed": int(seed), "data": data, "data_sha256": digest}
+
+
+def _result_params(params: DNPParams) -> dict[str, Any]:
+    """The params that decide the trained weights: without ``volume_cache_mb`` (memory only: the trees do
+    not depend on it) and without an unset ``cases_per_iteration``, so models trained before these settings
+    existed still match."""
+    d = params.to_dict()
+    train = {k: v for k, v in d["train"].items() if k != "volume_cache_mb"}
+    if train.get("cases_per_iteration") is None:
+        train.pop("cases_per_iteration", None)
+    return {**d, "train": train}
 
 
 def _save_checkpoint(
@@ -402,16 +557,18 @@ def _save_checkpoint(
     identity: dict[str, Any],
     model: PatchWorkModel,
     optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
     progress: Progress,
 ) -> None:
     """Write a resumable checkpoint (plain dict, ``weights_only``-safe) atomically."""
     obj = {
         "format": CHECKPOINT_FORMAT,
-        "version": VERSION,
+        "version": CHECKPOINT_VERSION,
         **identity,
         "iteration": progress.iteration,
         "state_dict": model.state_dict(),
         "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
         "pool": None if progress.pool is None else progress.pool.state(),
         "rows": progress.rows,
         "seconds": progress.seconds,
@@ -420,14 +577,19 @@ def _save_checkpoint(
 
 
 def _restore_checkpoint(
-    path: Path, identity: dict[str, Any], model: PatchWorkModel, optimizer: torch.optim.Optimizer
+    path: Path,
+    identity: dict[str, Any],
+    model: PatchWorkModel,
+    optimizer: torch.optim.Optimizer,
+    scheduler: LRScheduler,
 ) -> Progress:
-    """Load ``path`` into model and optimiser if it exists; refuse one written by another training."""
-    obj = read_checkpoint(path, CHECKPOINT_FORMAT, VERSION, "DNP checkpoint", identity)
+    """Load ``path`` into model, optimiser and scheduler if it exists; refuse one of another training."""
+    obj = read_checkpoint(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "DNP checkpoint", identity)
     if obj is None:
         return Progress()
     model.load_state_dict(obj["state_dict"])
     optimizer.load_state_dict(obj["optimizer"])
+    scheduler.load_state_dict(obj["scheduler"])
     log.info("resuming %s at outer iteration %d", path, obj["iteration"])
     pool = None if obj["pool"] is None else TreeSet.from_state(obj["pool"])
     return Progress(obj["iteration"], pool, obj["rows"], obj["seconds"])
@@ -437,6 +599,42 @@ def log_columns(depth: int) -> list[str]:
     """Columns of ``train_log.tsv``."""
     levels = [f"loss_level{n}" for n in range(depth)]
     return ["iteration", *levels, "total", "lr", "seconds", "patches", "hard_mined", "val_loss", "val_dice"]
+
+
+class ConfiguredSchedule(LRScheduler):
+    """The settings' schedule, stepped once per outer iteration ``it``: every parameter group's initial rate
+    ``lr_0`` becomes ``learning_rate(lr_0, it, num_its, lr_schedule, warmup_its) * lr_decay**it``
+    (:mod:`patchwork.training.schedule`)."""
+
+    def __init__(self, optimizer: torch.optim.Optimizer, train: TrainParams) -> None:
+        self.train = train
+        super().__init__(optimizer)
+
+    def get_lr(self) -> list[float]:
+        t, it = self.train, self.last_epoch
+        return [
+            learning_rate(lr, it, t.num_its, t.lr_schedule, t.warmup_its) * t.lr_decay**it
+            for lr in self.base_lrs
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        """The scheduler's progress (``weights_only``-safe: the settings are given anew on resume)."""
+        return {k: v for k, v in super().state_dict().items() if k != "train"}
+
+
+def optimisation(
+    model: PatchWorkModel,
+    train: TrainParams,
+    optimizer: OptimizerFactory | None,
+    scheduler: SchedulerFactory | None,
+) -> tuple[torch.optim.Optimizer, LRScheduler]:
+    """The optimiser of ``model``'s parameters and its scheduler: the researcher's factories, else AdamW
+    (``lr``, ``weight_decay``) and :class:`ConfiguredSchedule`."""
+    if optimizer is None:
+        opt = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+    else:
+        opt = optimizer(model.parameters())
+    return opt, ConfiguredSchedule(opt, train) if scheduler is None else scheduler(opt)
 
 
 def train_dnp(
@@ -450,13 +648,34 @@ def train_dnp(
     val_images: list[np.ndarray] | None = None,
     val_labels: list[np.ndarray] | None = None,
     val_affines: list[np.ndarray] | None = None,
+    *,
+    optimizer: OptimizerFactory | None = None,
+    scheduler: SchedulerFactory | None = None,
+    loss: LevelLoss | None = None,
 ) -> Path:
-    """Train a patchwork on ``images`` [C, *S] / integer ``labels`` [*S] / ``affines``; return ``model.pt``.
+    """Train a patchwork on ``images`` [C, *S] / ``labels`` / ``affines``; return ``model.pt``.
 
-    Writes ``checkpoint.pt`` (every ``checkpoint_every`` outer iterations, removed at the end),
+    ``labels``: integer maps [*S] or label channels [L, *S] (see the module docstring). Writes
+    ``checkpoint.pt`` (every ``checkpoint_every`` outer iterations, removed at the end),
     ``model.pt`` (``{"format", "version", "params": params.to_dict(), "seed", "in_channels", "state_dict"}``),
     ``train_log.tsv`` and ``curve.png`` into ``out_dir``. Resumes from a checkpoint of the same params, seed
     and data; returns at once when ``model.pt`` of this training exists. ``device``: default CUDA if present.
+
+    A researcher's own optimisation (Python only; not part of the model file or the training's identity,
+    so a resumed run must be given the same):
+
+    * ``optimizer(params) -> torch.optim.Optimizer`` (default: AdamW with ``lr``, ``weight_decay``);
+    * ``scheduler(optimizer) -> LRScheduler``, stepped once after every outer iteration (default:
+      :class:`ConfiguredSchedule`, which scales the optimiser's own rates); its ``state_dict`` is
+      checkpointed with the optimiser's;
+    * ``loss(pred, target, level) -> Tensor`` (:data:`~patchwork.dnp.loss.LevelLoss`; default: the
+      settings' ``loss`` per level), used for training, hard mining and the validation loss.
+
+    Example::
+
+        train_dnp(params, images, labels, affines, out_dir, seed=0,
+                  optimizer=lambda p: torch.optim.SGD(p, lr=0.01, momentum=0.9),
+                  scheduler=lambda opt: torch.optim.lr_scheduler.StepLR(opt, step_size=10, gamma=0.5))
     """
     check_model(params)
     out_dir = Path(out_dir)
@@ -466,19 +685,14 @@ def train_dnp(
     if finished_model(model_path, identity["params"], identity["seed"], MODEL_FORMAT, VERSION, "DNP model"):
         return model_path
     train, depth = params.train, params.crop.depth
-    val = None
-    if val_images:
-        val_cases = check_cases(val_images, val_labels or [], val_affines or [], params, "validation")
-        cropper = training_cropper(params.crop)
-        volumes = [cropper.prepare(c.image, c.targets, c.affine) for c in val_cases]
-        val = draw_trees(cropper, volumes, train, torch_generator(seed, 0, STREAM_VALIDATION))
+    val = validation_trees(params, val_images, val_labels, val_affines, seed)
     dev = resolve_device(device)
     model = build_model(params, int(cases[0].image.shape[0]))
     init_weights(model, torch_generator(seed, 0, STREAM_INIT))
     # channels-last weights: PyTorch's CPU 3D convolution backward is many times faster in this layout
     model.to(dev, memory_format=CHANNELS_LAST[params.crop.ndim]).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
-    progress = _restore_checkpoint(ckpt_path, identity, model, optimizer)
+    opt, schedule = optimisation(model, train, optimizer, scheduler)
+    progress = _restore_checkpoint(ckpt_path, identity, model, opt, schedule)
     drawer = Drawer(params.crop, cases, train, seed)
     bar = tqdm(total=train.num_its, initial=progress.iteration, desc=f"dnp {out_dir.name}", disable=None)
     started = time.perf_counter() - progress.seconds
@@ -490,15 +704,12 @@ def train_dnp(
                 drawer.prefetch(it + 1)
             pool = progress.pool
             trees = fresh if pool is None else TreeSet.cat([fresh, pool])
-            lr = (
-                learning_rate(train.lr, it, train.num_its, train.lr_schedule, train.warmup_its)
-                * train.lr_decay**it
-            )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            result = train_on_set(model, optimizer, trees, train, torch_generator(seed, it, STREAM_SHUFFLE))
+            lr = float(opt.param_groups[0]["lr"])
+            shuffle = torch_generator(seed, it, STREAM_SHUFFLE)
+            result = train_on_set(model, opt, trees, train, shuffle, loss)
+            schedule.step()
             val_loss, val_dice = (
-                evaluate(model, val, train) if val is not None else (float("nan"), float("nan"))
+                evaluate(model, val, train, loss) if val is not None else (float("nan"), float("nan"))
             )
             progress.pool = next_pool(trees, result, train)
             progress.iteration, progress.seconds = it + 1, time.perf_counter() - started
@@ -515,7 +726,7 @@ def train_dnp(
             bar.update(1)
             bar.set_postfix(loss=f"{result.total:.3f}")
             if progress.iteration % train.checkpoint_every == 0 and progress.iteration < train.num_its:
-                _save_checkpoint(ckpt_path, identity, model, optimizer, progress)
+                _save_checkpoint(ckpt_path, identity, model, opt, schedule, progress)
     finally:
         drawer.close()
         bar.close()
@@ -547,13 +758,16 @@ def _save_model(path: Path, identity: dict[str, Any], model: PatchWorkModel) -> 
 
 
 def load_dnp(model_path: Path, device: str | torch.device | None = None) -> tuple[PatchWorkModel, DNPParams]:
-    """The trained model (eval mode, on ``device``: default CUDA if present) and its training settings."""
+    """The trained model (eval mode, on ``device``: default CUDA if present) and its training settings.
+
+    A researcher's ``blockCreator``/``finalBlock`` is imported by the name stored in the settings, so its
+    module must be importable here as it was in training."""
     obj = read_model(Path(model_path), MODEL_FORMAT, VERSION, "DNP model")
     try:
         params = DNPParams.from_dict(obj["params"])
+        model = build_model(params, obj["in_channels"])
     except PatchworkError as err:
         raise PatchworkError(problems=[f"{model_path}: {p}" for p in err.problems]) from None
-    model = build_model(params, obj["in_channels"])
     model.load_state_dict(obj["state_dict"])
     memory_format = CHANNELS_LAST[params.crop.ndim]  # as in training: faster CPU convolutions
     return model.to(resolve_device(device), memory_format=memory_format).eval(), params

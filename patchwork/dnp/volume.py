@@ -101,10 +101,7 @@ def label_positions(map_: Tensor, categorial_label: Sequence[int]) -> Tensor:
 
 def position_sites(positions: Tensor, count: int) -> ForegroundSites:
     """The labelled voxels (for ``balance``) of a position map ``[*S]`` of ``count`` labels."""
-    where = positions > 0
-    index = where.nonzero()
-    values = torch.nn.functional.one_hot(positions[where].long() - 1, count).to(torch.float64)
-    return ForegroundSites(index.cpu(), values.cpu())
+    return ForegroundSites.from_positions(positions.cpu(), count)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,10 @@ workflow's byte for byte (on the same device):
 Outputs, in each input's original grid: ``{case}.nii.gz`` (the mask, uint8), with
 ``save_probabilities`` ``{case}_prob.nii.gz`` (the ensemble's probability or vote fraction) and with
 ``save_uncertainty`` ``{case}_{model}_std.nii.gz`` (the per-voxel spread of each model that gives one,
-the DNP's). The workflow's ensemble reads the models' probabilities back from NIfTI files, whose
-affine is stored as float32; the mask and probability get that rounded affine too.
+the DNP's), with ``save_models`` ``{case}_{model}_seg.nii.gz`` (each model's own mask, post-processed
+with the settings the entry ships for it, else its threshold alone). The workflow's ensemble reads the
+models' probabilities back from NIfTI files, whose affine is stored as float32; the masks and probability
+get that rounded affine too.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import numpy as np
 from patchwork import __version__
 from patchwork.data.cohort import Subject
 from patchwork.entry.cases import find_cases
-from patchwork.entry.layout import Entry
+from patchwork.entry.layout import Entry, EntryModel
 from patchwork.entry.resources import Usage, measure
 from patchwork.errors import PatchworkError
 from patchwork.io import read_volume, save_image
@@ -40,12 +42,14 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Prediction:
-    """One case's results in its original grid: mask, ensemble probability, spreads by model name."""
+    """One case's results in its original grid: mask, ensemble probability, spreads and masks by model
+    name (masks only when asked for)."""
 
     mask: np.ndarray
     probability: np.ndarray
     spreads: dict[str, np.ndarray]
     affine: np.ndarray
+    model_masks: dict[str, np.ndarray]
 
     @property
     def stored_affine(self) -> np.ndarray:
@@ -53,8 +57,21 @@ class Prediction:
         return self.affine.astype(np.float32).astype(np.float64)
 
 
-def predict_case(entry: Entry, case: Subject, device: str | None = None) -> Prediction:
-    """Preprocess ``case``, apply every model of ``entry`` and combine them (see the module docstring)."""
+def model_mask(model: EntryModel, prob: np.ndarray, affine: np.ndarray) -> np.ndarray:
+    """A model's own mask of its probability in the original grid: its tuned post-processing when the
+    entry ships one, else ``prob >= threshold``."""
+    from patchwork.postprocess import postprocess, voxel_volume
+
+    if model.postprocessing is None:
+        return prob >= model.threshold
+    return postprocess(prob, model.postprocessing, voxel_volume(affine))
+
+
+def predict_case(
+    entry: Entry, case: Subject, device: str | None = None, model_masks: bool = False
+) -> Prediction:
+    """Preprocess ``case``, apply every model of ``entry`` and combine them (see the module docstring);
+    ``model_masks``: also each model's own mask (:func:`model_mask`)."""
     from patchwork.data.preprocess import preprocess_image, to_original
     from patchwork.ensemble import combine
     from patchwork.models import model_type
@@ -70,22 +87,25 @@ def predict_case(entry: Entry, case: Subject, device: str | None = None) -> Pred
         settings.crop_nonzero,
     )
     grid = np.asarray(record["affine"])
-    probs, spreads = {}, {}
+    probs, spreads, masks = {}, {}, {}
     affine = np.asarray(record["original_affine"])
     for model in entry.models:
         predict = model_type(model.type).predict_function
         prob, spread = predict(model.path, image, grid, model.apply, device=device, seed=model.seed)
         probs[model.name], affine = to_original_probability(prob, record)
+        if model_masks:
+            masks[model.name] = model_mask(model, probs[model.name], affine)
         if model.gives_spread:
             spreads[model.name] = to_original(spread, record, interpolation="linear", fill=0.0)[0]
     probability, mask = combine(probs, entry.ensemble)
-    return Prediction(mask=mask, probability=probability, spreads=spreads, affine=affine)
+    return Prediction(mask, probability, spreads, affine, masks)
 
 
 def write_prediction(
     prediction: Prediction, case: str, out_dir: Path, save_probabilities: bool, save_uncertainty: bool
 ) -> list[Path]:
-    """Write the mask (and the asked-for maps) of ``case`` into ``out_dir``; return the paths."""
+    """Write the mask (and the asked-for maps, and the model masks it holds) of ``case`` into ``out_dir``;
+    return the paths."""
     written = [out_dir / f"{case}.nii.gz"]
     save_image(prediction.mask, prediction.stored_affine, written[0], dtype=np.uint8)
     if save_probabilities:
@@ -94,6 +114,9 @@ def write_prediction(
     for name, spread in prediction.spreads.items() if save_uncertainty else ():
         written.append(out_dir / f"{case}_{name}_std.nii.gz")
         save_image(spread, prediction.affine, written[-1], dtype=np.float32)
+    for name, mask in prediction.model_masks.items():
+        written.append(out_dir / f"{case}_{name}_seg.nii.gz")
+        save_image(mask, prediction.stored_affine, written[-1], dtype=np.uint8)
     return written
 
 
@@ -110,6 +133,7 @@ def infer(
     threads: int | None = None,
     save_probabilities: bool = False,
     save_uncertainty: bool = False,
+    save_models: bool = False,
 ) -> dict[str, Usage]:
     """Segment every case of ``input_dir`` into ``output_dir``; return each case's time and peak memory.
 
@@ -135,7 +159,7 @@ def infer(
     usage = {}
     for case in tqdm(cases, desc="infer", unit="case", disable=None):
         with measure(device) as usage[case.subject]:
-            prediction = predict_case(entry, case, device)
+            prediction = predict_case(entry, case, device, model_masks=save_models)
             write_prediction(prediction, case.subject, output_dir, save_probabilities, save_uncertainty)
     log.info("%d case(s) segmented into %s", len(cases), output_dir)
     return usage

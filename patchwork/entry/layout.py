@@ -11,6 +11,7 @@ from patchwork.ensemble_tuning import read_tuned
 from patchwork.errors import PatchworkError
 from patchwork.io import read_json
 from patchwork.models import Settings, model_type
+from patchwork.postprocess import Postprocessing
 
 ENTRY_FORMAT = 1
 ENTRY_JSON = "entry.json"
@@ -24,6 +25,7 @@ LICENSE = "LICENSE"
 MODELS = "models"
 MODEL_FILE = "model.pt"
 SPEC_FILE = "spec.json"
+POSTPROCESSING_JSON = "postprocessing.json"
 EXAMPLE = "example"
 PREDICTIONS = "predictions"
 
@@ -52,7 +54,8 @@ def ensemble_mask(root: Path, case: str) -> Path:
 
 @dataclass(frozen=True)
 class EntryModel:
-    """A packaged model: name, type, its file, how it is applied, its threshold and its seed."""
+    """A packaged model: name, type, its file, how it is applied, its threshold, its seed and its tuned
+    post-processing (None: its threshold alone)."""
 
     name: str
     type: str
@@ -60,6 +63,7 @@ class EntryModel:
     apply: Settings
     threshold: float
     seed: int
+    postprocessing: Postprocessing | None = None
 
     @property
     def gives_spread(self) -> bool:
@@ -109,6 +113,9 @@ class Entry:
                 apply=model_type(m["type"]).apply_class.from_dict(m["apply"]),
                 threshold=float(m["threshold"]),
                 seed=int(m["seed"]),
+                postprocessing=(
+                    Postprocessing.from_dict(m["postprocessing"]) if m.get("postprocessing") else None
+                ),
             )
             for m in raw["models"]
         )

@@ -23,6 +23,7 @@ from patchwork.data.cohort import read_subjects
 from patchwork.entry import layout
 from patchwork.errors import PatchworkError
 from patchwork.io import atomic_path, is_partial, read_json, write_json, write_text
+from patchwork.postprocess import Postprocessing, read_postprocessing
 
 REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -100,8 +101,11 @@ def entry_settings(
     channels: list[str],
     labels: dict[str, int],
     example: str | None,
+    postprocessing: Mapping[str, Postprocessing] | None = None,
 ) -> dict[str, Any]:
-    """The contents of ``entry.json`` (see :class:`patchwork.entry.layout.Entry`)."""
+    """The contents of ``entry.json`` (see :class:`patchwork.entry.layout.Entry`); ``postprocessing``: the
+    tuned post-processing of the models that have one (``infer --save-models`` applies it)."""
+    postprocessing = postprocessing or {}
     return {
         "format": layout.ENTRY_FORMAT,
         "patchwork": __version__,
@@ -116,6 +120,9 @@ def entry_settings(
                 "apply": spec.apply.to_dict(),
                 "threshold": spec.threshold,
                 "seed": config.seed if spec.seed is None else spec.seed,
+                "postprocessing": (
+                    postprocessing[spec.name].to_dict() if spec.name in postprocessing else None
+                ),
             }
             for spec in config.models
         ],
@@ -132,13 +139,16 @@ def package_entry(
     subjects_tsv: Path,
     license_file: Path,
     out_dir: Path,
+    postprocessing: Mapping[str, Path] | None = None,
 ) -> Path:
     """Write the entry into ``out_dir``, beside the test predictions already there; return the manifest.
 
     ``models``: name -> final ``model.pt`` (``spec.json`` beside it), one per model of ``config`` (the
     run's config as a mapping). ``ensemble``: the hand-set settings with each model's threshold, as the
     ensemble stage got them; ``tuned``: tune-ensemble's ``ensemble_params.json``, whose settings the
-    test predictions used instead. The first test subject of ``subjects_tsv`` becomes the example case.
+    test predictions used instead. ``postprocessing``: model name -> its ``postprocessing.json``
+    (tune-postprocessing), shipped as ``models/{name}/postprocessing.json`` and written into
+    ``entry.json``. The first test subject of ``subjects_tsv`` becomes the example case.
     """
     out_dir = Path(out_dir)
     parsed = WorkflowConfig.from_dict(config, "--config-json")
@@ -149,6 +159,13 @@ def package_entry(
     for name, path in models.items():
         for src in (Path(path), Path(path).parent / layout.SPEC_FILE):
             copy_file(src, out_dir / layout.MODELS / name / src.name)
+    postprocessing = dict(postprocessing or {})
+    unknown = sorted(set(postprocessing) - set(models))
+    if unknown:
+        raise PatchworkError(f"post-processing of {unknown}: not among the models {sorted(models)}")
+    for name, path in postprocessing.items():
+        copy_file(Path(path), out_dir / layout.MODELS / name / layout.POSTPROCESSING_JSON)
+    tuned_postprocessing = {name: read_postprocessing(Path(path)) for name, path in postprocessing.items()}
     fingerprint = read_json(fingerprint_json)
     copy_file(Path(fingerprint_json), out_dir / layout.FINGERPRINT_JSON)
     copy_file(Path(license_file), out_dir / layout.LICENSE)
@@ -165,7 +182,9 @@ def package_entry(
         ending = ".nii.gz" if image.name.lower().endswith(".gz") else ".nii"
         copy_file(image, out_dir / layout.EXAMPLE / f"{example}_{channel:04d}{ending}")
     preprocess = parsed.preprocess.resolved(fingerprint)
-    settings = entry_settings(parsed, preprocess, fingerprint["channels"], fingerprint["labels"], example)
+    settings = entry_settings(
+        parsed, preprocess, fingerprint["channels"], fingerprint["labels"], example, tuned_postprocessing
+    )
     write_json(out_dir / layout.ENTRY_JSON, settings)
     write_json(out_dir / layout.CONFIG_JSON, dict(config))
     write_text(out_dir / layout.LOCK, lock_text())

@@ -32,7 +32,7 @@ from patchwork.planning.memory import usable_bytes
 from patchwork.planning.spacing import Cohort, resampled_median_shape, target_spacing
 from patchwork.planning.unet import plan_unet
 
-__all__ = ["PLANS_VERSION", "merge_plans", "plan"]
+__all__ = ["PLANS_VERSION", "merge_plans", "plan", "planned_spec"]
 
 PLANS_VERSION = 1
 DEVICES = ("cuda", "cpu")
@@ -92,6 +92,15 @@ def merge_plans(spec_params: Mapping[str, Any], plans_for_type: Mapping[str, Any
     if "params" not in plans_for_type:
         raise PatchworkError("merge_plans: expected a model type's plan with a 'params' entry")
     return _merge(plans_for_type["params"], spec_params)
+
+
+def planned_spec(spec: Mapping[str, Any], plans: Mapping[str, Any]) -> dict[str, Any]:
+    """A model spec as written in the config (a mapping) with its ``params`` laid over its type's plan
+    (:func:`merge_plans`); a type the plans do not cover keeps its spec as it is."""
+    for_type = plans.get("models", {}).get(spec.get("type"))
+    if for_type is None:
+        return dict(spec)
+    return {**spec, "params": merge_plans(spec.get("params") or {}, for_type)}
 
 
 def _merge(planned: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:

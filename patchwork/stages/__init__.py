@@ -5,8 +5,10 @@ stage and writes its files; ``patchwork <command>`` only parses arguments and ca
 
 * :mod:`.data`: :func:`~.data.demo`, :func:`~.data.ingest`, :func:`~.data.preprocess`,
   :func:`~.data.splits` (and :func:`~.data.fold_subjects`)
-* :mod:`.models`: :func:`~.models.train`, :func:`~.models.predict`
-* :mod:`.ensemble`: :func:`~.ensemble.ensemble`, :func:`~.ensemble.tune`
+* :mod:`.planning`: :func:`~.planning.plan`
+* :mod:`.models`: :func:`~.models.train`, :func:`~.models.predict`, :func:`~.models.predict_batch`
+* :mod:`.ensemble`: :func:`~.ensemble.ensemble`, :func:`~.ensemble.ensemble_batch`,
+  :func:`~.ensemble.tune`, :func:`~.ensemble.tune_postprocessing`, :func:`~.ensemble.postprocess_batch`
 * :mod:`.evaluation`: :func:`~.evaluation.evaluate`, :func:`~.evaluation.summarise`,
   :func:`~.evaluation.report`
 * :mod:`.entry`: :func:`~.entry.package`

@@ -1,5 +1,9 @@
-"""Ensemble and post-processing stages: combine the models of one subject; tune the ensemble, and each
-model's post-processing, on out-of-fold predictions; post-process one probability map."""
+"""Ensemble and post-processing stages: combine the models of one subject or of a batch; tune the ensemble,
+and each model's post-processing, on out-of-fold predictions; post-process probability maps.
+
+Out-of-fold predictions live in batch folders (``predictions/{model}/fold_K/{subject}_prob.nii.gz``); the
+tuning stages take a model's batch folders and find each training subject's map in one of them.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,28 @@ from pathlib import Path
 from typing import Any
 
 from patchwork.config import EnsembleSettings
+from patchwork.errors import PatchworkError
 from patchwork.io import write_json
 
 log = logging.getLogger(__name__)
+
+PROB_SUFFIX, SEG_SUFFIX = "_prob.nii.gz", "_seg.nii.gz"
+
+
+def batch_subjects(folder: Path) -> list[str]:
+    """The subjects whose probability map ``{subject}_prob.nii.gz`` a batch folder holds, sorted."""
+    return sorted(p.name.removesuffix(PROB_SUFFIX) for p in Path(folder).glob(f"*{PROB_SUFFIX}"))
+
+
+def find_probabilities(folders: Sequence[Path], subjects: Sequence[str], model: str) -> list[Path]:
+    """Each subject's ``{subject}_prob.nii.gz`` in one of ``folders`` (a model's batches), in order; one
+    error naming every subject that none of them holds."""
+    where = {s: Path(f) / f"{s}{PROB_SUFFIX}" for f in folders for s in batch_subjects(Path(f))}
+    missing = [s for s in subjects if s not in where]
+    if missing:
+        folders_text = ", ".join(str(f) for f in folders)
+        raise PatchworkError(f"{model}: no probability map of {', '.join(missing)} in {folders_text}")
+    return [where[s] for s in subjects]
 
 
 def ensemble(
@@ -31,23 +54,46 @@ def ensemble(
     ensemble_files(probs, read_tuned(tuned) if tuned else settings, Path(out_prob), Path(out_seg))
 
 
+def ensemble_batch(
+    folders: Mapping[str, Path], settings: EnsembleSettings, out_dir: Path, tuned: Path | None = None
+) -> None:
+    """:func:`ensemble` for every subject of a batch in one process: ``folders`` maps each model to its
+    batch folder; the subjects are those of the first model's folder, and every model must have them.
+    Writes ``{subject}_prob.nii.gz`` and ``{subject}_seg.nii.gz`` into ``out_dir``."""
+    from patchwork.ensemble import ensemble_files
+    from patchwork.ensemble_tuning import read_tuned
+
+    chosen = read_tuned(tuned) if tuned else settings
+    subjects = batch_subjects(next(iter(folders.values())))
+    paths = {m: find_probabilities([f], subjects, m) for m, f in folders.items()}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for k, subject in enumerate(subjects):
+        probs = {m: paths[m][k] for m in folders}
+        ensemble_files(probs, chosen, out_dir / f"{subject}{PROB_SUFFIX}", out_dir / f"{subject}{SEG_SUFFIX}")
+    log.info("ensemble of %d subjects in %s", len(subjects), out_dir)
+
+
 def tune(
-    subjects_tsv: Path, predictions: Path, models: Sequence[str], settings: EnsembleSettings, out: Path
+    subjects_tsv: Path, folders: Mapping[str, Sequence[Path]], settings: EnsembleSettings, out: Path
 ) -> dict[str, Any]:
-    """Tune the ensemble on the out-of-fold predictions ``predictions/{model}/{subject}_prob.nii.gz`` of
-    every training subject; write and return ``ensemble_params.json``'s contents."""
+    """Tune the ensemble on the out-of-fold predictions of every training subject: ``folders`` maps each
+    model (in order) to its batch folders; one subject at a time is read. Write and return
+    ``ensemble_params.json``'s contents."""
     from patchwork.data.cohort import read_subjects
     from patchwork.ensemble_tuning import THRESHOLDS, load_case, tune_ensemble
+    from patchwork.ondemand import Mapped
 
-    cases = [
-        load_case(
-            [Path(predictions) / m / f"{s.subject}_prob.nii.gz" for m in models],
-            s.label,
-            lowest_threshold=min(THRESHOLDS),
-        )
-        for s in read_subjects(subjects_tsv, role="train")
-    ]
-    result = tune_ensemble(cases, models, settings)
+    subjects = read_subjects(subjects_tsv, role="train")
+    ids = [s.subject for s in subjects]
+    paths = {m: find_probabilities(f, ids, m) for m, f in folders.items()}
+    cases = Mapped(
+        range(len(subjects)),
+        lambda i: load_case(
+            [p[i] for p in paths.values()], subjects[i].label, lowest_threshold=min(THRESHOLDS)
+        ),
+    )
+    result = tune_ensemble(cases, list(folders), settings)
     write_json(out, result)
     log.info(
         "tuned ensemble: mean Dice %.4f (hand-set %.4f)", result["mean_dice"], result["hand_set"]["mean_dice"]
@@ -56,18 +102,18 @@ def tune(
 
 
 def tune_postprocessing(
-    subjects_tsv: Path, predictions: Path, model: str, threshold: float, out: Path
+    subjects_tsv: Path, folders: Sequence[Path], model: str, threshold: float, out: Path
 ) -> dict[str, Any]:
     """Choose one model's post-processing (threshold, minimum component volume and peak) on its out-of-fold
-    predictions ``predictions/{model}/{subject}_prob.nii.gz``; write and return ``postprocessing.json``'s
+    predictions in its batch ``folders``, one subject at a time; write and return ``postprocessing.json``'s
     contents. ``threshold`` is the model's own, scored as the untouched baseline."""
     from patchwork.data.cohort import read_subjects
+    from patchwork.ondemand import Mapped
     from patchwork.postprocess import load_case, tune_postprocessing
 
-    cases = [
-        load_case(Path(predictions) / model / f"{s.subject}_prob.nii.gz", s.label)
-        for s in read_subjects(subjects_tsv, role="train")
-    ]
+    subjects = read_subjects(subjects_tsv, role="train")
+    paths = find_probabilities(folders, [s.subject for s in subjects], model)
+    cases = Mapped(range(len(subjects)), lambda i: load_case(paths[i], subjects[i].label))
     result = tune_postprocessing(cases, threshold)
     write_json(out, result)
     log.info(
@@ -85,3 +131,19 @@ def postprocess(prob: Path, tuned: Path, out_seg: Path) -> None:
     from patchwork.postprocess import postprocess_file, read_postprocessing
 
     postprocess_file(Path(prob), read_postprocessing(Path(tuned)), Path(out_seg))
+
+
+def postprocess_batch(prob_dir: Path, tuned: Path, out_dir: Path) -> None:
+    """:func:`postprocess` for every ``{subject}_prob.nii.gz`` of a batch folder, into
+    ``out_dir/{subject}_seg.nii.gz``, in one process."""
+    from patchwork.postprocess import postprocess_file, read_postprocessing
+
+    settings = read_postprocessing(Path(tuned))
+    subjects = batch_subjects(Path(prob_dir))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for subject in subjects:
+        postprocess_file(
+            Path(prob_dir) / f"{subject}{PROB_SUFFIX}", settings, out_dir / f"{subject}{SEG_SUFFIX}"
+        )
+    log.info("post-processed %d subjects into %s", len(subjects), out_dir)

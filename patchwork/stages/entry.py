@@ -18,11 +18,15 @@ def package(
     subjects: Path,
     license_file: Path,
     out_dir: Path,
+    postprocessing: Mapping[str, Path] | None = None,
 ) -> Path:
-    """Write the entry into ``out_dir`` beside the test predictions already there; returns the manifest."""
+    """Write the entry into ``out_dir`` beside the test predictions already there (with each model's tuned
+    ``postprocessing.json``); returns the manifest."""
     from patchwork.entry.package import package_entry
 
-    return package_entry(models, config, ensemble, tuned, fingerprint, subjects, license_file, Path(out_dir))
+    return package_entry(
+        models, config, ensemble, tuned, fingerprint, subjects, license_file, Path(out_dir), postprocessing
+    )
 
 
 def infer(
@@ -33,12 +37,15 @@ def infer(
     threads: int | None,
     save_probabilities: bool,
     save_uncertainty: bool,
+    save_models: bool = False,
 ) -> str:
     """Segment every case of ``input_dir`` into ``output_dir``; returns the table of time and memory."""
     from patchwork.entry.infer import infer as run
     from patchwork.entry.infer import usage_table
 
-    usage = run(entry_dir, input_dir, output_dir, device, threads, save_probabilities, save_uncertainty)
+    usage = run(
+        entry_dir, input_dir, output_dir, device, threads, save_probabilities, save_uncertainty, save_models
+    )
     return usage_table(usage)
 
 

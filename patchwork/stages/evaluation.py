@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from patchwork.config import EvaluateSettings
 from patchwork.io import read_json, read_table, write_text
@@ -113,10 +114,12 @@ def report(
     subject_reports: Sequence[Path] = (),
     train_logs: Sequence[Path] = (),
     figure_paths: Mapping[str, Path] | None = None,
+    plans: Path | None = None,
 ) -> None:
     """The cohort report: results table, plots, learning curves (``models/MODEL/FOLD/train_log.tsv``) and
     links to the subject pages (``{subject}.html``, or folders of them: a batch's pages); ``figure_paths``
-    also writes the plots as PNG."""
+    also writes the plots as PNG; ``plans`` (plans.json) adds the plans and, from the ``spec.json`` beside
+    each model's first training log, the planned settings each model trained with."""
 
     from patchwork.report import cohort_report, read_train_logs
 
@@ -133,4 +136,16 @@ def report(
         train_logs=read_train_logs([Path(p) for p in train_logs]),
         tolerance_mm=settings.surface_tolerance_mm,
         figure_paths=dict(figure_paths or {}),
+        plans=read_json(Path(plans)) if plans else None,
+        specs=_specs_beside(train_logs),
     )
+
+
+def _specs_beside(train_logs: Sequence[Path]) -> dict[str, dict[str, Any]]:
+    """Each model's ``spec.json`` (what it trained with), from beside its first training log that has one."""
+    specs: dict[str, dict[str, Any]] = {}
+    for log_path in map(Path, train_logs):
+        spec = log_path.parent / "spec.json"
+        if spec.is_file():
+            specs.setdefault(read_json(spec)["name"], read_json(spec))
+    return specs

@@ -21,14 +21,14 @@ log = logging.getLogger(__name__)
 SPEC_FILE = "spec.json"
 
 
-def load_cases(preprocessed: Path, subjects: Sequence[str]) -> tuple[list, list, list]:
-    """Images ``[C, X, Y, Z]``, label maps and grid affines of preprocessed subjects."""
-    import numpy as np
+def load_cases(preprocessed: Path, subjects: Sequence[str]) -> tuple[Sequence, Sequence, Sequence]:
+    """Images ``[C, X, Y, Z]``, label maps and grid affines of preprocessed subjects, as sequences that
+    open each subject when it is used (:class:`patchwork.training.cases.LazyCases`): a training holds a
+    few subjects at a time, never the whole fold."""
+    from patchwork.training.cases import LazyCases
 
-    from patchwork.data.preprocess import load_preprocessed
-
-    cases = [load_preprocessed(Path(preprocessed), s) for s in subjects]
-    return [c[0] for c in cases], [c[1] for c in cases], [np.asarray(c[2]["affine"]) for c in cases]
+    cases = LazyCases(Path(preprocessed), subjects)
+    return cases.images, cases.labels, cases.affines
 
 
 def train(

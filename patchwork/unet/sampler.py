@@ -14,6 +14,11 @@ the image and 0 (background) for the label.
 
 Each batch is a pure function of ``(seed, index)``, so a resumed training draws the same batches
 as an uninterrupted one without storing any RNG state.
+
+The images and labels may be lazily read sequences (:class:`patchwork.training.cases.LazyCases`): the
+sampler keeps per case only its shape, its fill values and the state of the random generator that picks its
+foreground voxels, and the voxel lists themselves for at most ``FOREGROUND_CASES`` recently used cases
+(:class:`ForegroundVoxels`), so its memory does not grow with the cohort beyond a few hundred bytes a case.
 """
 
 from __future__ import annotations
@@ -23,9 +28,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from patchwork.errors import PatchworkError
+from patchwork.training.cases import BoundedCache
 from patchwork.training.seeding import STREAM_FOREGROUND_SUBSET, STREAM_PATCHES, numpy_rng
 
 MAX_VOXELS_PER_CLASS = 10_000  # nnU-Net also keeps a random subset of each class's voxels
+FOREGROUND_CASES = 128  # cases whose foreground voxels (at most 120 kB a class each) are kept
 
 
 def crop(
@@ -47,6 +54,49 @@ def crop(
         dst.append(slice(a - lo, b - lo))
     out[(..., *dst)] = array[(..., *src)]
     return out
+
+
+def foreground_voxels(label: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """Coordinates ``[N, 3]`` of (at most ``MAX_VOXELS_PER_CLASS``) voxels of each class > 0 present,
+    the subset of a larger class drawn from ``rng``."""
+    voxels = []
+    for cls in np.unique(label):
+        if cls == 0:
+            continue
+        idx = np.argwhere(label == cls)
+        if len(idx) > MAX_VOXELS_PER_CLASS:
+            idx = idx[np.sort(rng.choice(len(idx), MAX_VOXELS_PER_CLASS, replace=False))]
+        voxels.append(idx.astype(np.int32) if label.size < 2**31 else idx)
+    return voxels
+
+
+class ForegroundVoxels:
+    """:func:`foreground_voxels` of every label map, drawn from one generator ``rng`` case after case, but
+    kept for the ``cache_cases`` most recently used cases only. Each case's generator state is saved
+    (where it drew anything), so a case computed again after it left the cache gets the very same voxels:
+    the results do not depend on ``cache_cases``."""
+
+    def __init__(
+        self, labels: Sequence[np.ndarray], rng: np.random.Generator, cache_cases: int = FOREGROUND_CASES
+    ) -> None:
+        self.labels = labels
+        self.states: list[dict | None] = []
+        self.cache: BoundedCache[int, list[np.ndarray]] = BoundedCache(self._compute, max_items=cache_cases)
+        for k in range(len(labels)):
+            state = rng.bit_generator.state
+            voxels = foreground_voxels(labels[k], rng)
+            self.states.append(state if rng.bit_generator.state != state else None)
+            self.cache.put(k, voxels)
+
+    def __getitem__(self, case: int) -> list[np.ndarray]:
+        return self.cache[case]
+
+    def _compute(self, case: int) -> list[np.ndarray]:
+        """The voxels of ``case`` again, from its saved generator state."""
+        rng = np.random.Generator(np.random.PCG64())
+        if self.states[case] is not None:
+            rng.bit_generator.state = self.states[case]
+        return foreground_voxels(self.labels[case], rng)
 
 
 class PatchSampler:
@@ -75,28 +125,18 @@ class PatchSampler:
             raise PatchworkError(
                 f"crop size {self.crop_size} must exceed patch size {self.patch_size} by an even number"
             )
-        self.images = list(images)
-        self.labels = list(labels)
+        self.images = images
+        self.labels = labels
         self.batch_size = batch_size
         self.oversample_foreground = oversample_foreground
         self.seed = seed
         self.stream = stream
-        self.fill = [img.reshape(img.shape[0], -1).min(axis=1) for img in self.images]
+        self.shapes, self.fill = [], []
+        for img in images:  # one image at a time
+            self.shapes.append(np.array(img.shape[1:]))
+            self.fill.append(np.asarray(img).reshape(img.shape[0], -1).min(axis=1))
         rng = numpy_rng(seed, stream, STREAM_FOREGROUND_SUBSET)
-        self.foreground = [self._foreground_voxels(lab, rng) for lab in self.labels]
-
-    @staticmethod
-    def _foreground_voxels(label: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
-        """Coordinates ``[N, 3]`` of (at most ``MAX_VOXELS_PER_CLASS``) voxels of each class > 0 present."""
-        voxels = []
-        for cls in np.unique(label):
-            if cls == 0:
-                continue
-            idx = np.argwhere(label == cls)
-            if len(idx) > MAX_VOXELS_PER_CLASS:
-                idx = idx[np.sort(rng.choice(len(idx), MAX_VOXELS_PER_CLASS, replace=False))]
-            voxels.append(idx)
-        return voxels
+        self.foreground = ForegroundVoxels(labels, rng)
 
     def centres(self, index: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Image indices ``[B]``, patch centres ``[B, 3]`` and foreground flags ``[B]`` of batch ``index``.
@@ -111,7 +151,7 @@ class PatchSampler:
         forced = np.zeros(b, dtype=bool)
         half = np.array(self.patch_size) // 2
         for i, k in enumerate(which):
-            shape = np.array(self.images[k].shape[1:])
+            shape = self.shapes[k]
             fg = self.foreground[k]
             if i < n_fg and fg:
                 voxels = fg[rng.integers(len(fg))]

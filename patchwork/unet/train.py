@@ -19,6 +19,7 @@ arguments continues from its last checkpoint and ends with the same weights as a
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import math
 import time
@@ -33,6 +34,7 @@ from tqdm import tqdm
 
 from patchwork.errors import PatchworkError
 from patchwork.networks import UNet3D, init_weights
+from patchwork.ondemand import Mapped
 from patchwork.training.modelfile import (
     content_digest,
     finished_model,
@@ -69,16 +71,25 @@ def make_optimizer(params: UNetParams, model: torch.nn.Module) -> torch.optim.Op
     return torch.optim.AdamW(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
 
 
+def _as_float32(image: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(image, dtype=np.float32)
+
+
+def _as_uint8(label: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(label, dtype=np.uint8)
+
+
 def check_data(
     images: Sequence[np.ndarray], labels: Sequence[np.ndarray], params: UNetParams, what: str
-) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Validate ``[C, X, Y, Z]`` images and ``[X, Y, Z]`` label maps; return them as float32 and uint8."""
+) -> tuple[Sequence[np.ndarray], Sequence[np.ndarray]]:
+    """Validate ``[C, X, Y, Z]`` images and ``[X, Y, Z]`` label maps, one case at a time; return sequences
+    that give them as float32 and uint8 when indexed (no copy where they already are: lazily read cases,
+    :class:`patchwork.training.cases.LazyCases`, stay on disk until used)."""
     if not images:
         raise PatchworkError(f"{what} set: no images")
     if len(images) != len(labels):
         raise PatchworkError(f"{what} set: {len(images)} images but {len(labels)} label maps")
     channels = images[0].shape[0] if images[0].ndim == 4 else None
-    out_images, out_labels = [], []
     for i, (img, lab) in enumerate(zip(images, labels, strict=True)):
         name = f"{what} case {i}"
         if img.ndim != 4 or img.shape[0] != channels:
@@ -97,9 +108,7 @@ def check_data(
         top = params.num_classes - 1 if params.head == "softmax" else 255
         if values.max() > top:
             raise PatchworkError(f"{name}: label {int(values.max())} exceeds num_classes-1 = {top}")
-        out_images.append(np.ascontiguousarray(img, dtype=np.float32))
-        out_labels.append(np.ascontiguousarray(lab, dtype=np.uint8))
-    return out_images, out_labels
+    return Mapped(images, _as_float32), Mapped(labels, _as_uint8)
 
 
 def data_fingerprint(images: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> list[int]:
@@ -251,8 +260,8 @@ class TrainingRun:
     def create(
         cls,
         params: UNetParams,
-        images: list[np.ndarray],
-        labels: list[np.ndarray],
+        images: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
         seed: int,
         device: torch.device,
     ) -> TrainingRun:
@@ -301,15 +310,15 @@ class TrainingRun:
 
 def train_unet(
     params: UNetParams,
-    images: list[np.ndarray],
-    labels: list[np.ndarray],
-    affines: list[np.ndarray] | None,
+    images: Sequence[np.ndarray],
+    labels: Sequence[np.ndarray],
+    affines: Sequence[np.ndarray] | None,
     out_dir: Path,
     seed: int,
     device: str | None = None,
-    val_images: list[np.ndarray] | None = None,
-    val_labels: list[np.ndarray] | None = None,
-    val_affines: list[np.ndarray] | None = None,
+    val_images: Sequence[np.ndarray] | None = None,
+    val_labels: Sequence[np.ndarray] | None = None,
+    val_affines: Sequence[np.ndarray] | None = None,
 ) -> Path:
     """Train a U-Net on ``images [C, X, Y, Z]`` / ``labels [X, Y, Z]`` into ``out_dir``; return ``model.pt``.
 
@@ -317,13 +326,15 @@ def train_unet(
     ``model.pt``, ``train_log.tsv`` and ``curve.png``. Resumes from ``checkpoint.pt`` when one of the
     same params, seed and data is there; returns at once when ``model.pt`` of this training exists.
     The signature is the model registry's (:mod:`patchwork.models`); the U-Net works on the voxel grid,
-    so ``affines`` and ``val_affines`` are not needed.
+    so ``affines`` and ``val_affines`` are not needed. The data may be lists or lazily read sequences
+    (:class:`patchwork.training.cases.LazyCases`): they give the same weights, and the lazy ones keep a
+    few cases in memory at a time.
     """
     out_dir = Path(out_dir)
     model_path, ckpt_path = out_dir / "model.pt", out_dir / "checkpoint.pt"
     images, labels = check_data(images, labels, params, "training")
     identity = {"params": params.to_dict(), "seed": int(seed), "data": data_fingerprint(images, labels),
-                "data_sha256": content_digest([*images, *labels])}  # fmt: skip
+                "data_sha256": content_digest(itertools.chain(images, labels))}  # fmt: skip
     if finished_model(
         model_path, identity["params"], identity["seed"], MODEL_FORMAT, MODEL_VERSION, "U-Net model"
     ):

@@ -89,8 +89,11 @@ def all_outputs(wildcards):
 
 
 def evaluated_models():
-    """Names evaluated per subject: every model, the ensemble and, when tuned, the tuned ensemble."""
-    return [*MODELS, "ensemble", *(["ensemble_tuned"] if config["ensemble"]["tune"] else [])]
+    """Names evaluated per subject: every model, the ensemble and, when tuned, the tuned ensemble and each
+    model's post-processed masks."""
+    tuned = ["ensemble_tuned"] if config["ensemble"]["tune"] else []
+    postprocessed = [f"{m}_pp" for m in MODELS] if config["postprocessing"]["tune"] else []
+    return [*MODELS, "ensemble", *tuned, *postprocessed]
 
 
 def named_paths(names, paths):
@@ -116,16 +119,18 @@ def batch_size(wildcards):
     return len(subject_ids("test"))
 
 
+def written_training_spec(name):
+    """A model's name, type and params as the config writes them (the plans fill the rest at training)."""
+    written = next(m for m in config["models"] if m["name"] == name)
+    return {"name": name, "type": written["type"], "params": written.get("params") or {}}
+
+
 def train_mem_mb(wildcards):
-    """Training memory: the fold's share of the training cases ((K-1)/K; all for `all`) and the step."""
+    """Training memory: the cases in use of the fold's share of the training subjects ((K-1)/K; all for
+    `all`) and the step (workflow/resources.py)."""
     share = 1.0 if wildcards.fold == "all" else 1 - 1 / len(folds())
-    return resources.train_mem_mb(cohort(), MODELS[wildcards.model].type, share)
-
-
-def ensemble_probs(wildcards, input):
-    """`NAME=FOLDER/${subject}_prob.nii.gz` of every model: the loop's arguments for one subject."""
-    folders = [shlex.quote(f"{name}={folder}") for name, folder in zip(MODELS, input.probs, strict=True)]
-    return " ".join(f'{folder}/"${{subject}}"_prob.nii.gz' for folder in folders)
+    spec = MODELS[wildcards.model]
+    return resources.train_mem_mb(cohort(), spec.type, spec.params, share)
 
 
 def tuned_settings():
@@ -138,9 +143,17 @@ def test_ensemble_inputs(wildcards):
     return {"probs": expand(f"{SUBMISSION}/predictions/{{model}}", model=MODELS), **tuned_settings()}
 
 
+def postprocessing_files():
+    """Each model's tuned post-processing, when `postprocessing.tune` is on."""
+    if not config["postprocessing"]["tune"]:
+        return {}
+    return {"postprocessing": expand(f"{R}/postprocessing/{{model}}.json", model=MODELS)}
+
+
 def package_inputs(wildcards):
-    """What the entry is made of: final models, the test ensemble, the cohort's records, the licence and,
-    with `ensemble.tune`, the tuned settings the test ensemble used."""
+    """What the entry is made of: final models, the test ensemble, the cohort's records, the licence,
+    with `ensemble.tune` the tuned settings the test ensemble used, and each model's tuned
+    post-processing."""
     return {
         "models": expand(f"{R}/models/{{model}}/fold_all/model.pt", model=MODELS),
         "predictions": f"{SUBMISSION}/predictions/ensemble",
@@ -148,4 +161,5 @@ def package_inputs(wildcards):
         "subjects": f"{R}/subjects.tsv",
         "license": os.path.join(workflow.basedir, "LICENSE"),
         **tuned_settings(),
+        **postprocessing_files(),
     }

@@ -1,8 +1,8 @@
 # Ensemble of all models per subject, one job per batch (as prediction): weighted mean of probabilities
 # then threshold (`mean`), or the ATLAS R2.0 vote of per-model masks (`vote`); then removal of small
 # 26-connected components. Its settings are the `ensemble` config section plus each model's own threshold
-# (ensemble_settings). The job runs `patchwork ensemble` for each subject of the batch (the subjects whose
-# probability the first model's batch folder holds).
+# (ensemble_settings). One `patchwork ensemble --out-dir` process per batch: the subjects whose probability
+# the first model's batch folder holds.
 
 
 rule ensemble:
@@ -24,15 +24,12 @@ rule ensemble:
         runtime=lambda wc, attempt: attempt
         * resources.per_subject_minutes(cohort(), "ensemble", batch_size(wc)),
     params:
-        probs=ensemble_probs,
+        probs=lambda wc, input: named_paths(MODELS, input.probs),
         settings=ensemble_settings(),
         tuned=lambda wc, input: f"--tuned {input.tuned}" if "tuned" in input.keys() else "",
     shell:
-        "shopt -s nullglob; mkdir -p {output}; for prob in {input.probs[0]}/*_prob.nii.gz; do"
-        " subject=$(basename $prob _prob.nii.gz);"
-        " patchwork ensemble --probs {params.probs} --settings {params.settings:q} {params.tuned}"
-        ' --out-prob {output}/"$subject"_prob.nii.gz --out-seg {output}/"$subject"_seg.nii.gz;'
-        " done > {log} 2>&1"
+        "patchwork ensemble --probs {params.probs} --settings {params.settings:q} {params.tuned}"
+        " --out-dir {output} > {log} 2>&1"
 
 
 # The test images' ensemble, in the entry: with `ensemble.tune` it uses the tuned settings (the entry
@@ -52,8 +49,7 @@ use rule ensemble as ensemble_test with:
 
 # Beyond the recipe (`ensemble.tune: true`): weights, threshold and minimum component size chosen
 # on the out-of-fold predictions for the best mean Dice, reported beside the hand-set ensemble.
-# `patchwork tune-ensemble` reads {model}/{subject}_prob.nii.gz under one folder: the job gives it a
-# temporary folder of links to the batches' files.
+# `patchwork tune-ensemble` takes every batch folder of every model and reads one subject at a time.
 
 
 rule tune_ensemble:
@@ -70,19 +66,15 @@ rule tune_ensemble:
         ENV
     threads: 1
     resources:
-        mem_mb=lambda wc, attempt: attempt
-        * resources.per_subject_mem_mb(cohort(), "tune", len(MODELS) * len(subject_ids("train"))),
+        mem_mb=lambda wc, attempt: attempt * resources.per_subject_mem_mb(cohort(), "tune", len(MODELS)),
         runtime=lambda wc, attempt: attempt
         * resources.per_subject_minutes(cohort(), "tune", len(MODELS) * len(subject_ids("train"))),
     params:
-        models=list(MODELS),
+        probs=lambda wc, input: named_paths([m for m in MODELS for _ in folds()], input.probs),
         settings=ensemble_settings(),
     shell:
-        "view=$(mktemp -d); trap 'rm -rf \"$view\"' EXIT;"
-        " for batch in {input.probs}; do model=$view/$(basename $(dirname $batch)); mkdir -p $model;"
-        " find $(realpath $batch) -name '*_prob.nii.gz' -exec ln -s -t $model {{}} +; done;"
-        " patchwork tune-ensemble --subjects {input.subjects} --predictions $view"
-        " --models {params.models} --settings {params.settings:q} --out {output} > {log} 2>&1"
+        "patchwork tune-ensemble --subjects {input.subjects} --probs {params.probs}"
+        " --settings {params.settings:q} --out {output} > {log} 2>&1"
 
 
 use rule ensemble as ensemble_tuned with:

@@ -74,6 +74,7 @@ rule report:
     input:
         metrics=f"{R}/metrics.tsv",
         summary=f"{R}/summary.tsv",
+        plans=f"{R}/plans.json",
         subject_reports=lambda wc: expand(f"{R}/reports/fold_{{fold}}", fold=folds()),
         train_logs=lambda wc: expand(
             f"{R}/models/{{model}}/fold_{{fold}}/train_log.tsv",
@@ -101,5 +102,5 @@ rule report:
     shell:
         "patchwork report --metrics {input.metrics} --summary {input.summary}"
         " --subject-reports {input.subject_reports} --train-logs {input.train_logs}"
-        " --surface-tolerance {params.tolerance} --out-html {output.html}"
+        " --plans {input.plans} --surface-tolerance {params.tolerance} --out-html {output.html}"
         " --out-metrics-png {output.metrics_png} --out-curves-png {output.curves_png} > {log} 2>&1"

@@ -1,6 +1,7 @@
 # Preprocessing, one job per subject, into its own folder: resampling, normalisation, crop. The folder
-# holds image_0000.nii.gz ..., seg.nii.gz (training subjects) and record.json (how to map a prediction
-# back to the original grid, written last).
+# holds image_0000.nii.gz ..., seg.nii.gz and, for training subjects, image.npy and seg.npy (the same
+# arrays uncompressed: training memory-maps them), and record.json (how to map a prediction back to the
+# original grid, written last).
 
 
 rule preprocess:

@@ -1,6 +1,6 @@
 # The challenge entry: final models trained on every training subject, their ensemble on the test
-# images, the run's config, the ensemble settings the test predictions used, the licence and a manifest
-# of versions and checksums (`patchwork package`).
+# images, the run's config, the ensemble settings the test predictions used, each model's tuned
+# post-processing, the licence and a manifest of versions and checksums (`patchwork package`).
 
 
 rule package_submission:
@@ -23,8 +23,14 @@ rule package_submission:
         config=json.dumps(config, sort_keys=True),
         ensemble=ensemble_settings(),
         tuned=lambda wc, input: f"--tuned {input.tuned}" if "tuned" in input.keys() else "",
+        postprocessing=lambda wc, input: (
+            f"--postprocessing {named_paths(MODELS, input.postprocessing)}"
+            if "postprocessing" in input.keys()
+            else ""
+        ),
         out_dir=lambda wc, output: os.path.dirname(output[0]),
     shell:
         "patchwork package --model {params.models} --config-json {params.config:q}"
         " --ensemble-settings {params.ensemble:q} {params.tuned} --fingerprint {input.fingerprint}"
-        " --subjects {input.subjects} --license {input.license:q} --out-dir {params.out_dir} > {log} 2>&1"
+        " --subjects {input.subjects} --license {input.license:q} {params.postprocessing}"
+        " --out-dir {params.out_dir} > {log} 2>&1"

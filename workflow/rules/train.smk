@@ -1,8 +1,10 @@
 # Training, one job per (model, fold); fold `all` is the final model on every training subject.
 # A killed job resumes from models/{model}/fold_{fold}/checkpoint.pt (removed at the end) when rerun.
-# Its params are what training depends on (name, type, params, seed): a model's threshold and `apply`
-# settings are prediction's, so changing them never retrains.
-# Memory: today's trainers hold every training case of the fold (train_mem_mb, workflow/resources.py).
+# Its params are what training depends on (name, type, params as the config writes them, seed) and the
+# plans, which fill every param the config leaves out (spec.json records what was used): a model's
+# threshold and `apply` settings are prediction's, so changing them never retrains.
+# Memory: training reads its cases memory-mapped from preprocessed/{subject}/*.npy, a bounded number at
+# once (train_mem_mb, workflow/resources.py).
 
 
 rule train:
@@ -10,6 +12,7 @@ rule train:
         subjects=f"{R}/subjects.tsv",
         splits=f"{R}/splits.json",
         preprocessed=f"{R}/stamps/preprocessed_train.done",
+        plans=f"{R}/plans.json",
     output:
         model=f"{R}/models/{{model}}/fold_{{fold}}/model.pt",
         spec=f"{R}/models/{{model}}/fold_{{fold}}/spec.json",
@@ -30,10 +33,10 @@ rule train:
         device=DEVICE,
     params:
         preprocessed=PREPROCESSED,
-        spec=lambda wc: json.dumps(MODELS[wc.model].training_dict(), sort_keys=True),
+        spec=lambda wc: json.dumps(written_training_spec(wc.model), sort_keys=True),
         seed=lambda wc: model_seed(wc.model),
     shell:
-        "patchwork train --spec {params.spec:q} --subjects {input.subjects}"
+        "patchwork train --spec {params.spec:q} --plans {input.plans} --subjects {input.subjects}"
         " --preprocessed {params.preprocessed} --splits {input.splits}"
         " --fold {wildcards.fold} --out-dir $(dirname {output.model})"
         " --seed {params.seed} --threads {threads} {resources.device} > {log} 2>&1"
