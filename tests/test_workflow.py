@@ -230,12 +230,18 @@ def test_import_guard_catches_the_workflow_importing_torch(repo: Path, tmp_path:
 
 
 def planned_resources(run: subprocess.CompletedProcess, rule: str) -> list[dict[str, str]]:
-    """The resources of every job of ``rule`` that a dry run prints."""
+    """The resources of every job of ``rule`` that a dry run prints, each with its wildcards as ``job``."""
     blocks = re.findall(
         rf"^rule {rule}:\n(.*?)(?:\n\n|\Z)", run.stdout + run.stderr, flags=re.MULTILINE | re.DOTALL
     )
-    lines = [re.search(r"resources: (.*)", block).group(1) for block in blocks]
-    return [dict(item.split("=", 1) for item in line.split(", ")) for line in lines]
+    jobs = []
+    for block in blocks:
+        line = re.search(r"resources: (.*)", block).group(1)
+        wildcards = re.search(r"wildcards: (.*)", block)
+        jobs.append(
+            {**dict(item.split("=", 1) for item in line.split(", ")), "job": wildcards and wildcards.group(1)}
+        )
+    return jobs
 
 
 def test_requests_follow_cohort_and_settings(repo: Path, tmp_path: Path) -> None:
@@ -252,8 +258,12 @@ def test_requests_follow_cohort_and_settings(repo: Path, tmp_path: Path) -> None
 
     small = plan("small", (20, 20, 20), 4)
     large = plan("large", (200, 200, 200), 40)
-    for rule in ("preprocess", "train", "predict", "evaluate"):
-        assert int(large[rule][0]["mem_mb"]) > int(small[rule][0]["mem_mb"]), rule
+    for rule in ("preprocess", "train", "predict", "evaluate"):  # the same job (wildcards) in both cohorts
+        small_jobs = {r["job"]: int(r["mem_mb"]) for r in small[rule]}
+        large_jobs = {r["job"]: int(r["mem_mb"]) for r in large[rule]}
+        assert small_jobs.keys() & large_jobs.keys(), rule
+        for job in small_jobs.keys() & large_jobs.keys():
+            assert large_jobs[job] > small_jobs[job], (rule, job)
     assert max(int(r["runtime"]) for r in large["evaluate"]) > max(
         int(r["runtime"]) for r in small["evaluate"]
     )
