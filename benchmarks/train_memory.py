@@ -8,15 +8,16 @@ NIfTI files, the uncompressed ``.npy`` arrays training memory-maps, ``record.jso
 (``ru_maxrss``) and the ratio of the largest to the smallest peak per model: flat means within 1.10.
 
 The models are tiny and train a few steps: what is measured is the data a job holds, not the network.
-The DNP draws each outer iteration from ``cases_per_iteration`` images (a setting; the paper's default,
-``--dnp-train cases_per_iteration=null``, draws from all of them, and the trees in flight then grow with
-the cohort) with a ``volume_cache_mb`` cache. ``--pythonpath DIR`` runs the training processes on another
-copy of the package (e.g. an older commit, ``git archive HEAD patchwork | tar -x -C DIR``) to compare;
-settings that copy does not know are left out. Run::
+The DNP runs with its default memory settings: each outer iteration draws from ``cases_per_iteration``
+images (64; the paper's ``--dnp-train cases_per_iteration=null`` draws from all of them, and the trees in
+flight then grow with the cohort), with prepared images cached up to ``volume_cache_mb`` and that count.
+``--pythonpath DIR`` runs the training processes on another copy of the package (e.g. an older commit,
+``git archive HEAD patchwork | tar -x -C DIR``) to compare; settings that copy does not know are left
+out. Run::
 
     python benchmarks/train_memory.py --sizes 20 200 2000
     python benchmarks/train_memory.py --sizes 20 200 --pythonpath /tmp/old
-    python benchmarks/train_memory.py --models dnp --dnp-train cases_per_iteration=null volume_cache_mb=16
+    python benchmarks/train_memory.py --models dnp --dnp-train cases_per_iteration=null
 """
 
 from __future__ import annotations
@@ -41,8 +42,7 @@ UNET = {
 DNP = {
     "crop": {"depth": 2, "ndim": 3, "scheme": {"patch_size": [8, 8, 8], "fov_rel": 0.9, "destvox_rel": 1.0}},
     "model": {"block_features": 4, "block_max_features": 8, "block_stages": 2, "intermediate_out": 2},
-    "train": {"num_its": 3, "num_patches": 2, "epochs": 1, "batch_size": 8, "cases_per_iteration": 8,
-              "volume_cache_mb": 16},
+    "train": {"num_its": 3, "num_patches": 2, "epochs": 1, "batch_size": 8},
 }  # fmt: skip
 
 

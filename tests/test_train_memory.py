@@ -214,3 +214,18 @@ def test_position_sites_draw_what_one_hot_float64_sites_drew() -> None:
         chosen, targets, _ = float64_draw(one_hot, balance, 30, seed=4)
         got = sites.draw(balance, 30, torch.Generator().manual_seed(4))
         assert torch.equal(got[0], chosen) and torch.equal(got[1], targets)
+
+
+def test_default_cases_per_iteration_uses_every_image_of_a_small_cohort() -> None:
+    """The default (64) draws from every image up to 64 and is then no part of the training identity, so a
+    small cohort trains as with every image (the paper's) and old models still match."""
+    from patchwork.dnp.settings import TrainParams
+    from patchwork.dnp.train import _result_params, case_subset
+
+    default = TrainParams().cases_per_iteration
+    assert default == 64
+    assert case_subset(20, default, seed=0, index=3, stream=6) == list(range(20))
+    assert len(case_subset(200, default, seed=0, index=3, stream=6)) == 64
+    params = dnp_params()
+    assert "cases_per_iteration" not in _result_params(params, 20)["train"]
+    assert _result_params(params, 200)["train"]["cases_per_iteration"] == 64

@@ -594,9 +594,11 @@ class TrainParams:
     parallel: bool = False
     checkpoint_every: int = 1
     # Memory (patchwork.dnp.train): each set draws from `cases_per_iteration` images picked anew every outer
-    # iteration (None: every image, the paper's), and prepared images are kept up to `volume_cache_mb` MB
-    # (the others are prepared again when drawn; the trees are the same whatever the cache).
-    cases_per_iteration: int | None = None
+    # iteration (None: every image, the paper's; the default is every image of a cohort of up to 64 and
+    # keeps a large cohort's sets, and memory, the size of 64 images'), and prepared images are kept up to
+    # `volume_cache_mb` MB and `cases_per_iteration` images (the others are prepared again when drawn; the
+    # trees are the same whatever the cache).
+    cases_per_iteration: int | None = 64
     volume_cache_mb: int = 2048
 
     def __post_init__(self) -> None:

@@ -306,14 +306,17 @@ def volume_bytes(volume: Volume) -> int:
 
 class PreparedVolumes(Sequence[Volume]):
     """The volumes of ``cases`` (``cropper.prepare``), prepared when indexed and kept for the most recently
-    used cases up to ``max_mb`` megabytes (:class:`~patchwork.training.cases.BoundedCache`). Preparing is
-    deterministic, so the trees never depend on the bound, only the time spent preparing again: a cache
-    smaller than the training set prepares every volume anew in every outer iteration."""
+    used cases up to ``max_mb`` megabytes and ``max_items`` volumes (None: no count bound;
+    :class:`~patchwork.training.cases.BoundedCache`). Preparing is deterministic, so the trees never depend
+    on the bounds, only the time spent preparing again: a cache smaller than the images an outer iteration
+    draws from prepares them anew in every outer iteration."""
 
-    def __init__(self, cropper: CropGenerator, cases: Sequence[Case], max_mb: float) -> None:
+    def __init__(
+        self, cropper: CropGenerator, cases: Sequence[Case], max_mb: float, max_items: int | None = None
+    ) -> None:
         self.cropper, self.cases = cropper, cases
         self.cache: BoundedCache[int, Volume] = BoundedCache(
-            self._prepare, max_bytes=int(max_mb * 2**20), size=volume_bytes
+            self._prepare, max_items=max_items, max_bytes=int(max_mb * 2**20), size=volume_bytes
         )
 
     def _prepare(self, index: int) -> Volume:
@@ -382,7 +385,7 @@ def _worker_init(crop: CropConfig, cases: Sequence[Case], train: TrainParams, se
     threading.Thread(target=_exit_with, args=(multiprocessing.parent_process(),), daemon=True).start()
     torch.set_num_threads(1)
     cropper = CropGenerator(crop)
-    volumes = PreparedVolumes(cropper, cases, train.volume_cache_mb)
+    volumes = PreparedVolumes(cropper, cases, train.volume_cache_mb, train.cases_per_iteration)
     _WORKER.update(cropper=cropper, volumes=volumes, train=train, seed=seed)
 
 
@@ -401,7 +404,7 @@ class Drawer:
         self.cropper, self.train, self.seed = training_cropper(crop), train, seed
         self.pending: dict[int, Future[TreeSet]] = {}
         self.executor: ProcessPoolExecutor | None = None
-        self.volumes = PreparedVolumes(self.cropper, cases, train.volume_cache_mb)
+        self.volumes = PreparedVolumes(self.cropper, cases, train.volume_cache_mb, train.cases_per_iteration)
         if train.parallel:
             self.executor = ProcessPoolExecutor(
                 max_workers=1,
@@ -538,16 +541,22 @@ def _identity(params: DNPParams, seed: int, cases: Sequence[Case]) -> dict[str, 
     labelled = sum(int(torch.nan_to_num(c.targets).gt(0).any(dim=0).sum()) for c in cases)
     data = [len(cases), int(cases[0].image.shape[0]), sum(c.image[0].numel() for c in cases), labelled]
     digest = content_digest(a for c in cases for a in (c.image, c.targets, c.affine))
-    return {"params": _result_params(params), "seed": int(seed), "data": data, "data_sha256": digest}
+    return {
+        "params": _result_params(params, len(cases)),
+        "seed": int(seed),
+        "data": data,
+        "data_sha256": digest,
+    }
 
 
-def _result_params(params: DNPParams) -> dict[str, Any]:
+def _result_params(params: DNPParams, n_cases: int) -> dict[str, Any]:
     """The params that decide the trained weights: without ``volume_cache_mb`` (memory only: the trees do
-    not depend on it) and without an unset ``cases_per_iteration``, so models trained before these settings
-    existed still match."""
+    not depend on it) and without a ``cases_per_iteration`` that changes nothing (unset, or at least the
+    ``n_cases`` training images), so models trained before these settings existed still match."""
     d = params.to_dict()
     train = {k: v for k, v in d["train"].items() if k != "volume_cache_mb"}
-    if train.get("cases_per_iteration") is None:
+    chosen = train.get("cases_per_iteration")
+    if chosen is None or chosen >= n_cases:
         train.pop("cases_per_iteration", None)
     return {**d, "train": train}
 

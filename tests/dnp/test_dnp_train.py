@@ -67,7 +67,8 @@ def test_training_reduces_the_loss_and_writes_its_files(tmp_path, ndim):
     assert all(0.0 <= float(r[9]) <= 1.0 for r in rows[1:])
     assert (tmp_path / "curve.png").stat().st_size > 0 and not (tmp_path / "checkpoint.pt").exists()
     obj = torch.load(path, weights_only=True)
-    # the params that decide the weights: volume_cache_mb (memory only) and the unset cases_per_iteration out
+    # the params that decide the weights: without volume_cache_mb (memory only) and cases_per_iteration (64 >=
+    # the images here: it changes nothing)
     decisive = params.to_dict()
     decisive["train"] = {
         k: v for k, v in decisive["train"].items() if k not in ("volume_cache_mb", "cases_per_iteration")
