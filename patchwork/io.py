@@ -20,7 +20,7 @@ import os
 import re
 import secrets
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,12 +159,24 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         ) from None
 
 
-def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+def read_table(path: str | os.PathLike[str], columns: Sequence[str] = ()) -> pd.DataFrame:
     """A tab-separated table written by the workflow; only empty cells are missing values, so subject ids
-    such as ``NA``, ``null`` or ``None`` stay text (pandas' default would read them as missing)."""
+    such as ``NA``, ``null`` or ``None`` stay text (pandas' default would read them as missing). A missing
+    file, a file that is no table, or a table without the ``columns`` asked for is one error naming it."""
     import pandas as pd  # here: the Snakefile reads the cohort table through this module, without pandas
 
-    return pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+    try:
+        table = pd.read_csv(path, sep="\t", keep_default_na=False, na_values=[""])
+    except FileNotFoundError:
+        raise PatchworkError(f"{path}: file not found") from None
+    except OSError as err:
+        raise PatchworkError(f"{path}: cannot be read ({err.strerror})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise PatchworkError(f"{path}: not a tab-separated table ({str(err).splitlines()[0]})") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise PatchworkError(f"{path}: missing columns {missing}")
+    return table
 
 
 def byte_size(n: int) -> str:

@@ -263,8 +263,9 @@ def read_train_logs(paths: Sequence[Path]) -> dict[str, dict[str, pd.DataFrame]]
     for path in map(Path, paths):
         try:
             table = read_table(path)
-        except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-            raise PatchworkError(f"{path}: cannot read the training log ({type(err).__name__})") from None
+        except PatchworkError as err:
+            reason = str(err).removeprefix(f"{path}: ")
+            raise PatchworkError(f"{path}: cannot read the training log ({reason})") from None
         logs.setdefault(path.parent.parent.name, {})[path.parent.name] = table
     return logs
 

@@ -155,3 +155,12 @@ def test_ensemble_takes_named_maps_one_settings_object_and_tuned_settings(tmp_pa
     write_json(tmp_path / "ensemble_params.json", tuned)
     assert main(["ensemble", *probs, "--tuned", str(tmp_path / "ensemble_params.json"), *out]) == 0
     assert read_image(tmp_path / "s.nii.gz")[0].sum() == 8  # a alone
+
+
+def test_batch_commands_name_a_missing_batch_folder(tmp_path: Path, capsys) -> None:
+    write_json(tmp_path / "pp.json", {"settings": {"threshold": 0.5}})
+    assert main(["ensemble", "--probs", f"a={tmp_path / 'nope'}", "--out-dir", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: folder not found"
+    argv = ["postprocess", "--prob-dir", str(tmp_path / "nope"), "--tuned", str(tmp_path / "pp.json")]
+    assert main([*argv, "--out-dir", str(tmp_path / "out")]) == 1
+    assert capsys.readouterr().err.strip() == f"error: {tmp_path / 'nope'}: folder not found"

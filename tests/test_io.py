@@ -108,3 +108,16 @@ def test_read_volume_takes_a_4d_file_with_one_volume_as_3d(tmp_path: Path) -> No
         PatchworkError, match=r"two.nii.gz: image has shape \(2, 3, 4, 2\); expected a 3D image"
     ):
         read_volume(tmp_path / "two.nii.gz")
+
+
+def test_read_table_names_the_file_and_the_problem(tmp_path: Path) -> None:
+    from patchwork.io import read_table
+
+    (tmp_path / "t.tsv").write_text("subject\tvalue\nNA\t1\n")
+    assert read_table(tmp_path / "t.tsv", ["subject"])["subject"].tolist() == ["NA"]
+    with pytest.raises(PatchworkError, match=r"t\.tsv: missing columns \['metric'\]"):
+        read_table(tmp_path / "t.tsv", ["subject", "metric"])
+    with pytest.raises(PatchworkError, match=r"nope\.tsv: file not found"):
+        read_table(tmp_path / "nope.tsv")
+    with pytest.raises(PatchworkError, match=r": cannot be read"):
+        read_table(tmp_path)

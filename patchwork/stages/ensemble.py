@@ -22,7 +22,10 @@ PROB_SUFFIX, SEG_SUFFIX = "_prob.nii.gz", "_seg.nii.gz"
 
 
 def batch_subjects(folder: Path) -> list[str]:
-    """The subjects whose probability map ``{subject}_prob.nii.gz`` a batch folder holds, sorted."""
+    """The subjects whose probability map ``{subject}_prob.nii.gz`` a batch folder holds, sorted (an empty
+    folder has none; a missing one is an error)."""
+    if not Path(folder).is_dir():
+        raise PatchworkError(f"{folder}: folder not found")
     return sorted(p.name.removesuffix(PROB_SUFFIX) for p in Path(folder).glob(f"*{PROB_SUFFIX}"))
 
 

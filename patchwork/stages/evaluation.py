@@ -99,9 +99,10 @@ def summarise(metrics_tsvs: Sequence[Path], out_metrics: Path, out_summary: Path
     """Concatenate the subjects' metrics tables and write the per-model summary."""
     import pandas as pd
 
+    from patchwork.metrics import COLUMNS
     from patchwork.metrics import summarise as summary_of
 
-    metrics = pd.concat([read_table(p) for p in metrics_tsvs], ignore_index=True)
+    metrics = pd.concat([read_table(p, COLUMNS) for p in metrics_tsvs], ignore_index=True)
     write_text(out_metrics, metrics.to_csv(sep="\t", index=False))
     write_text(out_summary, summary_of(metrics).to_csv(sep="\t", index=False))
 
@@ -120,7 +121,7 @@ def report(
     links to the subject pages (``{subject}.html``, or folders of them: a batch's pages); ``figure_paths``
     also writes the plots as PNG; ``plans`` (plans.json) adds the plans and, from the ``spec.json`` beside
     each model's first training log, the planned settings each model trained with."""
-
+    from patchwork.metrics import COLUMNS, SUMMARY_COLUMNS
     from patchwork.report import cohort_report, read_train_logs
 
     out = Path(out_html)
@@ -129,8 +130,8 @@ def report(
     ]
     links = {page.name.removesuffix(".html"): os.path.relpath(page, out.parent) for page in pages}
     cohort_report(
-        read_table(metrics_tsv),
-        read_table(summary_tsv),
+        read_table(metrics_tsv, COLUMNS),
+        read_table(summary_tsv, SUMMARY_COLUMNS),
         out,
         subject_reports=links,
         train_logs=read_train_logs([Path(p) for p in train_logs]),
