@@ -37,8 +37,9 @@ import numpy as np
 from patchwork.config import EnsembleSettings
 from patchwork.ensemble import check_same_grid, combine
 from patchwork.errors import PatchworkError
-from patchwork.io import read_image, read_json
+from patchwork.io import read_image
 from patchwork.postprocess import ComponentTable, crop_to_support, dice_grid
+from patchwork.settings import read_tuned_settings
 
 WEIGHT_LEVELS = (0.0, 1.0, 2.0)
 THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.10, 0.901, 0.05))
@@ -126,9 +127,9 @@ def _component_scores(
     index) pair after removing the components under each minimum size; one pass over the cases."""
     scores = np.zeros((len(pairs), len(MIN_SIZES)))
     for case in cases:
+        fused = {k: _fused(grid[k], case.probs) for k in dict.fromkeys(k for k, _ in pairs)}
         for c, (k, j) in enumerate(pairs):
-            fused = _fused(grid[k], case.probs)
-            scores[c] += _dice_per_min_size(fused, case.reference, THRESHOLDS[j], MIN_SIZES)
+            scores[c] += _dice_per_min_size(fused[k], case.reference, THRESHOLDS[j], MIN_SIZES)
     return scores
 
 
@@ -180,10 +181,4 @@ def tune_ensemble(cases: Sequence[Case], models: Sequence[str], hand_set: Ensemb
 
 def read_tuned(path: Path) -> EnsembleSettings:
     """The tuned ensemble settings of an ``ensemble_params.json`` written from :func:`tune_ensemble`."""
-    tuned = read_json(path)
-    if not isinstance(tuned, dict) or "settings" not in tuned:
-        raise PatchworkError(f"{path}: not an ensemble_params.json of tune-ensemble (no 'settings')")
-    try:
-        return EnsembleSettings.from_dict(tuned["settings"])
-    except PatchworkError as err:
-        raise PatchworkError(problems=[f"{path}: {p}" for p in err.problems]) from None
+    return read_tuned_settings(path, EnsembleSettings.from_dict, "an ensemble_params.json of tune-ensemble")

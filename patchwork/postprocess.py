@@ -36,9 +36,9 @@ import numpy as np
 from scipy import ndimage
 
 from patchwork.errors import PatchworkError
-from patchwork.io import read_image, read_json, save_image
+from patchwork.io import read_image, save_image
 from patchwork.schema import check_fields, setting
-from patchwork.settings import dataclass_from_dict
+from patchwork.settings import dataclass_from_dict, read_tuned_settings
 
 THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.10, 0.901, 0.05))
 MIN_VOLUMES_MM3 = (0.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
@@ -223,13 +223,7 @@ def tune_postprocessing(cases: Sequence[Case], model_threshold: float) -> dict[s
 
 def read_postprocessing(path: Path) -> Postprocessing:
     """The settings of a ``postprocessing.json`` written from :func:`tune_postprocessing`."""
-    tuned = read_json(path)
-    if not isinstance(tuned, dict) or "settings" not in tuned:
-        raise PatchworkError(f"{path}: not a postprocessing.json of tune-postprocessing (no 'settings')")
-    try:
-        return Postprocessing.from_dict(tuned["settings"])
-    except PatchworkError as err:
-        raise PatchworkError(problems=[f"{path}: {p}" for p in err.problems]) from None
+    return read_tuned_settings(path, Postprocessing.from_dict, "a postprocessing.json of tune-postprocessing")
 
 
 def postprocess_file(prob_path: Path, settings: Postprocessing, out_seg: Path) -> None:

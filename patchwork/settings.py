@@ -12,7 +12,7 @@ import dataclasses
 import math
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
 from patchwork.errors import PatchworkError, check_keys
@@ -92,3 +92,18 @@ def coerce_field(value: Any, hint: Any) -> Any:
             raise TypeError("expected a mapping with string keys")
         return dict(value)
     raise TypeError(f"unsupported field type {hint}")  # a new field needs a rule here
+
+
+def read_tuned_settings(path: Any, parse: Callable[[Any], T], what: str) -> T:
+    """The ``settings`` entry of a tuning result file (``{"settings": ..., "mean_dice": ...}``) parsed by
+    ``parse``; ``what`` names the file kind in the error (e.g. ``"a postprocessing.json of
+    tune-postprocessing"``), and every problem of the settings is prefixed with the file."""
+    from patchwork.io import read_json
+
+    tuned = read_json(path)
+    if not isinstance(tuned, dict) or "settings" not in tuned:
+        raise PatchworkError(f"{path}: not {what} (no 'settings')")
+    try:
+        return parse(tuned["settings"])
+    except PatchworkError as err:
+        raise PatchworkError(problems=[f"{path}: {p}" for p in err.problems]) from None

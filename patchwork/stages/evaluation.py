@@ -146,7 +146,8 @@ def _specs_beside(train_logs: Sequence[Path]) -> dict[str, dict[str, Any]]:
     """Each model's ``spec.json`` (what it trained with), from beside its first training log that has one."""
     specs: dict[str, dict[str, Any]] = {}
     for log_path in map(Path, train_logs):
-        spec = log_path.parent / "spec.json"
-        if spec.is_file():
-            specs.setdefault(read_json(spec)["name"], read_json(spec))
+        path = log_path.parent / "spec.json"
+        if path.is_file():
+            spec = read_json(path)
+            specs.setdefault(spec["name"], spec)
     return specs

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
 
-from patchwork.ondemand import position
+from patchwork.ondemand import Mapped, position
 
 Key = TypeVar("Key", bound=Hashable)
 Value = TypeVar("Value")
@@ -126,32 +127,16 @@ class LazyCases(Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray]]):
         self.__init__(state["root"], state["subjects"], state["open_cases"])  # type: ignore[misc]
 
     @property
-    def images(self) -> Column:
+    def images(self) -> Mapped[Any]:
         """The images, ``[C, X, Y, Z]`` float32."""
-        return Column(self, 0)
+        return Mapped(self, itemgetter(0))
 
     @property
-    def labels(self) -> Column:
+    def labels(self) -> Mapped[Any]:
         """The label maps, ``[X, Y, Z]`` uint8 (None for an unlabelled subject)."""
-        return Column(self, 1)
+        return Mapped(self, itemgetter(1))
 
     @property
-    def affines(self) -> Column:
+    def affines(self) -> Mapped[Any]:
         """The grid affines, ``[4, 4]`` float64."""
-        return Column(self, 2)
-
-
-class Column(Sequence[Any]):
-    """Field ``field`` of every item of ``rows``, read when indexed."""
-
-    def __init__(self, rows: Sequence[Sequence[Any]], field: int) -> None:
-        self.rows = rows
-        self.field = field
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, index: int | slice) -> Any:  # type: ignore[override]
-        if isinstance(index, slice):
-            return Column(self.rows[index], self.field)
-        return self.rows[index][self.field]
+        return Mapped(self, itemgetter(2))
