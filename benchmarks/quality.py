@@ -9,10 +9,13 @@ isotropic / anisotropic / axis-flipped geometry), split into ``--n-train`` train
    training takes about B CPU seconds on this machine: a few steps are timed and the count is printed, so the
    run can be repeated exactly with ``--length NAME=N`` (a count, not a clock, decides when training
    stops: the same seed gives the same weights on any machine);
-2. the tuning subjects choose each model's post-processing (:mod:`patchwork.postprocess`: threshold,
-   minimum component volume and peak) and that of the ensemble (the mean of the models' probabilities);
-3. the test subjects are predicted in their original grid and scored (Dice, HD95, lesion F1) raw
-   (threshold 0.5) and post-processed.
+2. the models are combined as the config's ``ensemble`` section says (``ensemble``; the demo's is ATLAS
+   R2.0's vote) and as tuned on the tuning subjects (``ensemble_tuned``: weights, threshold and minimum
+   component size, what the workflow tunes out of fold and ships in its entry);
+3. the tuning subjects choose each model's and each ensemble's post-processing (:mod:`patchwork.postprocess`:
+   threshold, minimum component volume and peak);
+4. the test subjects are predicted in their original grid and scored (Dice, HD95, lesion F1) raw (each
+   model's mask at threshold 0.5, each ensemble's own mask) and post-processed.
 
 With ``--monai-python PY`` (a Python that has MONAI; never a dependency of patchwork) a plain MONAI U-Net
 (``UNet`` 16-32-64-128, 2 residual units, 64³ patches, ``DiceCELoss``, Adam 1e-3, positive/negative
@@ -202,7 +205,9 @@ def run_monai(out: Path, ids: tuple[list, list, list], budget_s: float, args: ar
     for subject in val_ids + test_ids:
         record = load_preprocessed(out / "preprocessed", subject)[2]
         prob, affine = to_original_probability(probs[subject], record)
-        save_image(prob, affine, out / "pred" / "monai_unet" / f"{subject}_prob.nii.gz", dtype=np.float32)
+        folder = out / "pred" / "monai_unet"
+        save_image(prob, affine, folder / f"{subject}_prob.nii.gz", dtype=np.float32)
+        save_image((prob >= 0.5).astype(np.uint8), affine, folder / f"{subject}_seg.nii.gz")
     return seconds
 
 
@@ -263,19 +268,38 @@ def monai_worker(work: Path, threads: int) -> None:
     np.savez(work / "probs.npz", **probs)
 
 
-def ensemble_probs(out: Path, models: list[str], subjects: list[str]) -> None:
-    """The mean of the models' probabilities, ``pred/ensemble/{subject}_prob.nii.gz``."""
-    from patchwork.io import read_image, save_image
+def ensembles(
+    out: Path, config: dict[str, Any], models: list[str], ids: tuple[list, list, list]
+) -> list[str]:
+    """The config's hand-set ensemble (``ensemble`` section; weights of absent models dropped) and the
+    ensemble tuned on the tuning subjects (:func:`patchwork.ensemble_tuning.tune_ensemble`, as the workflow
+    tunes it out of fold), written as ``pred/{name}/{subject}_prob.nii.gz`` and ``_seg.nii.gz``."""
+    from patchwork.config import EnsembleSettings
+    from patchwork.ensemble import ensemble_files
+    from patchwork.ensemble_tuning import THRESHOLDS, load_case, tune_ensemble
 
-    for subject in subjects:
-        maps = [read_image(out / "pred" / m / f"{subject}_prob.nii.gz") for m in models]
-        mean = np.mean([m[0] for m in maps], axis=0)
-        save_image(mean, maps[0][1], out / "pred" / "ensemble" / f"{subject}_prob.nii.gz", dtype=np.float32)
+    section = dict(config.get("ensemble", {}))
+    section["weights"] = {m: w for m, w in section.get("weights", {}).items() if m in models}
+    hand_set = EnsembleSettings.from_dict(section)
+    _, val_ids, test_ids = ids
+    paths = {s: [out / "pred" / m / f"{s}_prob.nii.gz" for m in models] for s in val_ids + test_ids}
+    cases = [load_case(paths[s], out / "raw" / "labelsTr" / f"{s}.nii.gz", min(THRESHOLDS)) for s in val_ids]
+    tuned = EnsembleSettings.from_dict(tune_ensemble(cases, models, hand_set)["settings"])
+    print(f"ensemble (hand-set): {hand_set.to_dict()}\nensemble_tuned: {tuned.to_dict()}", flush=True)
+    for name, settings in (("ensemble", hand_set), ("ensemble_tuned", tuned)):
+        for subject in val_ids + test_ids:
+            folder = out / "pred" / name
+            ensemble_files(
+                dict(zip(models, paths[subject], strict=True)), settings,
+                folder / f"{subject}_prob.nii.gz", folder / f"{subject}_seg.nii.gz",
+            )  # fmt: skip
+    return ["ensemble", "ensemble_tuned"]
 
 
 def score(out: Path, name: str, ids: tuple[list, list, list]) -> dict[str, float]:
-    """Test Dice, HD95 and lesion F1 of ``name``, raw (threshold 0.5) and post-processed as tuned on the
-    tuning subjects; NaN distances (one mask empty) are left out of the HD95 mean and counted."""
+    """Test Dice, HD95 and lesion F1 of ``name``: raw (its own mask ``{subject}_seg.nii.gz``: threshold 0.5,
+    or an ensemble's settings) and post-processed (:mod:`patchwork.postprocess` tuned on the tuning subjects'
+    probability maps); NaN distances (one mask empty) are left out of the HD95 mean."""
     from patchwork.io import read_image
     from patchwork.metrics import mask_metrics, spacing_from_affine
     from patchwork.postprocess import (
@@ -297,11 +321,10 @@ def score(out: Path, name: str, ids: tuple[list, list, list]) -> dict[str, float
         prob, affine = read_image(out / "pred" / name / f"{subject}_prob.nii.gz")
         ref = read_image(raw / "labelsTs" / f"{subject}.nii.gz")[0] > 0
         spacing = spacing_from_affine(affine)
-        for kind, settings in (
-            ("raw", Postprocessing()),
-            ("pp", Postprocessing.from_dict(tuned["settings"])),
-        ):
-            rows[kind].append(mask_metrics(postprocess(prob, settings, voxel_volume(affine)), ref, spacing))
+        own = read_image(out / "pred" / name / f"{subject}_seg.nii.gz")[0] > 0
+        pp = postprocess(prob, Postprocessing.from_dict(tuned["settings"]), voxel_volume(affine))
+        rows["raw"].append(mask_metrics(own, ref, spacing))
+        rows["pp"].append(mask_metrics(pp, ref, spacing))
     result: dict[str, Any] = {"postprocessing": tuned["settings"], "val_dice_pp": tuned["mean_dice"]}
     for kind, metrics in rows.items():
         for metric in ("dice", "hd95", "lesion_f1"):
@@ -312,14 +335,42 @@ def score(out: Path, name: str, ids: tuple[list, list, list]) -> dict[str, float
     return result
 
 
+def goals(results: dict[str, dict], specs: list) -> list[str]:
+    """The quality goals at equal budget, on post-processed test scores: our best U-Net >= MONAI's, the
+    best DNP >= our best U-Net, the better ensemble >= the best single model + 0.02, its HD95 <= 10 mm."""
+    scores = [(results[s.name]["dice_pp"], s.name, s.type) for s in specs]
+    best = {kind: max((d, n) for d, n, t in scores if t == kind) for kind in {t for *_, t in scores}}
+    single = max((d, n) for d, n, _ in scores)
+    checks = []
+    if "unet" in best and "monai_unet" in results:
+        checks.append(
+            ("our U-Net >= MONAI U-Net", best["unet"], (results["monai_unet"]["dice_pp"], "monai_unet"), 0)
+        )
+    if "unet" in best and "dnp" in best:
+        checks.append(("DNP >= our U-Net", best["dnp"], best["unet"], 0))
+    ensemble = max(((r["dice_pp"], n) for n, r in results.items() if n.startswith("ensemble")), default=None)
+    if ensemble:
+        checks.append(("ensemble >= best single + 0.02", ensemble, single, 0.02))
+    lines = [
+        f"{'met' if a >= b + margin else 'NOT met'}: {goal}: {an} {a:.3f} vs {bn} {b:.3f}"
+        for goal, (a, an), (b, bn), margin in checks
+    ]
+    if ensemble:
+        hd95 = results[ensemble[1]]["hd95_pp"]
+        lines.append(
+            f"{'met' if hd95 <= 10 else 'NOT met'}: ensemble HD95 <= 10 mm: {ensemble[1]} {hd95:.1f} mm"
+        )
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="work folder (cohort and models are reused)")
     parser.add_argument("--config", type=Path, default=Path(__file__).parents[1] / "config" / "demo.yaml")
     parser.add_argument("--models", nargs="*", default=None, help="model names of --config (default: all)")
     parser.add_argument("--n-train", type=int, default=12)
-    parser.add_argument("--n-val", type=int, default=4)
-    parser.add_argument("--n-test", type=int, default=8)
+    parser.add_argument("--n-val", type=int, default=6)
+    parser.add_argument("--n-test", type=int, default=16)
     parser.add_argument("--spacing", type=float, default=2.0)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
@@ -344,23 +395,26 @@ def main() -> None:
     trained = train_models(args.out, specs, ids, args)
     predict_models(args.out, specs, trained, ids[1] + ids[2], args.seed)
     names = [s.name for s in specs]
-    ensemble_probs(args.out, names, ids[1] + ids[2])
     rows = {name: trained[name] for name in names}
     if args.monai_python:
         budget = args.budget_s or float(np.mean([t["seconds"] for t in trained.values()]))
         rows["monai_unet"] = {"seconds": run_monai(args.out, ids, budget, args), "length": "budget"}
+    combined = ensembles(args.out, config, names, ids) if len(names) > 1 else []
     print(
         f"\n{len(ids[0])} training, {len(ids[1])} tuning, {len(ids[2])} test subjects; {args.threads} threads"
     )
     columns = ("dice_raw", "hd95_raw", "lesion_f1_raw", "dice_pp", "hd95_pp", "lesion_f1_pp")
     print(f"{'model':<14}{'train s':>8}{'length':>8}" + "".join(f"{c:>15}" for c in columns))
     results = {}
-    for name in [*rows, "ensemble"]:
+    for name in [*rows, *combined]:
         r = score(args.out, name, ids)
         info = rows.get(name, {"seconds": float("nan"), "length": "-"})
         results[name] = {**info, **r}
         cells = "".join(f"{r[c]:>15.3f}" for c in columns)
         print(f"{name:<14}{info['seconds']:>8.0f}{info['length']!s:>8}{cells}  {r['postprocessing']}")
+    checks = goals(results, specs)
+    if checks:
+        print("\nGoals (post-processed test scores):\n" + "\n".join(checks))
     (args.out / "quality.json").write_text(json.dumps(results, indent=2, default=str))
 
 

@@ -11,7 +11,8 @@ look anatomical whatever the storage order; nothing is resampled.
 The cohort page (:func:`cohort_report`) shows the mean ± sd of the ATLAS R2.0 paper's Table 1
 metrics per model, the subjects worst first (by the ensemble's Dice, or the mean Dice of the
 models without an ensemble) with links to their pages, box and strip plots of every metric, the
-learning curves of every ``train_log.tsv``, and the full :func:`patchwork.metrics.summarise` table.
+learning curves of every ``train_log.tsv`` with each fold's final validation Dice and their spread (does the
+training converge on every fold?), and the full :func:`patchwork.metrics.summarise` table.
 
 Images are embedded as base64 ``data:`` URIs, so each page is a single file; links are relative.
 Both pages state the empty-mask convention and the surface Dice tolerance. Templates live in
@@ -210,6 +211,29 @@ def plan_rows(
     return rows
 
 
+def convergence_rows(train_logs: Mapping[str, Mapping[str, pd.DataFrame]]) -> tuple[list[str], list[dict]]:
+    """Folds (in order of appearance) and per model the validation pseudo-Dice of each fold's last logged row,
+    their mean and spread (largest minus smallest): a training that converges reaches about the same
+    Dice on every fold. Folds without validation (``fold_all``) are left out."""
+    finals: dict[str, dict[str, float]] = {}
+    for model, folds in train_logs.items():
+        for fold, table in folds.items():
+            values = pd.to_numeric(table.get("val_dice", pd.Series(dtype=float)), errors="coerce").dropna()
+            if len(values):
+                finals.setdefault(model, {})[fold] = float(values.iloc[-1])
+    columns = list(dict.fromkeys(fold for per_fold in finals.values() for fold in per_fold))
+    rows = [
+        {
+            "model": model,
+            "values": [_format(per_fold[f]) if f in per_fold else "n/a" for f in columns],
+            "mean": _format(float(np.mean(list(per_fold.values())))),
+            "spread": _format(max(per_fold.values()) - min(per_fold.values())),
+        }
+        for model, per_fold in finals.items()
+    ]
+    return columns, rows
+
+
 def _table1(summary: pd.DataFrame) -> list[dict[str, object]]:
     """Per label: one row per model with mean ± sd of each :data:`TABLE1` metric."""
     tables = []
@@ -332,6 +356,7 @@ def cohort_report(
         tolerance_mm=tolerance_mm,
         plans=plans,
         plan_rows=plan_rows(plans, specs or {}) if plans else [],
+        convergence=convergence_rows(train_logs or {}),
     )
 
 

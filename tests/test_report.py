@@ -14,7 +14,14 @@ from patchwork.cli import main
 from patchwork.errors import PatchworkError
 from patchwork.io import save_image, write_json
 from patchwork.metrics import EMPTY_MASK_CONVENTION, evaluate_subject, summarise
-from patchwork.report import PNG_SIGNATURE, cohort_report, read_train_logs, subject_report, unresolved_links
+from patchwork.report import (
+    PNG_SIGNATURE,
+    cohort_report,
+    convergence_rows,
+    read_train_logs,
+    subject_report,
+    unresolved_links,
+)
 
 SHAPE = (24, 28, 20)
 
@@ -154,6 +161,10 @@ def test_cohort_report(tmp_path):
     assert len(embedded_pngs(html)) == 2 and all(p.is_file() for p in figures.values())
     assert figures["metrics"].read_bytes() in embedded_pngs(html)
     assert EMPTY_MASK_CONVENTION in html
+    convergence = html[html.index('id="convergence-table"') :]
+    convergence = convergence[: convergence.index("</table>")]
+    assert re.findall(r"<th>(\w+)</th>", convergence) == ["fold_0", "fold_1", "mean", "spread"]
+    assert re.findall(r"<td>([\d.]+)</td>", convergence) == ["0.3", "0.3", "0.3", "0"]
 
     dice_only = metrics[metrics["metric"] == "dice"]
     cohort_report(dice_only, summarise(dice_only), out)
@@ -167,6 +178,24 @@ def test_cohort_report(tmp_path):
     assert folds == {"unet": ["fold_0", "fold_1", "fold_all"]}
     with pytest.raises(PatchworkError, match=r"nothing\.tsv: cannot read the training log"):
         read_train_logs([tmp_path / "nothing.tsv"])
+
+
+def test_convergence_rows_give_each_folds_last_validation_dice_and_the_spread():
+    def log(*dice: float) -> pd.DataFrame:
+        return pd.DataFrame({"iteration": range(1, len(dice) + 1), "val_dice": dice})
+
+    logs = {
+        "unet": {"fold_0": log(0.1, 0.2), "fold_1": log(0.5, 0.4), "fold_all": log(float("nan"))},
+        "dnp": {"fold_1": log(0.6), "fold_0": log(0.3, 0.62, float("nan"))},
+        "no_validation": {"fold_0": pd.DataFrame({"iteration": [1], "train_loss": [0.5]})},
+    }
+    columns, rows = convergence_rows(logs)
+    assert columns == ["fold_0", "fold_1"]
+    assert rows == [
+        {"model": "unet", "values": ["0.2", "0.4"], "mean": "0.3", "spread": "0.2"},
+        {"model": "dnp", "values": ["0.62", "0.6"], "mean": "0.61", "spread": "0.02"},
+    ]
+    assert convergence_rows({}) == ([], [])
 
 
 def test_unresolved_links_finds_every_kind_of_broken_target(tmp_path):

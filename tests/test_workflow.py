@@ -520,6 +520,9 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     assert unresolved_links(results / "report.html") == []
     cohort = (results / "report.html").read_text()
     assert 'id="plans-table"' in cohort
+    convergence = cohort[cohort.index('id="convergence-table"') :]
+    convergence = convergence[: convergence.index("</table>")]
+    assert all(f'<td class="name">{model}</td>' in convergence for model in MODELS)  # every fold validated
     assert all(f"reports/{batch[s.subject]}/{s.subject}.html" in cohort for s in train)
     assert (results / "plots" / "metrics.png").is_file() and (
         results / "plots" / "learning_curves.png"
