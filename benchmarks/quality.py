@@ -6,9 +6,9 @@ isotropic / anisotropic / axis-flipped geometry), split into ``--n-train`` train
 
 1. every model of ``--config`` (default: the demo's) is trained on the training subjects. With
    ``--budget-s B`` its length (U-Net ``iterations``, DNP ``num_its``) is calibrated once so that its
-   training takes about B CPU seconds on this machine: a few steps are timed and the count is printed, so the
-   run can be repeated exactly with ``--length NAME=N`` (a count, not a clock, decides when training
-   stops: the same seed gives the same weights on any machine);
+   training takes about B CPU seconds on this machine: two short trainings (validation included) are timed
+   and the count is printed, so the run can be repeated exactly with ``--length NAME=N`` (a count, not a
+   clock, decides when training stops: the same seed gives the same weights on any machine);
 2. the models are combined as the config's ``ensemble`` section says (``ensemble``; the demo's is ATLAS
    R2.0's vote) and as tuned on the tuning subjects (``ensemble_tuned``: weights, threshold and minimum
    component size, what the workflow tunes out of fold and ships in its entry);
@@ -84,54 +84,42 @@ def with_length(spec: Any, length: int) -> Any:
     return dataclasses.replace(spec, params=params)
 
 
-def seconds_per_step(spec: Any, images: list, labels: list, affines: list, seed: int) -> float:
-    """Measured CPU seconds of one training step (U-Net iteration or DNP outer iteration), after a warm-up."""
-    import torch
+def seconds_per_step(spec: Any, out: Path, seed: int) -> float:
+    """CPU seconds one more training step costs (U-Net iteration, DNP outer iteration), everything a real
+    training does included (validation, checkpoints, logging): after an untimed warm-up training (the first
+    one in a process pays one-time set-up), two short trainings of ``n`` and ``2 n`` steps in a scratch
+    folder, the difference of their CPU times divided by ``n``."""
+    from patchwork.stages.models import train
 
-    if spec.type == "unet":
-        from patchwork.unet.train import TrainingRun, check_data
-
-        images, labels = check_data(images, labels, spec.params, "training")
-        run = TrainingRun.create(spec.params, images, labels, seed, torch.device("cpu"))
-        steps = [lambda i=i: run.step(i, spec.params.lr) for i in range(4)]
-    else:
-        from patchwork.dnp.model import build_model
-        from patchwork.dnp.train import Drawer, check_cases, train_on_set
-        from patchwork.training.seeding import torch_generator
-
-        params = spec.params
-        cases = check_cases(images, labels, affines, params, "training")
-        model = build_model(params, int(cases[0].image.shape[0])).to(memory_format=torch.channels_last_3d)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=params.train.lr)
-        drawer = Drawer(params.crop, cases, params.train, seed)
-        steps = [
-            lambda i=i: train_on_set(
-                model, optimizer, drawer.get(i), params.train, torch_generator(seed, i, 5)
-            )
-            for i in range(2)
-        ]
-    steps[0]()
-    start = time.process_time()
-    for step in steps[1:]:
-        step()
-    return (time.process_time() - start) / (len(steps) - 1)
+    n = 10 if spec.type == "unet" else 2
+    seconds = []
+    for k, length in enumerate((n, n, 2 * n)):
+        folder = out / "calibration" / spec.name / str(k)
+        shutil.rmtree(folder, ignore_errors=True)
+        start = time.process_time()
+        train(
+            with_length(spec, length), out / "subjects.tsv", out / "preprocessed", out / "splits.json", "0",
+            folder, seed,
+        )  # fmt: skip
+        seconds.append(time.process_time() - start)
+    shutil.rmtree(out / "calibration" / spec.name)
+    return max(seconds[2] - seconds[1], 1e-3) / n
 
 
 def train_models(out: Path, specs: list, ids: tuple[list, list, list], args: argparse.Namespace) -> dict:
     """Train every model (calibrated or given lengths); returns name -> {seconds, length, model}."""
     from patchwork.io import write_json
-    from patchwork.stages.models import load_cases, train
+    from patchwork.stages.models import train
 
     train_ids, val_ids, _ = ids
     write_json(out / "splits.json", [{"train": train_ids, "val": val_ids}])
-    images, labels, affines = load_cases(out / "preprocessed", train_ids)
     given = dict(item.split("=") for item in args.length)
     trained = {}
     for spec in specs:
         if spec.name in given:
             spec = with_length(spec, int(given[spec.name]))
         elif args.budget_s:
-            per_step = seconds_per_step(spec, images, labels, affines, args.seed)
+            per_step = seconds_per_step(spec, out, args.seed)
             spec = with_length(spec, max(2, int(args.budget_s / per_step)))
             print(f"{spec.name}: {per_step:.2f} s per step -> length {length_of(spec)}", flush=True)
         folder = out / "models" / spec.name
