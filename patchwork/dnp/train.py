@@ -65,7 +65,7 @@ from patchwork.dnp.settings import CropConfig, DNPParams, TrainParams
 from patchwork.dnp.volume import Volume
 from patchwork.errors import PatchworkError
 from patchwork.networks import init_weights
-from patchwork.ondemand import Mapped
+from patchwork.ondemand import Mapped, position
 from patchwork.training.cases import BoundedCache
 from patchwork.training.modelfile import (
     content_digest,
@@ -228,11 +228,8 @@ class CaseList(Sequence[Case]):
         return len(self.images)
 
     def __getitem__(self, index: int) -> Case:  # type: ignore[override]
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"case {index} of {len(self)}")
-        return make_case(
-            self.images[index], self.labels[index], self.affines[index], self.crop, self.dontcare
-        )
+        at = position(index, len(self))
+        return make_case(self.images[at], self.labels[at], self.affines[at], self.crop, self.dontcare)
 
 
 def check_cases(
@@ -260,8 +257,9 @@ def check_cases(
             )
         if not np.isfinite(image).all():
             raise PatchworkError(f"{name}: image contains NaN or infinite values")
-        try:
-            make_case(image, label, affine, params.crop, params.train.dontcare)
+        try:  # the checks of make_case, without copying the image
+            label_targets(label, params.crop, params.train.dontcare)
+            reduce_affine(torch.as_tensor(np.asarray(affine)), ndim)
         except PatchworkError as err:
             raise PatchworkError(f"{name}: {err}") from None
     return CaseList(images, labels, affines, params.crop, params.train.dontcare)
@@ -327,9 +325,7 @@ class PreparedVolumes(Sequence[Volume]):
         return len(self.cases)
 
     def __getitem__(self, index: int) -> Volume:  # type: ignore[override]
-        if not 0 <= index < len(self):
-            raise IndexError(f"volume {index} of {len(self)}")
-        return self.cache[index]
+        return self.cache[position(index, len(self))]
 
 
 def case_subset(count: int, chosen: int | None, seed: int, index: int, stream: int) -> list[int]:
@@ -340,13 +336,19 @@ def case_subset(count: int, chosen: int | None, seed: int, index: int, stream: i
     return sorted(numpy_rng(seed, index, stream).choice(count, chosen, replace=False).tolist())
 
 
-def iteration_trees(
-    cropper: CropGenerator, volumes: PreparedVolumes, train: TrainParams, seed: int, iteration: int
+def draw_set(
+    cropper: CropGenerator,
+    volumes: PreparedVolumes,
+    train: TrainParams,
+    seed: int,
+    index: int,
+    streams: tuple[int, int] = (STREAM_CASES, STREAM_PATCHES),
 ) -> TreeSet:
-    """The fresh trees of outer iteration ``iteration``: ``num_patches`` from each of its images (all, or
-    ``cases_per_iteration`` picked anew every iteration), drawn from ``(seed, iteration)``."""
-    chosen = case_subset(len(volumes), train.cases_per_iteration, seed, iteration, STREAM_CASES)
-    generator = torch_generator(seed, iteration, STREAM_PATCHES)
+    """The trees of set ``index``: ``num_patches`` from each of its images (all, or ``cases_per_iteration``
+    picked by ``(seed, index, streams[0])``), drawn from ``(seed, index, streams[1])``. Set ``it`` with the
+    default streams holds the fresh trees of outer iteration ``it``."""
+    chosen = case_subset(len(volumes), train.cases_per_iteration, seed, index, streams[0])
+    generator = torch_generator(seed, index, streams[1])
     return draw_trees(cropper, Mapped(chosen, volumes.__getitem__), train, generator)
 
 
@@ -362,11 +364,9 @@ def validation_trees(
     if not images:
         return None
     cases = check_cases(images, labels or [], affines or [], params, "validation")
-    cropper, train = training_cropper(params.crop), params.train
+    cropper = training_cropper(params.crop)
     volumes = PreparedVolumes(cropper, cases, max_mb=0)
-    chosen = case_subset(len(cases), train.cases_per_iteration, seed, 0, STREAM_VALIDATION_CASES)
-    generator = torch_generator(seed, 0, STREAM_VALIDATION)
-    return draw_trees(cropper, Mapped(chosen, volumes.__getitem__), train, generator)
+    return draw_set(cropper, volumes, params.train, seed, 0, (STREAM_VALIDATION_CASES, STREAM_VALIDATION))
 
 
 _WORKER: dict[str, Any] = {}
@@ -392,7 +392,7 @@ def _worker_init(crop: CropConfig, cases: Sequence[Case], train: TrainParams, se
 def _worker_draw(iteration: int) -> TreeSet:
     """The fresh trees of outer iteration ``iteration``, drawn in the worker."""
     w = _WORKER
-    return iteration_trees(w["cropper"], w["volumes"], w["train"], w["seed"], iteration)
+    return draw_set(w["cropper"], w["volumes"], w["train"], w["seed"], iteration)
 
 
 class Drawer:
@@ -421,7 +421,7 @@ class Drawer:
     def get(self, iteration: int) -> TreeSet:
         """The fresh trees of ``iteration`` (same trees serial or parallel)."""
         if self.executor is None:
-            return iteration_trees(self.cropper, self.volumes, self.train, self.seed, iteration)
+            return draw_set(self.cropper, self.volumes, self.train, self.seed, iteration)
         self.prefetch(iteration)
         return self.pending.pop(iteration).result()
 

@@ -146,31 +146,35 @@ def test_without_intermediate_loss_coarse_predictions_get_no_gradient():
         assert not torch.equal(head[1:], before[1:])  # the passed features learn either way
 
 
+class Interrupted(Exception):
+    """A training killed on purpose (:func:`crash_in_outer_iteration`)."""
+
+
+def crash_in_outer_iteration(monkeypatch: pytest.MonkeyPatch, k: int) -> None:
+    """Make the next DNP training raise :class:`Interrupted` as it starts outer iteration ``k`` (from 1)."""
+    import patchwork.dnp.train as module
+
+    real, calls = module.train_on_set, []
+
+    def crashing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == k:
+            raise Interrupted
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, "train_on_set", crashing)
+
+
 def test_resume_equals_uninterrupted_bitwise(tmp_path, monkeypatch):
     params = settings(2, num_its=4, hard_mining=0.25)
     data = cases(2)
     straight = torch.load(train_dnp(params, *data, tmp_path / "a", seed=3), weights_only=True)
-
-    class Interrupted(Exception):
-        pass
-
-    import patchwork.dnp.train as module
-
-    real = module.train_on_set
-    calls = []
-
-    def crash_in_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise Interrupted
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(module, "train_on_set", crash_in_third)
+    crash_in_outer_iteration(monkeypatch, 3)
     with pytest.raises(Interrupted):
         train_dnp(params, *data, tmp_path / "b", seed=3)
     checkpoint = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert checkpoint["iteration"] == 2 and len(checkpoint["pool"]["age"]) == 2  # 0.25 of 8 trees
-    monkeypatch.setattr(module, "train_on_set", real)
+    monkeypatch.undo()
     resumed = torch.load(train_dnp(params, *data, tmp_path / "b", seed=3), weights_only=True)
     for key, value in straight["state_dict"].items():
         assert torch.equal(value, resumed["state_dict"][key]), key

@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 from dnp_blocks import ConvBlock, Scale, conv_block
-from test_dnp_train import cases, settings
+from test_dnp_train import Interrupted, cases, crash_in_outer_iteration, settings
 
-import patchwork.dnp.train as train_module
 from patchwork.dnp.apply import apply_dnp
 from patchwork.dnp.crop import CropGenerator
 from patchwork.dnp.loss import level_loss
@@ -21,10 +20,6 @@ from patchwork.dnp.train import Drawer, check_cases, label_targets, load_dnp, tr
 from patchwork.errors import PatchworkError
 from patchwork.metrics import dice
 from patchwork.training.seeding import STREAM_PATCHES, torch_generator
-
-
-class Interrupted(Exception):
-    """A training killed between outer iterations."""
 
 
 def sgd(params):
@@ -58,15 +53,7 @@ def test_own_optimizer_scheduler_and_loss_train_and_resume_bitwise(tmp_path, mon
     assert log_column(tmp_path / "a", "lr") == [0.05, 0.05, 0.025]
     assert set(levels) == {0, 1} and log_column(tmp_path / "a", "total")[-1] < 1.2  # ce of 0.5 gives 1.39
 
-    real, calls = train_module.train_on_set, []
-
-    def crash_in_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise Interrupted
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(train_module, "train_on_set", crash_in_third)
+    crash_in_outer_iteration(monkeypatch, 3)
     with pytest.raises(Interrupted):
         train_dnp(params, *cases(2), tmp_path / "b", seed=3, **own)
     checkpoint = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
@@ -74,7 +61,7 @@ def test_own_optimizer_scheduler_and_loss_train_and_resume_bitwise(tmp_path, mon
         checkpoint["scheduler"]["last_epoch"] == 2
         and checkpoint["optimizer"]["param_groups"][0]["lr"] == 0.025
     )
-    monkeypatch.setattr(train_module, "train_on_set", real)
+    monkeypatch.undo()
     resumed = torch.load(train_dnp(params, *cases(2), tmp_path / "b", seed=3, **own), weights_only=True)
     assert all(torch.equal(v, resumed["state_dict"][k]) for k, v in straight["state_dict"].items())
     assert log_column(tmp_path / "b", "lr") == log_column(tmp_path / "a", "lr")
