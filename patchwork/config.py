@@ -31,6 +31,7 @@ S = TypeVar("S", bound="Section")
 
 ENSEMBLE_MODES = ("mean", "vote")
 NORMALIZATIONS = ("zscore_nonzero", "zscore", "none")
+DEMO_APPEARANCES = ("t1", "flair")  # the demo's lesion appearances (patchwork.data.demo.APPEARANCES)
 DEFAULT_MAX_IMAGE_BYTES = 4 * 2**30  # what one image file may decompress to (gzip bombs are refused)
 
 
@@ -64,7 +65,8 @@ class DemoSettings(Section):
     what: ClassVar[str] = "demo"
     n_train: int = setting(20, minimum=2)
     n_test: int = setting(5, minimum=0)
-    spacing: float = setting(2.0, exclusiveMinimum=0)
+    spacing: float = setting(2.0, minimum=1, maximum=8)
+    appearance: str = setting("t1", enum=list(DEMO_APPEARANCES))
 
 
 @dataclass(frozen=True)
@@ -117,6 +119,7 @@ class PreprocessSettings(Section):
     target_spacing: tuple[float, float, float] | None = setting(None, items={"exclusiveMinimum": 0})
     normalization: str = setting("zscore_nonzero", enum=list(NORMALIZATIONS))
     crop_nonzero: bool = True
+    symmetry: bool = False
 
     def resolved(self, fingerprint: Mapping[str, Any]) -> PreprocessSettings:
         """These settings with the target spacing preprocessing uses: null means nnU-Net's rule on the

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from patchwork.data.demo import _RIM_MM, GEOMETRIES, LESION_ML, load_template, make_demo_dataset
+from patchwork.data.demo import (
+    _FLAIR_TISSUE,
+    _RIM_MM,
+    GEOMETRIES,
+    LESION_ML,
+    flair_image,
+    load_template,
+    make_demo_dataset,
+)
 from patchwork.errors import PatchworkError
 from patchwork.io import read_json
 
@@ -138,3 +146,43 @@ def test_rejects_impossible_settings(tmp_path: Path, kwargs: dict) -> None:
     with pytest.raises(PatchworkError, match="the demo needs"):
         make_demo_dataset(tmp_path, **kwargs)
     assert not any(tmp_path.iterdir())
+
+
+@pytest.fixture(scope="module")
+def flair(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The FLAIR appearance: 4 subjects at 4 mm."""
+    return make_demo_dataset(
+        tmp_path_factory.mktemp("flair") / "Demo", n_train=4, n_test=0, spacing=SPACING, appearance="flair"
+    )
+
+
+def test_flair_lesions_are_brighter_than_their_surroundings(flair: Path) -> None:
+    assert read_json(flair / "dataset.json")["channel_names"] == {"0": "FLAIR"}
+    counts = []
+    for image_path, label_path in pairs(flair):
+        image = np.asarray(nib.load(image_path).dataobj, dtype=np.float32)
+        lesion = np.asarray(nib.load(label_path).dataobj) > 0
+        shell = ndimage.binary_dilation(lesion, iterations=2) & ~lesion & (image > 0)
+        assert image[lesion].mean() > 1.1 * image[shell].mean(), image_path
+        counts.append(ndimage.label(lesion)[1])
+    assert all(1 <= n <= 6 for n in counts)
+
+
+def test_flair_contrast_suppresses_csf_and_adds_periventricular_bands() -> None:
+    """On the template itself: CSF darkest, grey matter brighter than white matter, and on top of the tissue
+    contrast, bright bands in the tissue next to the ventricles (the unlabelled caps), none far from them."""
+    template = load_template(SPACING)
+    image = flair_image(
+        template.t1, template.gm, template.wm, template.affine, np.full(3, 1.0), np.random.default_rng(0)
+    )
+    brain = template.t1 > 0.02
+    csf = brain & (template.gm + template.wm < 0.2)
+    assert image[csf].mean() < 0.3 * image[template.gm > 0.6].mean()
+    assert image[template.wm > 0.9].mean() < image[template.gm > 0.6].mean()
+    tissue = np.clip(1 - template.gm - template.wm, 0, 1) * brain
+    plain = sum(_FLAIR_TISSUE[k] * m for k, m in (("gm", template.gm), ("wm", template.wm), ("csf", tissue)))
+    ventricles = (tissue > 0.5) & (ndimage.distance_transform_edt(brain) > 20)  # 1 mm voxels
+    walls = ndimage.binary_dilation(ventricles, iterations=2) & (template.wm > 0.5)
+    far = (template.wm > 0.5) & ~ndimage.binary_dilation(ventricles, iterations=20)
+    assert (image - plain)[walls].mean() > 0.05
+    assert (image - plain)[far].mean() < 0.01

@@ -82,3 +82,32 @@ def test_crop_size_must_exceed_patch_by_an_even_number():
     images, labels = _tiny_foreground(1)
     with pytest.raises(PatchworkError, match="even"):
         PatchSampler(images, labels, (8, 8, 8), 2, 0.5, seed=0, crop_size=(9, 8, 8))
+
+
+def _large_and_small_lesion() -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """One image whose label has a 1000-voxel lesion and, apart from it, a 1-voxel lesion."""
+    image = np.zeros((1, 40, 40, 40), dtype=np.float32)
+    label = np.zeros((40, 40, 40), dtype=np.uint8)
+    label[5:15, 5:15, 5:15] = 1
+    label[30, 30, 30] = 1
+    return [image], [label]
+
+
+@pytest.mark.parametrize(("by_lesion", "low", "high"), [(False, 0.0, 0.01), (True, 0.4, 0.6)])
+def test_sampling_by_lesion_gives_a_small_lesion_its_share(by_lesion, low, high):
+    """Voxel-uniform foreground centres hit the 1-voxel lesion 1 time in 1001; by lesion, half the time."""
+    images, labels = _large_and_small_lesion()
+    sampler = PatchSampler(images, labels, (8, 8, 8), 4, 1.0, seed=3, by_lesion=by_lesion)
+    centres = np.concatenate([sampler.centres(index)[1] for index in range(200)])
+    small = np.mean(np.all(centres == 30, axis=1))
+    assert low <= small <= high
+    assert np.all(labels[0][tuple(centres.T)] == 1)  # every centre is a foreground voxel
+
+
+def test_sampling_by_lesion_is_reproducible_and_keeps_the_voxel_default():
+    images, labels = _large_and_small_lesion()
+    first = PatchSampler(images, labels, (8, 8, 8), 4, 0.5, seed=4, by_lesion=True)
+    again = PatchSampler(images, labels, (8, 8, 8), 4, 0.5, seed=4, by_lesion=True)
+    for index in range(5):
+        np.testing.assert_array_equal(first.batch(index)[0], again.batch(index)[0])
+        np.testing.assert_array_equal(first.centres(index)[1], again.centres(index)[1])

@@ -10,6 +10,12 @@ the anatomical context), their outer layer is a brighter rim half-way to the sur
 and partial volume, which makes the border ambiguous), and their volumes are log-uniform between
 sub-millilitre and large (``LESION_ML``: 0.01-90 ml), so small lesions are common, as in ATLAS R2.0.
 
+A second appearance, ``flair`` (:data:`APPEARANCES`), makes FLAIR-like images of the same anatomy: CSF
+suppressed (dark), grey matter brighter than white matter, and 1-6 hyperintense lesions per subject with
+volumes log-uniform in 0.02-40 ml, so most are small, as in ISLES'22 and white-matter-lesion cohorts. Its
+confounders are those of real FLAIR: smooth periventricular hyperintensities ("caps and bands" along the
+lateral ventricles, unlabelled, of a different strength in each hemisphere) as bright as a lesion's rim.
+
 The geometry varies by subject, as in a multi-site cohort (``GEOMETRIES``, cycling with the subject index):
 isotropic ``spacing`` mm; anisotropic ``0.75 spacing x 0.75 spacing x 1.5 spacing`` (1.5 x 1.5 x 3 mm at the
 default 2 mm); and isotropic with the first two array axes stored reversed (an LPS-style affine with negative
@@ -40,7 +46,6 @@ log = logging.getLogger(__name__)
 
 LABELS = {"background": 0, "lesion": 1}
 LESION_ML = (0.01, 90.0)  # allowed volume of one lesion
-_TARGET_ML = (0.02, 80.0)  # log-uniform target volume, inside LESION_ML with room for the cropping
 GEOMETRIES = ("isotropic", "anisotropic", "flipped")  # subject i gets GEOMETRIES[i % 3]
 _ANISOTROPY = (0.75, 0.75, 1.5)  # voxel size of the anisotropic subjects, times ``spacing``
 _FLIPPED_AXES = (0, 1)  # array axes stored reversed in the flipped subjects
@@ -54,6 +59,34 @@ _WARP_GRID_MM = 4.0  # the displacement is drawn on this coarser grid and interp
 _LESION_GAP_VOXELS = 2  # lesions stay this far apart, so each is one connected component
 _CSF_DEPTH_MM = 20.0  # CSF at least this deep inside the brain is ventricular (not outer background)
 _CSF_FRACTION = 0.02  # the deep voxels of least grey + white matter probability taken as ventricular CSF
+_FLAIR_TISSUE = {"gm": 1.0, "wm": 0.72, "csf": 0.12}  # FLAIR intensity of each tissue (grey matter = 1)
+_FLAIR_LESION = (1.35, 1.7)  # FLAIR lesion core intensity, times grey matter
+_CAPS_MM = (1.5, 3.5)  # decay length of the periventricular hyperintensity (per hemisphere)
+_CAPS_GAIN = (0.15, 0.4)  # its strength at the ventricle wall, times grey matter (per hemisphere)
+
+
+@dataclass(frozen=True)
+class Appearance:
+    """How the lesions of one kind of image look and how many there are.
+
+    ``lesions``: the range of lesion counts per subject (inclusive); ``target_ml``: the range of the
+    log-uniform target volume of one lesion (inside ``LESION_ML``, with room for the cropping to tissue);
+    ``channel``: the channel's name and ``look`` how the lesions look, for ``dataset.json``.
+    """
+
+    name: str
+    channel: str
+    look: str
+    lesions: tuple[int, int]
+    target_ml: tuple[float, float]
+
+
+APPEARANCES = {  # keyed by patchwork.config.DEMO_APPEARANCES
+    "t1": Appearance("t1", "T1", "CSF-dark core, brighter rim", lesions=(1, 3), target_ml=(0.02, 80.0)),
+    "flair": Appearance(
+        "flair", "FLAIR", "hyperintense; periventricular hyperintensities unlabelled", (1, 6), (0.02, 40.0)
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -153,20 +186,21 @@ def draw_lesion(
     forbidden: np.ndarray,
     spacing: np.ndarray,
     rng: np.random.Generator,
+    target_ml: tuple[float, float] = APPEARANCES["t1"].target_ml,
 ) -> np.ndarray | None:
     """One irregular lesion mask, or None when the drawn one falls outside ``LESION_ML``.
 
     The lesion is a level set of an anisotropic distance (in mm) from a random centre (drawn with
     probability ``centre_weight``), divided by a smoothly varying factor so the outline is lobulated; it
     keeps the ``target`` voxels of lowest distance that are brain tissue and not ``forbidden``, and then
-    only the connected piece that holds the centre. The target volume is log-uniform in ``_TARGET_ML``.
+    only the connected piece that holds the centre. The target volume is log-uniform in ``target_ml``.
     """
     flat = centre_weight.ravel() * ~forbidden.ravel()
     if flat.sum() <= 0:
         return None
     centre = np.array(np.unravel_index(rng.choice(flat.size, p=flat / flat.sum()), tissue.shape))
     voxel_ml = float(np.prod(spacing)) / 1000.0
-    target = max(2, int(round(np.exp(rng.uniform(*np.log(_TARGET_ML))) / voxel_ml)))
+    target = max(2, int(round(np.exp(rng.uniform(*np.log(target_ml))) / voxel_ml)))
     half = np.ceil(_LESION_BOX_MM / spacing).astype(int)
     lo = np.maximum(centre - half, 0)
     hi = np.minimum(centre + half + 1, tissue.shape)
@@ -192,9 +226,14 @@ def draw_lesion(
 
 
 def paint_lesions(
-    gm: np.ndarray, wm: np.ndarray, spacing: np.ndarray, rng: np.random.Generator
+    gm: np.ndarray,
+    wm: np.ndarray,
+    spacing: np.ndarray,
+    rng: np.random.Generator,
+    appearance: Appearance = APPEARANCES["t1"],
 ) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Draw 1-3 separate lesions centred mostly in white matter (weight 2) or grey matter (weight 1).
+    """Draw ``appearance.lesions`` separate lesions centred mostly in white matter (weight 2) or grey matter
+    (weight 1).
 
     Returns the label volume (uint8) and each lesion's mask. Every new lesion avoids a band of
     ``_LESION_GAP_VOXELS`` around the earlier ones, so lesions never merge into one component.
@@ -202,13 +241,13 @@ def paint_lesions(
     tissue = gm + wm
     core = ndimage.binary_erosion(tissue > 0.5, iterations=max(1, int(round(4.0 / float(spacing.min())))))
     centre_weight = (2.0 * wm + gm) * core
-    n_lesions = int(rng.integers(1, 4))
+    n_lesions = int(rng.integers(appearance.lesions[0], appearance.lesions[1] + 1))
     masks: list[np.ndarray] = []
     forbidden = np.zeros(tissue.shape, dtype=bool)
     for _ in range(200):
         if len(masks) == n_lesions:
             break
-        mask = draw_lesion(tissue, centre_weight, forbidden, spacing, rng)
+        mask = draw_lesion(tissue, centre_weight, forbidden, spacing, rng, appearance.target_ml)
         if mask is None:
             continue
         masks.append(mask)
@@ -264,21 +303,54 @@ def flip_axes(
     return np.flip(image, axes).copy(), np.flip(label, axes).copy(), affine
 
 
-def make_subject(
-    template: Template, spacing: np.ndarray, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One synthetic subject on a grid of ``spacing`` mm voxels: (T1 as int16, lesion label as uint8, affine).
+def flair_image(
+    t1: np.ndarray,
+    gm: np.ndarray,
+    wm: np.ndarray,
+    affine: np.ndarray,
+    spacing: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """A FLAIR-like image of the warped template: each tissue's intensity (:data:`_FLAIR_TISSUE`) weighted by
+    its probability (CSF = the rest of the head), plus periventricular hyperintensities.
 
-    A lesion's core takes ``U(_CORE_CONTRAST)`` times the template's CSF intensity (one draw per subject)
-    and its rim lies ``U(_RIM_MIX)`` of the way back to the tissue (:func:`lesion_weight`):
-    ``t1' = (1 - w) t1 + w c``, with 10 % texture on ``c``.
+    The ventricles are the CSF voxels (probability > 0.5) deeper than ``_CSF_DEPTH_MM`` in the head; tissue
+    at distance ``d`` from them is brightened by ``g exp(-d / L)``, with ``g`` in ``_CAPS_GAIN`` and ``L`` in
+    ``_CAPS_MM`` drawn for each hemisphere (world x < 0 or >= 0), so the bands are not mirror images.
     """
+    head = t1 > 0.02
+    csf = np.clip(1.0 - gm - wm, 0.0, 1.0) * head
+    image = _FLAIR_TISSUE["gm"] * gm + _FLAIR_TISSUE["wm"] * wm + _FLAIR_TISSUE["csf"] * csf
+    deep = ndimage.distance_transform_edt(head, sampling=spacing) > _CSF_DEPTH_MM
+    distance = ndimage.distance_transform_edt(~((csf > 0.5) & deep), sampling=spacing)
+    x_world = affine[0, 0] * np.arange(t1.shape[0]) + affine[0, 3]
+    right = (x_world >= 0)[:, None, None]
+    gain = rng.uniform(*_CAPS_GAIN, size=2)
+    length = rng.uniform(*_CAPS_MM, size=2)
+    caps = np.where(right, gain[1] * np.exp(-distance / length[1]), gain[0] * np.exp(-distance / length[0]))
+    return (image + caps * (gm + wm)).astype(np.float32)
+
+
+def make_subject(
+    template: Template, spacing: np.ndarray, rng: np.random.Generator, appearance: str = "t1"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One synthetic subject on a grid of ``spacing`` mm voxels: (image as int16, lesion label as uint8,
+    affine).
+
+    T1: a lesion's core takes ``U(_CORE_CONTRAST)`` times the template's CSF intensity (one draw per subject)
+    and its rim lies ``U(_RIM_MIX)`` of the way back to the tissue (:func:`lesion_weight`):
+    ``t1' = (1 - w) t1 + w c``, with 10 % texture on ``c``. FLAIR: the same on :func:`flair_image`, with a
+    bright core of ``U(_FLAIR_LESION)`` times grey matter.
+    """
+    kind = APPEARANCES[appearance]
     shape, affine = demo_grid(template, spacing)
     t1, gm, wm = warp_template(template, shape, affine, spacing, rng)
-    label, masks = paint_lesions(gm, wm, spacing, rng)
+    base = t1 if kind.name == "t1" else flair_image(t1, gm, wm, affine, spacing, rng)
+    label, masks = paint_lesions(gm, wm, spacing, rng, kind)
     weight = lesion_weight(masks, spacing, rng)
-    core = template.csf * rng.uniform(*_CORE_CONTRAST) * (1.0 + 0.1 * smooth_noise(rng, shape, 1.0))
-    lesioned = (1.0 - weight) * t1 + weight * core
+    level = template.csf * rng.uniform(*_CORE_CONTRAST) if kind.name == "t1" else rng.uniform(*_FLAIR_LESION)
+    core = level * (1.0 + 0.1 * smooth_noise(rng, shape, 1.0))
+    lesioned = (1.0 - weight) * base + weight * core
     head = t1 > 0.02
     signal = lesioned * bias_field(shape, rng) * rng.uniform(600.0, 1400.0)
     sigma = rng.uniform(0.02, 0.04) * float(np.median(signal[wm > 0.9 * wm.max()]))  # white matter
@@ -288,22 +360,31 @@ def make_subject(
 
 
 def make_demo_dataset(
-    out_dir: Path, n_train: int = 20, n_test: int = 5, spacing: float = 2.0, seed: int = 0
+    out_dir: Path,
+    n_train: int = 20,
+    n_test: int = 5,
+    spacing: float = 2.0,
+    seed: int = 0,
+    appearance: str = "t1",
 ) -> Path:
     """Write the demo cohort to ``out_dir`` (nnU-Net v2 raw layout) and return ``out_dir``.
 
     Subjects ``demo_001`` ... ``demo_{n_train}`` go to ``imagesTr``/``labelsTr``, the next ``n_test``
     to ``imagesTs`` with their reference labels in ``labelsTs``. Subject ``i`` (0-based) has the geometry
     ``GEOMETRIES[i % 3]`` around the base voxel size ``spacing``, which must lie in 1-8 mm (the template
-    has 1 mm voxels; at 8 mm a lesion is a handful of voxels). Demo files of an earlier, larger cohort in
+    has 1 mm voxels; at 8 mm a lesion is a handful of voxels), in the ``appearance`` of
+    :data:`APPEARANCES` (``t1``: CSF-dark lesions; ``flair``: hyperintense lesions, many small). Demo files
+    of an earlier, larger cohort in
     ``out_dir`` are removed, and ``dataset.json`` is written last, so its presence marks a complete and
     consistent dataset.
     """
-    if n_train < 1 or n_test < 0 or not 1.0 <= spacing <= 8.0:
+    if n_train < 1 or n_test < 0 or not 1.0 <= spacing <= 8.0 or appearance not in APPEARANCES:
         raise PatchworkError(
-            f"{out_dir}: the demo needs n_train >= 1, n_test >= 0 and 1 <= spacing <= 8 mm "
-            f"(got n_train={n_train}, n_test={n_test}, spacing={spacing})"
+            f"{out_dir}: the demo needs n_train >= 1, n_test >= 0, 1 <= spacing <= 8 mm and an appearance "
+            f"of {list(APPEARANCES)} (got n_train={n_train}, n_test={n_test}, spacing={spacing}, "
+            f"appearance={appearance!r})"
         )
+    kind = APPEARANCES[appearance]
     out_dir = Path(out_dir)
     (out_dir / "dataset.json").unlink(missing_ok=True)
     templates: dict[tuple[float, ...], Template] = {}
@@ -314,7 +395,9 @@ def make_demo_dataset(
         key = tuple(float(v) for v in voxel)
         if key not in templates:
             templates[key] = load_template(key)
-        image, label, affine = make_subject(templates[key], voxel, np.random.default_rng([seed, index]))
+        image, label, affine = make_subject(
+            templates[key], voxel, np.random.default_rng([seed, index]), appearance
+        )
         if geometry == "flipped":
             image, label, affine = flip_axes(image, label, affine, _FLIPPED_AXES)
         images, labels = ("imagesTr", "labelsTr") if index < n_train else ("imagesTs", "labelsTs")
@@ -329,11 +412,11 @@ def make_demo_dataset(
         {
             "name": "PatchworkDemo",
             "description": (
-                f"Synthetic stroke-like T1 lesions (CSF-dark core, brighter rim, {LESION_ML[0]:g}-"
+                f"Synthetic stroke-like {kind.channel} lesions ({kind.look}, {LESION_ML[0]:g}-"
                 f"{LESION_ML[1]:g} ml) on the MNI152 template (nilearn), isotropic {spacing:g} mm, "
                 f"anisotropic and axis-flipped subjects, seed {seed}; test references in labelsTs"
             ),
-            "channel_names": {"0": "T1"},
+            "channel_names": {"0": kind.channel},
             "labels": dict(LABELS),
             "numTraining": n_train,
             "file_ending": ".nii.gz",

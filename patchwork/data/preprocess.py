@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import SimpleITK as sitk
@@ -166,6 +167,7 @@ def preprocess_image(
     crop_nonzero: bool = True,
     label: np.ndarray | None = None,
     interpolation: str = "linear",
+    symmetry: bool = False,
 ) -> tuple[np.ndarray, np.ndarray | None, dict]:
     """Preprocess the channels (and label) of one image held in memory.
 
@@ -177,7 +179,8 @@ def preprocess_image(
     ``target_spacing`` (None keeps the spacing) with ``interpolation`` for images and nearest
     neighbour for the label and the mask, and set voxels outside the resampled mask to 0.
     Normalising before resampling means voxels at the mask border blend with 0, the mean, rather
-    than with a raw background far from it.
+    than with a raw background far from it. ``symmetry`` then appends one channel per image channel: the
+    channel minus its mirror image across the mid-sagittal plane (:mod:`patchwork.data.symmetry`).
 
     Returns the image ``[C, X, Y, Z]`` float32, the label ``[X, Y, Z]`` uint8 (or None) and the
     JSON-ready record that :func:`to_original` needs to map results back.
@@ -220,6 +223,13 @@ def preprocess_image(
             np.asarray(label, dtype=np.uint8)[crop], cropped_affine, new_affine, shape, "nearest"
         )
 
+    extra: dict[str, Any] = {}
+    if symmetry:
+        from patchwork.data.symmetry import symmetry_channels
+
+        differences, extra["symmetry"] = symmetry_channels(channels, new_affine)
+        channels += differences
+
     record = {
         "original_shape": list(original_shape),
         "original_affine": affine.tolist(),
@@ -232,6 +242,7 @@ def preprocess_image(
         "affine": np.asarray(new_affine).tolist(),
         "interpolation": interpolation,
         "normalization": {"scheme": normalization, "mean": means, "std": stds},
+        **extra,
     }
     return np.stack(channels), out_label, record
 
@@ -294,6 +305,7 @@ def preprocess_subject(
         settings.crop_nonzero,
         label,
         interpolation,
+        settings.symmetry,
     )
     new_affine = np.asarray(record["affine"])
     channel_files = [f"image_{c:04d}.nii.gz" for c in range(len(image))]

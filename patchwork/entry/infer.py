@@ -85,6 +85,7 @@ def predict_case(
         settings.target_spacing,
         settings.normalization,
         settings.crop_nonzero,
+        symmetry=settings.symmetry,
     )
     grid = np.asarray(record["affine"])
     probs, spreads, masks = {}, {}, {}

@@ -18,7 +18,7 @@ def demo(out_dir: Path, settings: DemoSettings, seed: int) -> Path:
     from patchwork.data.demo import make_demo_dataset
 
     out = make_demo_dataset(
-        Path(out_dir), n_train=settings.n_train, n_test=settings.n_test, spacing=settings.spacing, seed=seed
+        Path(out_dir), settings.n_train, settings.n_test, settings.spacing, seed, settings.appearance
     )
     log.info("demo dataset written to %s", out)
     return out

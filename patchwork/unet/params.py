@@ -59,6 +59,7 @@ class UNetParams:
     warmup_iterations: int = 0
     grad_clip: float = 12.0  # max L2 norm of the gradient, as nnU-Net
     oversample_foreground: float = 1 / 3
+    sample_by_lesion: bool = False  # a foreground patch picks a lesion uniformly, then a voxel of it
     augment: bool = True
     rotation_deg: float = 30.0  # max |angle| about each axis, drawn with p = 0.2
     scale_range: tuple[float, float] = (0.7, 1.4)  # isotropic zoom, drawn with p = 0.2

@@ -237,7 +237,7 @@ def validation_patches(
         raise PatchworkError("validation set: channel count differs from the training images")
     sampler = PatchSampler(
         images, labels, params.patch_size, params.val_patches, params.oversample_foreground, seed,
-        stream=STREAM_VALIDATION,
+        stream=STREAM_VALIDATION, by_lesion=params.sample_by_lesion,
     )  # fmt: skip
     x, y = sampler.batch(0)
     return torch.from_numpy(x), torch.from_numpy(y)
@@ -274,7 +274,7 @@ class TrainingRun:
         crop_size = augmenter.crop_size(params.patch_size) if params.augment else params.patch_size
         sampler = PatchSampler(
             images, labels, params.patch_size, params.batch_size, params.oversample_foreground, seed,
-            crop_size=crop_size,
+            crop_size=crop_size, by_lesion=params.sample_by_lesion,
         )  # fmt: skip
         return cls(
             params=params,
