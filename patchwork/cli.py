@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -554,6 +555,10 @@ def _setup_logging(verbose: bool, log_file: str | None) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``patchwork`` console script; returns the exit status."""
+    # Before torch (and its OpenMP runtime) is loaded: threads that wait for each other sleep instead of
+    # spinning, so a job beside a busy neighbour on a shared machine slows by its share of the CPU, not
+    # about 10x (benchmarks/contention.py). Results do not depend on it; an explicit setting wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     args = build_parser().parse_args(argv)
     _setup_logging(args.verbose, args.log)
     try:

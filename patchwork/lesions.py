@@ -5,7 +5,8 @@ connectivity, as :func:`patchwork.ensemble.label_components`). A component *is d
 *matches*) when it shares at least one voxel with the other mask:
 
 * recall = |{i : R_i ∩ P ≠ ∅}| / m (reference lesions found),
-* precision = |{j : P_j ∩ R ≠ ∅}| / n (predicted lesions that are real),
+* precision = |{j : P_j ∩ R ≠ ∅}| / n (predicted lesions that are real); the other n - |{j : P_j ∩ R ≠ ∅}|
+  are the false-positive lesions,
 * F1 = 2 · precision · recall / (precision + recall), 0 when both are 0. (The ATLAS R2.0 challenge's
   TP / (TP + (FP + FN) / 2) is the same number whenever no component overlaps two on the other side.)
 * per-blob Dice = (1/m) Σ_i Dice(R_i, ∪{P_j : P_j ∩ R_i ≠ ∅}): each reference blob scored against
@@ -88,6 +89,10 @@ class LesionMatch:
         """Share of predicted lesions that touch the reference."""
         empty = self._empty_score()
         return empty if empty is not None else np.unique(self.pair_pred).size / self.n_pred
+
+    def false_positives(self) -> int:
+        """Predicted lesions that touch no reference lesion."""
+        return self.n_pred - int(np.unique(self.pair_pred).size)
 
     def f1(self) -> float:
         """Harmonic mean of lesion-wise precision and recall."""

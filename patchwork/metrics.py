@@ -12,7 +12,8 @@ gives, under the names of :data:`METRICS`:
 * ``volume_pred_ml``, ``volume_ref_ml``: voxel count times the voxel volume (product of the
   spacings, the column lengths of the affine), and ``volume_diff_ml`` = |V_P - V_R|;
 * ``lesion_count_pred``, ``lesion_count_ref``: numbers of 26-connected components, and
-  ``lesion_count_diff`` = |n_P - n_R| (the ATLAS R2.0 "blob difference").
+  ``lesion_count_diff`` = |n_P - n_R| (the ATLAS R2.0 "blob difference");
+* ``lesion_false_positives``: predicted components that touch no reference lesion.
 
 The differences are absolute, as in the ATLAS R2.0 challenge, so that their cohort mean measures
 the size of the error; the sign is in the two columns they come from.
@@ -58,6 +59,7 @@ METRICS = (
     "lesion_count_pred",
     "lesion_count_ref",
     "lesion_count_diff",
+    "lesion_false_positives",
 )
 # How reports name each metric (with its unit).
 METRIC_TITLES = {
@@ -76,6 +78,7 @@ METRIC_TITLES = {
     "lesion_count_pred": "lesions, prediction",
     "lesion_count_ref": "lesions, reference",
     "lesion_count_diff": "|lesion count difference|",
+    "lesion_false_positives": "false-positive lesions",
 }
 # Column headings of the ATLAS R2.0 ensemble paper's Table 1 (plus HD95), for the cohort report.
 TABLE1 = {
@@ -187,6 +190,7 @@ def mask_metrics(
         "lesion_count_pred": float(lesions.n_pred),
         "lesion_count_ref": float(lesions.n_ref),
         "lesion_count_diff": float(abs(lesions.n_pred - lesions.n_ref)),
+        "lesion_false_positives": float(lesions.false_positives()),
     }
     return {m: float(scores[m]) for m in METRICS}
 

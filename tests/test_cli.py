@@ -64,6 +64,18 @@ def test_schema_command_prints_the_generated_schema(capsys: pytest.CaptureFixtur
     assert capsys.readouterr().out == schema_yaml()
 
 
+def test_commands_make_waiting_openmp_threads_sleep_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    """Spinning threads slow a job beside a busy neighbour about 10x (benchmarks/contention.py)."""
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main(["schema"]) == 0
+    assert cli.os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert main(["schema"]) == 0
+    assert cli.os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
 def _cohort(tmp_path: Path) -> tuple[Path, Path]:
     """A one-subject cohort (an 8 mm cube in a 2 mm 20^3 image) and its fingerprint (median 2 mm)."""
     image = np.zeros((20, 20, 20), dtype=np.float32)

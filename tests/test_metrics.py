@@ -204,6 +204,7 @@ def test_lesion_wise_scores():
     assert match.per_blob_dice() == pytest.approx((2 * 32 / 128 + 1.0 + 0.0) / 3)
     scores = mask_metrics(pred, ref, (1, 1, 1))
     assert scores["lesion_count_diff"] == 0.0 and scores["lesion_f1"] == pytest.approx(2 / 3)
+    assert match.false_positives() == 1 and scores["lesion_false_positives"] == 1.0
     bridge = pred.copy()
     for t in range(6, 11):
         bridge[t, t, 4] = True  # a diagonal chain joins P1 and P2 into one component of 77 voxels

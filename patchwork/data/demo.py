@@ -11,10 +11,12 @@ and partial volume, which makes the border ambiguous), and their volumes are log
 sub-millilitre and large (``LESION_ML``: 0.01-90 ml), so small lesions are common, as in ATLAS R2.0.
 
 A second appearance, ``flair`` (:data:`APPEARANCES`), makes FLAIR-like images of the same anatomy: CSF
-suppressed (dark), grey matter brighter than white matter, and 1-6 hyperintense lesions per subject with
-volumes log-uniform in 0.02-40 ml, so most are small, as in ISLES'22 and white-matter-lesion cohorts. Its
-confounders are those of real FLAIR: smooth periventricular hyperintensities ("caps and bands" along the
-lateral ventricles, unlabelled, of a different strength in each hemisphere) as bright as a lesion's rim.
+suppressed (dark), grey matter brighter than white matter, and 1-6 hyperintense lesions per subject (1.5-2x
+white matter) with volumes log-uniform in 0.02-40 ml, so most are small, as in ISLES'22. Its confounders are
+those of real FLAIR in a stroke cohort, none of them labelled: smooth periventricular hyperintensities ("caps
+and bands" along the lateral ventricles, of a different strength in each hemisphere) and 4-16 punctate
+white-matter hyperintensities of small-vessel disease (0.01-0.3 ml, mostly near the ventricles, in both
+hemispheres), as bright as a faint lesion.
 
 The geometry varies by subject, as in a multi-site cohort (``GEOMETRIES``, cycling with the subject index):
 isotropic ``spacing`` mm; anisotropic ``0.75 spacing x 0.75 spacing x 1.5 spacing`` (1.5 x 1.5 x 3 mm at the
@@ -60,7 +62,11 @@ _LESION_GAP_VOXELS = 2  # lesions stay this far apart, so each is one connected 
 _CSF_DEPTH_MM = 20.0  # CSF at least this deep inside the brain is ventricular (not outer background)
 _CSF_FRACTION = 0.02  # the deep voxels of least grey + white matter probability taken as ventricular CSF
 _FLAIR_TISSUE = {"gm": 1.0, "wm": 0.72, "csf": 0.12}  # FLAIR intensity of each tissue (grey matter = 1)
-_FLAIR_LESION = (1.35, 1.7)  # FLAIR lesion core intensity, times grey matter
+_FLAIR_LESION = (1.1, 1.45)  # FLAIR lesion core intensity, times grey matter (white matter x 1.5-2)
+_WMH_COUNT = (4, 16)  # unlabelled white-matter hyperintensities per FLAIR subject (small-vessel disease)
+_WMH_ML = (0.01, 0.3)  # their log-uniform target volume
+_WMH_LEVEL = (0.95, 1.25)  # their core intensity, times grey matter: as bright as a faint lesion
+_WMH_REACH_MM = 15.0  # they lie in white matter, most within this distance of the ventricles
 _CAPS_MM = (1.5, 3.5)  # decay length of the periventricular hyperintensity (per hemisphere)
 _CAPS_GAIN = (0.15, 0.4)  # its strength at the ventricle wall, times grey matter (per hemisphere)
 
@@ -84,7 +90,11 @@ class Appearance:
 APPEARANCES = {  # keyed by patchwork.config.DEMO_APPEARANCES
     "t1": Appearance("t1", "T1", "CSF-dark core, brighter rim", lesions=(1, 3), target_ml=(0.02, 80.0)),
     "flair": Appearance(
-        "flair", "FLAIR", "hyperintense; periventricular hyperintensities unlabelled", (1, 6), (0.02, 40.0)
+        "flair",
+        "FLAIR",
+        "hyperintense; periventricular and white-matter hyperintensities unlabelled",
+        (1, 6),
+        (0.02, 40.0),
     ),
 }
 
@@ -303,6 +313,14 @@ def flip_axes(
     return np.flip(image, axes).copy(), np.flip(label, axes).copy(), affine
 
 
+def ventricle_distance(t1: np.ndarray, gm: np.ndarray, wm: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Distance (mm) of every voxel from the ventricles: the CSF voxels (probability ``1 - gm - wm`` > 0.5)
+    deeper than ``_CSF_DEPTH_MM`` in the head."""
+    head = t1 > 0.02
+    deep = ndimage.distance_transform_edt(head, sampling=spacing) > _CSF_DEPTH_MM
+    return ndimage.distance_transform_edt(~((gm + wm < 0.5) & head & deep), sampling=spacing)
+
+
 def flair_image(
     t1: np.ndarray,
     gm: np.ndarray,
@@ -314,21 +332,48 @@ def flair_image(
     """A FLAIR-like image of the warped template: each tissue's intensity (:data:`_FLAIR_TISSUE`) weighted by
     its probability (CSF = the rest of the head), plus periventricular hyperintensities.
 
-    The ventricles are the CSF voxels (probability > 0.5) deeper than ``_CSF_DEPTH_MM`` in the head; tissue
-    at distance ``d`` from them is brightened by ``g exp(-d / L)``, with ``g`` in ``_CAPS_GAIN`` and ``L`` in
-    ``_CAPS_MM`` drawn for each hemisphere (world x < 0 or >= 0), so the bands are not mirror images.
+    Tissue at distance ``d`` from the ventricles (:func:`ventricle_distance`) is brightened by
+    ``g exp(-d / L)``, with ``g`` in ``_CAPS_GAIN`` and ``L`` in ``_CAPS_MM`` drawn for each hemisphere (world
+    x < 0 or >= 0), so the bands are not mirror images.
     """
     head = t1 > 0.02
     csf = np.clip(1.0 - gm - wm, 0.0, 1.0) * head
     image = _FLAIR_TISSUE["gm"] * gm + _FLAIR_TISSUE["wm"] * wm + _FLAIR_TISSUE["csf"] * csf
-    deep = ndimage.distance_transform_edt(head, sampling=spacing) > _CSF_DEPTH_MM
-    distance = ndimage.distance_transform_edt(~((csf > 0.5) & deep), sampling=spacing)
+    distance = ventricle_distance(t1, gm, wm, spacing)
     x_world = affine[0, 0] * np.arange(t1.shape[0]) + affine[0, 3]
     right = (x_world >= 0)[:, None, None]
     gain = rng.uniform(*_CAPS_GAIN, size=2)
     length = rng.uniform(*_CAPS_MM, size=2)
     caps = np.where(right, gain[1] * np.exp(-distance / length[1]), gain[0] * np.exp(-distance / length[0]))
     return (image + caps * (gm + wm)).astype(np.float32)
+
+
+def white_matter_hyperintensities(
+    image: np.ndarray,
+    t1: np.ndarray,
+    gm: np.ndarray,
+    wm: np.ndarray,
+    label: np.ndarray,
+    spacing: np.ndarray,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """``image`` with ``U{_WMH_COUNT}`` unlabelled punctate hyperintensities painted in: small blobs
+    (:func:`draw_lesion`, ``_WMH_ML``) centred in white matter with weight ``wm exp(-d / _WMH_REACH_MM)``
+    (``d``: distance from the ventricles), clear of the labelled lesions, blended like lesions
+    (:func:`lesion_weight`) towards ``U(_WMH_LEVEL)`` times grey matter."""
+    tissue = gm + wm
+    weight = wm * np.exp(-ventricle_distance(t1, gm, wm, spacing) / _WMH_REACH_MM) * (wm > 0.5)
+    forbidden = ndimage.binary_dilation(label > 0, np.ones((3, 3, 3), dtype=bool), iterations=2)
+    masks = []
+    for _ in range(int(rng.integers(_WMH_COUNT[0], _WMH_COUNT[1] + 1))):
+        mask = draw_lesion(tissue, weight, forbidden, spacing, rng, _WMH_ML)
+        if mask is not None:
+            masks.append(mask)
+            forbidden |= mask
+    if not masks:
+        return image
+    blend = lesion_weight(masks, spacing, rng)
+    return (1.0 - blend) * image + blend * rng.uniform(*_WMH_LEVEL)
 
 
 def make_subject(
@@ -340,7 +385,7 @@ def make_subject(
     T1: a lesion's core takes ``U(_CORE_CONTRAST)`` times the template's CSF intensity (one draw per subject)
     and its rim lies ``U(_RIM_MIX)`` of the way back to the tissue (:func:`lesion_weight`):
     ``t1' = (1 - w) t1 + w c``, with 10 % texture on ``c``. FLAIR: the same on :func:`flair_image`, with a
-    bright core of ``U(_FLAIR_LESION)`` times grey matter.
+    bright core of ``U(_FLAIR_LESION)`` times grey matter, then :func:`white_matter_hyperintensities`.
     """
     kind = APPEARANCES[appearance]
     shape, affine = demo_grid(template, spacing)
@@ -351,6 +396,8 @@ def make_subject(
     level = template.csf * rng.uniform(*_CORE_CONTRAST) if kind.name == "t1" else rng.uniform(*_FLAIR_LESION)
     core = level * (1.0 + 0.1 * smooth_noise(rng, shape, 1.0))
     lesioned = (1.0 - weight) * base + weight * core
+    if kind.name == "flair":
+        lesioned = white_matter_hyperintensities(lesioned, t1, gm, wm, label, spacing, rng)
     head = t1 > 0.02
     signal = lesioned * bias_field(shape, rng) * rng.uniform(600.0, 1400.0)
     sigma = rng.uniform(0.02, 0.04) * float(np.median(signal[wm > 0.9 * wm.max()]))  # white matter

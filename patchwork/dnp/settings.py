@@ -377,11 +377,13 @@ class Augment:
 class Balance:
     """Label-driven placement (maths in :mod:`patchwork.dnp.balance`): ``ratio`` in [0, 1] of the trees
     are foreground trees; ``label_weight`` (one non-negative number per label) and ``autoweight`` (divide
-    by the label's volume) weigh the labels."""
+    by the label's volume) weigh the labels; ``by_lesion`` targets each lesion (connected component) of an
+    image equally often."""
 
     ratio: float = 0.5
     label_weight: tuple[float, ...] | None = None
     autoweight: bool = False
+    by_lesion: bool = False
 
     def __post_init__(self) -> None:
         if not _is_number(self.ratio) or not 0.0 <= self.ratio <= 1.0:
@@ -394,6 +396,7 @@ class Balance:
                 )
             object.__setattr__(self, "label_weight", tuple(float(w) for w in weights))
         object.__setattr__(self, "autoweight", bool(self.autoweight))
+        object.__setattr__(self, "by_lesion", bool(self.by_lesion))
 
 
 @dataclass(frozen=True)
