@@ -12,8 +12,8 @@ isotropic / anisotropic / axis-flipped geometry), split into ``--n-train`` train
 2. the models are combined as the config's ``ensemble`` section says (``ensemble``; the demo's is ATLAS
    R2.0's vote) and as tuned on the tuning subjects (``ensemble_tuned``: weights, threshold and minimum
    component size, what the workflow tunes out of fold and ships in its entry);
-3. the tuning subjects choose each model's and each ensemble's post-processing (:mod:`patchwork.postprocess`:
-   threshold, minimum component volume and peak);
+3. the tuning subjects choose each model's and each ensemble's post-processing
+   (:mod:`patchwork.postprocessing.components`: threshold, minimum component volume and peak);
 4. the test subjects are predicted in their original grid and scored (Dice, HD95, lesion F1) raw (each
    model's mask at threshold 0.5, each ensemble's own mask) and post-processed.
 
@@ -260,11 +260,11 @@ def ensembles(
     out: Path, config: dict[str, Any], models: list[str], ids: tuple[list, list, list]
 ) -> list[str]:
     """The config's hand-set ensemble (``ensemble`` section; weights of absent models dropped) and the
-    ensemble tuned on the tuning subjects (:func:`patchwork.ensemble_tuning.tune_ensemble`, as the workflow
+    ensemble tuned on the tuning subjects (:func:`patchwork.ensembling.tuning.tune_ensemble`, as the workflow
     tunes it out of fold), written as ``pred/{name}/{subject}_prob.nii.gz`` and ``_seg.nii.gz``."""
     from patchwork.config import EnsembleSettings
-    from patchwork.ensemble import ensemble_files
-    from patchwork.ensemble_tuning import THRESHOLDS, load_case, tune_ensemble
+    from patchwork.ensembling.combine import ensemble_files
+    from patchwork.ensembling.tuning import THRESHOLDS, load_case, tune_ensemble
 
     section = dict(config.get("ensemble", {}))
     section["weights"] = {m: w for m, w in section.get("weights", {}).items() if m in models}
@@ -286,11 +286,12 @@ def ensembles(
 
 def score(out: Path, name: str, ids: tuple[list, list, list]) -> dict[str, float]:
     """Test Dice, HD95 and lesion F1 of ``name``: raw (its own mask ``{subject}_seg.nii.gz``: threshold 0.5,
-    or an ensemble's settings) and post-processed (:mod:`patchwork.postprocess` tuned on the tuning subjects'
-    probability maps); NaN distances (one mask empty) are left out of the HD95 mean."""
+    or an ensemble's settings) and post-processed (:mod:`patchwork.postprocessing.components`
+    tuned on the tuning subjects' probability maps); NaN distances (one mask empty) are left out of the HD95
+    mean."""
+    from patchwork.evaluation.metrics import mask_metrics, spacing_from_affine
     from patchwork.io import read_image
-    from patchwork.metrics import mask_metrics, spacing_from_affine
-    from patchwork.postprocess import (
+    from patchwork.postprocessing.components import (
         Postprocessing,
         load_case,
         postprocess,

@@ -158,7 +158,7 @@ class SplitSettings(Section):
 
 @dataclass(frozen=True)
 class EnsembleSettings(Section):
-    """How the models' probabilities are combined (see :mod:`patchwork.ensemble`).
+    """How the models' probabilities are combined (see :mod:`patchwork.ensembling.combine`).
 
     ``weights`` and ``model_thresholds`` are keyed by model name; a model missing from ``weights`` weighs
     1, one missing from ``model_thresholds`` (set by the command line from each model's ``threshold``)
@@ -188,8 +188,8 @@ class EnsembleSettings(Section):
 class PostprocessingSettings(Section):
     """Each model's post-processing, chosen on its out-of-fold predictions.
 
-    Threshold, smallest kept component volume and peak (:mod:`patchwork.postprocess`); the post-processed
-    masks are evaluated as ``{model}_pp``.
+    Threshold, smallest kept component volume and peak (:mod:`patchwork.postprocessing.components`); the
+    post-processed masks are evaluated as ``{model}_pp``.
     """
 
     what: ClassVar[str] = "postprocessing"

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from patchwork.config import EnsembleSettings
-from patchwork.ensemble_tuning import Case, load_case, read_tuned, tune_ensemble, weight_grid
+from patchwork.ensembling.tuning import Case, load_case, read_tuned, tune_ensemble, weight_grid
 from patchwork.errors import PatchworkError
 from patchwork.io import save_image, write_json
 
@@ -80,7 +80,7 @@ def test_no_cases_is_an_error() -> None:
 
 
 def test_threshold_counts_and_bound_match_thresholding_each_time() -> None:
-    from patchwork.ensemble_tuning import THRESHOLDS, dice_bound_per_threshold, threshold_counts
+    from patchwork.ensembling.tuning import THRESHOLDS, dice_bound_per_threshold, threshold_counts
 
     rng = np.random.default_rng(1)
     prob = rng.uniform(0, 1, (12, 13, 14))
@@ -97,7 +97,7 @@ def test_threshold_counts_and_bound_match_thresholding_each_time() -> None:
 
 def _exhaustive(cases: list[Case]) -> tuple[tuple[float, ...], float, int, float]:
     """The best (weights, threshold, min size, mean Dice) of the whole grid, every pair labelled."""
-    from patchwork.ensemble_tuning import MIN_SIZES, THRESHOLDS, _dice_per_min_size, _fused
+    from patchwork.ensembling.tuning import MIN_SIZES, THRESHOLDS, _dice_per_min_size, _fused
 
     best = ((), 0.0, 0, -1.0)
     for weights in weight_grid(cases[0].probs.shape[0]):

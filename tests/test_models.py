@@ -6,7 +6,7 @@ import pytest
 
 from patchwork.errors import PatchworkError
 from patchwork.models import DEFAULT_THRESHOLD, MODEL_TYPES, ModelSpec, parse_spec
-from patchwork.unet.params import UNetApply, UNetParams
+from patchwork.models.unet.settings import UNetApply, UNetParams
 
 
 def test_every_registry_row_resolves_its_settings_and_functions() -> None:
@@ -19,7 +19,7 @@ def test_every_registry_row_resolves_its_settings_and_functions() -> None:
 
 
 def test_unet_train_and_predict_are_the_registry_functions() -> None:
-    from patchwork.unet import predict_unet, train_unet
+    from patchwork.models.unet import predict_unet, train_unet
 
     assert MODEL_TYPES["unet"].train_function is train_unet
     assert MODEL_TYPES["unet"].predict_function is predict_unet

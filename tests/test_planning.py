@@ -106,8 +106,8 @@ def test_two_dimensional_cohort(cohort: dict[str, Any]) -> None:
 
 
 def test_merge_plans_config_wins() -> None:
-    from patchwork.dnp.settings import DNPParams
-    from patchwork.unet.params import UNetParams
+    from patchwork.models.dnp.settings import DNPParams
+    from patchwork.models.unet.settings import UNetParams
 
     plans = plan(BRAIN, CPU_SMALL)
     before = json.dumps(plans)
@@ -140,7 +140,7 @@ STEP = textwrap.dedent(
     import torch
     import torch.nn.functional as F
     from patchwork.networks import UNet3D, init_weights
-    from patchwork.unet.params import UNetParams
+    from patchwork.models.unet.settings import UNetParams
 
     torch.set_num_threads(1)
     p = UNetParams.from_dict(json.loads(sys.argv[1]))

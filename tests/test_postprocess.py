@@ -10,7 +10,7 @@ import pytest
 from patchwork.cli import main
 from patchwork.errors import PatchworkError
 from patchwork.io import read_image, save_image, write_json
-from patchwork.postprocess import (
+from patchwork.postprocessing.components import (
     Case,
     ComponentTable,
     Postprocessing,
@@ -116,7 +116,7 @@ def test_postprocess_command_writes_a_mask_in_the_grid_of_the_probability(tmp_pa
 def test_component_peaks_equal_scipy_maximum() -> None:
     from scipy import ndimage
 
-    from patchwork.postprocess import component_peaks, label_components
+    from patchwork.postprocessing.components import component_peaks, label_components
 
     rng = np.random.default_rng(3)
     prob = rng.uniform(0, 1, (15, 16, 17))

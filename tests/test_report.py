@@ -1,4 +1,4 @@
-"""Tests of patchwork.report: self-contained HTML pages whose images and links all resolve."""
+"""Tests of patchwork.evaluation.report: self-contained HTML pages whose images and links all resolve."""
 
 from __future__ import annotations
 
@@ -12,9 +12,8 @@ import pytest
 
 from patchwork.cli import main
 from patchwork.errors import PatchworkError
-from patchwork.io import save_image, write_json
-from patchwork.metrics import EMPTY_MASK_CONVENTION, evaluate_subject, summarise
-from patchwork.report import (
+from patchwork.evaluation.metrics import EMPTY_MASK_CONVENTION, evaluate_subject, summarise
+from patchwork.evaluation.report import (
     PNG_SIGNATURE,
     cohort_report,
     convergence_rows,
@@ -22,6 +21,7 @@ from patchwork.report import (
     subject_report,
     unresolved_links,
 )
+from patchwork.io import save_image, write_json
 
 SHAPE = (24, 28, 20)
 
@@ -259,7 +259,7 @@ def test_command_line_writes_pages_whose_links_resolve(tmp_path):
 
 
 def test_plans_show_each_planned_key_with_its_source() -> None:
-    from patchwork.report import plan_rows
+    from patchwork.evaluation.report import plan_rows
 
     plans = {
         "models": {

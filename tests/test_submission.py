@@ -25,7 +25,7 @@ from patchwork.entry import layout
 from patchwork.entry.package import sha256, write_manifest
 from patchwork.errors import PatchworkError
 from patchwork.io import read_image, read_json, save_image, write_json
-from patchwork.postprocess import Postprocessing, postprocess_file
+from patchwork.postprocessing.components import Postprocessing, postprocess_file
 from patchwork.stages import data, ensemble, entry, models
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,16 +12,16 @@ import torch
 from patchwork.config import PreprocessSettings
 from patchwork.data.cohort import Subject
 from patchwork.data.preprocess import load_preprocessed, preprocess_subject
-from patchwork.dnp.balance import ForegroundSites, label_weights
-from patchwork.dnp.settings import Balance, DNPParams
-from patchwork.dnp.train import Drawer, check_cases, train_dnp
-from patchwork.dnp.volume import label_positions, position_sites
 from patchwork.io import save_image
+from patchwork.models.dnp.balance import ForegroundSites, label_weights
+from patchwork.models.dnp.settings import Balance, DNPParams
+from patchwork.models.dnp.train import Drawer, check_cases, train_dnp
+from patchwork.models.dnp.volume import label_positions, position_sites
+from patchwork.models.unet import UNetParams, train_unet
+from patchwork.models.unet import sampler as sampler_module
+from patchwork.models.unet.sampler import ForegroundVoxels, foreground_voxels
 from patchwork.training.cases import BoundedCache, LazyCases
 from patchwork.training.seeding import STREAM_FOREGROUND_SUBSET, numpy_rng
-from patchwork.unet import UNetParams, train_unet
-from patchwork.unet import sampler as sampler_module
-from patchwork.unet.sampler import ForegroundVoxels, foreground_voxels
 
 SIZE = 20
 
@@ -219,8 +219,8 @@ def test_position_sites_draw_what_one_hot_float64_sites_drew() -> None:
 def test_default_cases_per_iteration_uses_every_image_of_a_small_cohort() -> None:
     """The default (64) draws from every image up to 64 and is then no part of the training identity, so a
     small cohort trains as with every image (the paper's) and old models still match."""
-    from patchwork.dnp.settings import TrainParams
-    from patchwork.dnp.train import _result_params, case_subset
+    from patchwork.models.dnp.settings import TrainParams
+    from patchwork.models.dnp.train import _result_params, case_subset
 
     default = TrainParams().cases_per_iteration
     assert default == 64

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from patchwork.errors import PatchworkError
-from patchwork.unet.params import UNetApply, UNetParams
+from patchwork.models.unet.settings import UNetApply, UNetParams
 
 
 def test_defaults_are_valid_and_round_trip():

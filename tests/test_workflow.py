@@ -19,9 +19,9 @@ import yaml
 
 from patchwork.cli import main
 from patchwork.data.cohort import read_subjects
+from patchwork.evaluation.report import unresolved_links
 from patchwork.models import parse_spec
 from patchwork.planning import planned_spec
-from patchwork.report import unresolved_links
 
 TINY_UNET = {"patch_size": [16, 16, 16], "base_features": 4, "n_stages": 3, "batch_size": 2, "iterations": 6}
 TINY_DNP = {

@@ -37,7 +37,7 @@ import numpy as np
 from patchwork.config import EnsembleSettings
 from patchwork.errors import PatchworkError
 from patchwork.io import read_image, save_image
-from patchwork.postprocess import label_components
+from patchwork.postprocessing.components import label_components
 
 # Affines of one grid written by different tools differ by float32 rounding; 1e-3 mm is far below
 # any voxel size and far above that rounding.

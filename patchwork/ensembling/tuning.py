@@ -1,7 +1,7 @@
 """Choose the ensemble's weights, threshold and minimum component size on out-of-fold predictions.
 
 A search that maximises the mean Dice over subjects of the ``mean`` ensemble
-(:func:`patchwork.ensemble.combine`): weights w in {0, 1, 2}^M (not all 0; only their ratios
+(:func:`patchwork.ensembling.combine.combine`): weights w in {0, 1, 2}^M (not all 0; only their ratios
 matter), thresholds 0.10, 0.15, ..., 0.90 and minimum component sizes ``MIN_SIZES``. Tuned on the
 same out-of-fold predictions it is then evaluated on, the tuned score is optimistic; the workflow
 reports it beside the hand-set ensemble for that reason.
@@ -16,8 +16,9 @@ at a time (memory holds one subject, whatever the cohort's size), first once, th
    voxels); its mean over subjects bounds the pair.
 2. *Rounds*: the ``ROUND`` unscored pairs of highest bound are scored exactly: the fused mask labelled once
    (26-connected) and every minimum size scored from its component sizes and their overlap with the
-   reference (:func:`patchwork.postprocess.dice_grid`). The search stops when the best score reached is
-   at least the bound of every pair left (branch and bound): the result is the whole grid's optimum.
+   reference (:func:`patchwork.postprocessing.components.dice_grid`). The search stops when the best
+   score reached is at least the bound of every pair left (branch and bound): the result is the whole
+   grid's optimum.
 
 With three models the grid has 19 weight ratios × 17 thresholds; labelling every pair took 350 s on the
 20-subject demo, the bounded search a few rounds.
@@ -35,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from patchwork.config import EnsembleSettings
-from patchwork.ensemble import check_same_grid, combine
+from patchwork.ensembling.combine import check_same_grid, combine
 from patchwork.errors import PatchworkError
 from patchwork.io import read_image
-from patchwork.postprocess import ComponentTable, crop_to_support, dice_grid
+from patchwork.postprocessing.components import ComponentTable, crop_to_support, dice_grid
 from patchwork.settings import read_tuned_settings
 
 WEIGHT_LEVELS = (0.0, 1.0, 2.0)

@@ -9,7 +9,7 @@ workflow's byte for byte (on the same device):
    settings and seed, its probability mapped back to the original grid
    (:func:`patchwork.stages.models.to_original_probability`);
 3. the ensemble of those maps with the settings the workflow's test predictions used
-   (:func:`patchwork.ensemble.combine`).
+   (:func:`patchwork.ensembling.combine.combine`).
 
 Outputs, in each input's original grid: ``{case}.nii.gz`` (the mask, uint8), with
 ``save_probabilities`` ``{case}_prob.nii.gz`` (the ensemble's probability or vote fraction) and with
@@ -60,7 +60,7 @@ class Prediction:
 def model_mask(model: EntryModel, prob: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """A model's own mask of its probability in the original grid: its tuned post-processing when the
     entry ships one, else ``prob >= threshold``."""
-    from patchwork.postprocess import postprocess, voxel_volume
+    from patchwork.postprocessing.components import postprocess, voxel_volume
 
     if model.postprocessing is None:
         return prob >= model.threshold
@@ -73,7 +73,7 @@ def predict_case(
     """Preprocess ``case``, apply every model of ``entry`` and combine them (see the module docstring);
     ``model_masks``: also each model's own mask (:func:`model_mask`)."""
     from patchwork.data.preprocess import preprocess_image, to_original
-    from patchwork.ensemble import combine
+    from patchwork.ensembling.combine import combine
     from patchwork.models import model_type
     from patchwork.stages.models import to_original_probability
 

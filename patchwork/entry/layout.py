@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from patchwork.config import EnsembleSettings, IngestSettings, PreprocessSettings
-from patchwork.ensemble_tuning import read_tuned
+from patchwork.ensembling.tuning import read_tuned
 from patchwork.errors import PatchworkError
 from patchwork.io import read_json
 from patchwork.models import Settings, model_type
-from patchwork.postprocess import Postprocessing
+from patchwork.postprocessing.components import Postprocessing
 
 ENTRY_FORMAT = 1
 ENTRY_JSON = "entry.json"

@@ -23,7 +23,7 @@ from patchwork.data.cohort import read_subjects
 from patchwork.entry import layout
 from patchwork.errors import PatchworkError
 from patchwork.io import atomic_path, is_partial, read_json, write_json, write_text
-from patchwork.postprocess import Postprocessing, read_postprocessing
+from patchwork.postprocessing.components import Postprocessing, read_postprocessing
 
 REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -171,7 +171,7 @@ def package_entry(
     copy_file(Path(license_file), out_dir / layout.LICENSE)
     if tuned is not None:
         copy_file(Path(tuned), out_dir / layout.TUNED_JSON)
-    from patchwork.ensemble_tuning import read_tuned
+    from patchwork.ensembling.tuning import read_tuned
 
     used = read_tuned(Path(tuned)) if tuned is not None else ensemble
     write_json(out_dir / layout.ENSEMBLE_JSON, {"tuned": tuned is not None, "settings": used.to_dict()})

@@ -1,7 +1,7 @@
 """Lesion-wise scores: the 26-connected components of a prediction matched to those of a reference.
 
 Let R_1..R_m be the components of the reference and P_1..P_n those of the prediction (full
-connectivity, as :func:`patchwork.ensemble.label_components`). A component *is detected* (or
+connectivity, as :func:`patchwork.ensembling.combine.label_components`). A component *is detected* (or
 *matches*) when it shares at least one voxel with the other mask:
 
 * recall = |{i : R_i ∩ P ≠ ∅}| / m (reference lesions found),
@@ -14,7 +14,7 @@ connectivity, as :func:`patchwork.ensemble.label_components`). A component *is d
   with Table 1 of the ATLAS R2.0 ensemble paper, where the U-Net with the most false-positive blobs
   has the highest per-blob Dice.
 
-Empty masks follow :mod:`patchwork.metrics`: both empty, every score is 1; exactly one empty,
+Empty masks follow :mod:`patchwork.evaluation.metrics`: both empty, every score is 1; exactly one empty,
 every score is 0.
 
 The overlaps are counted once, sparsely: one ``np.unique`` over the pairs (reference label,
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from patchwork.ensemble import label_components
+from patchwork.ensembling.combine import label_components
 
 
 @dataclass(frozen=True)

@@ -5,10 +5,10 @@ gives, under the names of :data:`METRICS`:
 
 * ``dice`` = 2 |P ∩ R| / (|P| + |R|);
 * ``per_blob_dice``, ``lesion_precision``, ``lesion_recall``, ``lesion_f1``: lesion-wise scores
-  of the 26-connected components, see :mod:`patchwork.lesions`;
+  of the 26-connected components, see :mod:`patchwork.evaluation.lesions`;
 * ``surface_dice`` (normalised surface Dice at a tolerance in mm), ``hausdorff`` (maximum),
   ``hd95`` and ``assd`` (average symmetric surface distance): surface distances in mm, see
-  :mod:`patchwork.surface` (MONAI's conventions);
+  :mod:`patchwork.evaluation.surface` (MONAI's conventions);
 * ``volume_pred_ml``, ``volume_ref_ml``: voxel count times the voxel volume (product of the
   spacings, the column lengths of the affine), and ``volume_diff_ml`` = |V_P - V_R|;
 * ``lesion_count_pred``, ``lesion_count_ref``: numbers of 26-connected components, and
@@ -40,11 +40,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from patchwork.ensemble import check_same_grid
+from patchwork.ensembling.combine import check_same_grid
 from patchwork.errors import PatchworkError
+from patchwork.evaluation.lesions import LesionMatch
+from patchwork.evaluation.surface import SurfaceDistances, bounding_box
 from patchwork.io import read_image
-from patchwork.lesions import LesionMatch
-from patchwork.surface import SurfaceDistances, bounding_box
 
 COLUMNS = ("subject", "model", "label", "metric", "value")
 OVERLAP_METRICS = ("dice", "per_blob_dice", "surface_dice", "lesion_precision", "lesion_recall", "lesion_f1")

@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from patchwork.metrics import METRIC_TITLES
+from patchwork.evaluation.metrics import METRIC_TITLES
 
 REFERENCE_COLOUR = "#ffe119"
 PREDICTION_COLOUR = "#ff3030"
@@ -121,7 +121,7 @@ def overlay_figure(
 def metric_figure(metrics: pd.DataFrame, metric_names: Sequence[str], columns: int = 4) -> Figure | None:
     """Box plots with jittered points of each metric's per-subject values, one panel per metric.
 
-    ``metrics`` is the long table of :func:`patchwork.metrics.evaluate_subject`; panels follow
+    ``metrics`` is the long table of :func:`patchwork.evaluation.metrics.evaluate_subject`; panels follow
     ``metric_names`` (metrics without rows are left out), models keep their order of first
     appearance. NaNs (undefined values) are not drawn. None when no metric has rows.
     """

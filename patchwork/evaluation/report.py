@@ -1,7 +1,7 @@
 """Self-contained HTML reports: one page per subject and one cohort page.
 
 A subject page (:func:`subject_report`) holds, per label, a table of every metric of
-:func:`patchwork.metrics.evaluate_subject` (one column per model) and one PNG: for each model,
+:func:`patchwork.evaluation.metrics.evaluate_subject` (one column per model) and one PNG: for each model,
 axial, coronal and sagittal slices through the centre of mass of the largest reference lesion (of
 the image intensities when the reference is empty or missing) with the reference contour in
 yellow and the model's in red, then the uncertainty map of each model that wrote one. Volumes are
@@ -12,11 +12,11 @@ The cohort page (:func:`cohort_report`) shows the mean ± sd of the ATLAS R2.0 p
 metrics per model, the subjects worst first (by the ensemble's Dice, or the mean Dice of the
 models without an ensemble) with links to their pages, box and strip plots of every metric, the
 learning curves of every ``train_log.tsv`` with each fold's final validation Dice and their spread (does the
-training converge on every fold?), and the full :func:`patchwork.metrics.summarise` table.
+training converge on every fold?), and the full :func:`patchwork.evaluation.metrics.summarise` table.
 
 Images are embedded as base64 ``data:`` URIs, so each page is a single file; links are relative.
 Both pages state the empty-mask convention and the surface Dice tolerance. Templates live in
-``patchwork/templates`` (jinja2, autoescaped). :func:`unresolved_links` checks a written page.
+``patchwork/evaluation/templates`` (jinja2, autoescaped). :func:`unresolved_links` checks a written page.
 """
 
 from __future__ import annotations
@@ -35,10 +35,9 @@ import pandas as pd
 from scipy import ndimage
 
 from patchwork import __version__
-from patchwork.ensemble import check_same_grid, label_components
+from patchwork.ensembling.combine import check_same_grid, label_components
 from patchwork.errors import PatchworkError
-from patchwork.io import atomic_path, load_nifti, read_table, write_text
-from patchwork.metrics import (
+from patchwork.evaluation.metrics import (
     DEFAULT_TOLERANCE_MM,
     EMPTY_MASK_CONVENTION,
     METRIC_TITLES,
@@ -46,12 +45,13 @@ from patchwork.metrics import (
     SUMMARY_COLUMNS,
     TABLE1,
 )
-from patchwork.plots import learning_curve_figure, metric_figure, overlay_figure, png_bytes
+from patchwork.evaluation.plots import learning_curve_figure, metric_figure, overlay_figure, png_bytes
+from patchwork.io import atomic_path, load_nifti, read_table, write_text
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 _ENV = jinja2.Environment(
-    loader=jinja2.PackageLoader("patchwork", "templates"),
+    loader=jinja2.PackageLoader("patchwork.evaluation", "templates"),
     autoescape=jinja2.select_autoescape(["html"]),
     undefined=jinja2.StrictUndefined,
 )
@@ -147,7 +147,7 @@ def subject_report(
         image: the image the contours are drawn on.
         reference: reference label map, or None.
         segmentations: model name → label map; foreground is every non-zero voxel.
-        metrics: long table of :func:`patchwork.metrics.evaluate_subject`.
+        metrics: long table of :func:`patchwork.evaluation.metrics.evaluate_subject`.
         out_html: page to write (atomically).
         uncertainty: model name → per-voxel spread of its outputs, drawn as heat maps.
         tolerance_mm: the surface Dice tolerance, for the table heading.
@@ -309,7 +309,7 @@ def cohort_report(
 
     Args:
         metrics: the cohort's long metric table (``subject, model, label, metric, value``).
-        summary: :func:`~patchwork.metrics.summarise` of ``metrics``.
+        summary: :func:`~patchwork.evaluation.metrics.summarise` of ``metrics``.
         out_html: page to write (atomically).
         subject_reports: subject → URL of its page, relative to ``out_html``.
         train_logs: model → fold → training log (:func:`read_train_logs`).

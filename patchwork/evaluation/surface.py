@@ -20,7 +20,7 @@ number of surface voxels (S log S) rather than the volume between the masks. (A 
 transform of the bounding box, as MONAI and ``surface-distance`` compute, costs the whole box when a false
 positive lies far from the lesion.) The surfaces themselves are found in the bounding box of P ∪ R:
 outside it both masks are empty, so the box's border is treated like the image's. Nothing is resampled.
-Both masks must be non-empty; :mod:`patchwork.metrics` handles empty ones.
+Both masks must be non-empty; :mod:`patchwork.evaluation.metrics` handles empty ones.
 
 Example::
 

@@ -92,19 +92,19 @@ class ModelType:
 
 MODEL_TYPES: dict[str, ModelType] = {
     "unet": ModelType(
-        params="patchwork.unet.params:UNetParams",
-        apply="patchwork.unet.params:UNetApply",
-        train="patchwork.unet.train:train_unet",
-        predict="patchwork.unet.inference:predict_unet",
+        params="patchwork.models.unet.settings:UNetParams",
+        apply="patchwork.models.unet.settings:UNetApply",
+        train="patchwork.models.unet.train:train_unet",
+        predict="patchwork.models.unet.predict:predict_unet",
         outputs=("prob", "seg"),
     ),
     "dnp": ModelType(
-        params="patchwork.dnp.settings:DNPParams",
-        apply="patchwork.dnp.settings:ApplyConfig",
-        train="patchwork.dnp.train:train_dnp",
-        predict="patchwork.dnp.predict:predict_dnp",
+        params="patchwork.models.dnp.settings:DNPParams",
+        apply="patchwork.models.dnp.settings:ApplyConfig",
+        train="patchwork.models.dnp.train:train_dnp",
+        predict="patchwork.models.dnp.predict:predict_dnp",
         outputs=("prob", "seg", "std"),
-        check="patchwork.dnp.settings:check_spec",
+        check="patchwork.models.dnp.settings:check_spec",
     ),
 }
 

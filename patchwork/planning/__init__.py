@@ -5,7 +5,8 @@ cohort (``fingerprint.json``, written by ingest) and the memory at hand. :func:`
 ``results/plans.json`` holds; :func:`merge_plans` lays a model spec's ``params`` over its type's plan, so
 values written in the config win and everything left out comes from the plan. The rules are nnU-Net's,
 written out in :mod:`~patchwork.planning.spacing` (target spacing, anisotropic cohorts),
-:mod:`~patchwork.planning.unet` (patch, stages, batch) and :mod:`~patchwork.planning.dnp` (the DNP scheme);
+:mod:`~patchwork.models.unet.plan` (patch, stages, batch) and :mod:`~patchwork.models.dnp.plan` (the DNP
+scheme);
 :mod:`~patchwork.planning.memory` estimates the memory of a training step by a closed formula. All of it
 is plain arithmetic: no torch.
 
@@ -27,10 +28,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from patchwork.errors import PatchworkError
-from patchwork.planning.dnp import plan_dnp
+from patchwork.models.dnp.plan import plan_dnp
+from patchwork.models.unet.plan import plan_unet
 from patchwork.planning.memory import usable_bytes
 from patchwork.planning.spacing import Cohort, resampled_median_shape, target_spacing
-from patchwork.planning.unet import plan_unet
 
 __all__ = ["PLANS_VERSION", "merge_plans", "plan", "planned_spec"]
 
@@ -50,7 +51,8 @@ def plan(
     then replaces nnU-Net's rule. Returns ``target_spacing`` and the resampled ``median_shape`` (every
     image axis), ``ndim`` and ``axes`` (the image axes the model plans cover: all, or the two of a 2-D
     cohort), and ``models``: per type ``{"params": ..., "derived": ...}``, ``params`` in the keys of the
-    type's settings (:class:`~patchwork.unet.params.UNetParams`, :class:`~patchwork.dnp.settings.DNPParams`),
+    type's settings (:class:`~patchwork.models.unet.settings.UNetParams`,
+    :class:`~patchwork.models.dnp.settings.DNPParams`),
     ``derived`` what the plan computed on the way (pooling, voxel sizes per level, and ``memory_gb``: the
     estimated memory of a training step's tensors, which the budget less its reserve bounds).
     """

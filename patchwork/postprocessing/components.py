@@ -172,7 +172,7 @@ def crop_to_support(
 
 def load_case(prob_path: Path, reference_path: Path) -> Case:
     """Read one subject's probability map and reference (same grid, else an error naming the file)."""
-    from patchwork.ensemble import check_same_grid
+    from patchwork.ensembling.combine import check_same_grid
 
     reference, ref_affine = read_image(reference_path)
     prob, affine = read_image(prob_path)

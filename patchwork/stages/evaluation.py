@@ -28,8 +28,8 @@ def evaluate(
 ) -> None:
     """Score every segmentation (model name -> NIfTI) of one subject against its reference, for every
     foreground label of the fingerprint; write the metrics table and the subject's HTML report."""
-    from patchwork.metrics import evaluate_subject
-    from patchwork.report import subject_report
+    from patchwork.evaluation.metrics import evaluate_subject
+    from patchwork.evaluation.report import subject_report
 
     labels = {k: v for k, v in read_json(fingerprint_json)["labels"].items() if v != 0}
     tolerance = settings.surface_tolerance_mm
@@ -64,8 +64,8 @@ def evaluate_batch(
 
     from patchwork.data.cohort import find_subject, read_subjects
     from patchwork.errors import PatchworkError
-    from patchwork.metrics import evaluate_subject
-    from patchwork.report import subject_report
+    from patchwork.evaluation.metrics import evaluate_subject
+    from patchwork.evaluation.report import subject_report
 
     cohort = read_subjects(subjects_tsv)
     labels = {k: v for k, v in read_json(fingerprint_json)["labels"].items() if v != 0}
@@ -99,8 +99,8 @@ def summarise(metrics_tsvs: Sequence[Path], out_metrics: Path, out_summary: Path
     """Concatenate the subjects' metrics tables and write the per-model summary."""
     import pandas as pd
 
-    from patchwork.metrics import COLUMNS
-    from patchwork.metrics import summarise as summary_of
+    from patchwork.evaluation.metrics import COLUMNS
+    from patchwork.evaluation.metrics import summarise as summary_of
 
     metrics = pd.concat([read_table(p, COLUMNS) for p in metrics_tsvs], ignore_index=True)
     write_text(out_metrics, metrics.to_csv(sep="\t", index=False))
@@ -121,8 +121,8 @@ def report(
     links to the subject pages (``{subject}.html``, or folders of them: a batch's pages); ``figure_paths``
     also writes the plots as PNG; ``plans`` (plans.json) adds the plans and, from the ``spec.json`` beside
     each model's first training log, the planned settings each model trained with."""
-    from patchwork.metrics import COLUMNS, SUMMARY_COLUMNS
-    from patchwork.report import cohort_report, read_train_logs
+    from patchwork.evaluation.metrics import COLUMNS, SUMMARY_COLUMNS
+    from patchwork.evaluation.report import cohort_report, read_train_logs
 
     out = Path(out_html)
     pages = [

@@ -11,17 +11,17 @@ import torch
 from dnp_images import ball
 from torch import nn
 
-import patchwork.dnp.stitch as stitch
-from patchwork.dnp import CropGenerator
-from patchwork.dnp.apply import DNPResult, apply_dnp
-from patchwork.dnp.blocks import UNetBlocks
-from patchwork.dnp.labeltable import NIFTI_ECODE_CARET, add_label_table, read_label_table
-from patchwork.dnp.lazy import NAMED_ATTENTION, attention_function
-from patchwork.dnp.model import PatchWorkModel, build_model
-from patchwork.dnp.settings import ATTENTION_NAMES, ApplyConfig, Augment, DNPParams
-from patchwork.dnp.stitch import OutputGrid, Stitcher
+import patchwork.models.dnp.stitch as stitch
 from patchwork.errors import PatchworkError
 from patchwork.io import read_label_names, save_image
+from patchwork.models.dnp import CropGenerator
+from patchwork.models.dnp.apply import DNPResult, apply_dnp
+from patchwork.models.dnp.blocks import UNetBlocks
+from patchwork.models.dnp.labeltable import NIFTI_ECODE_CARET, add_label_table, read_label_table
+from patchwork.models.dnp.lazy import NAMED_ATTENTION, attention_function
+from patchwork.models.dnp.model import PatchWorkModel, build_model
+from patchwork.models.dnp.settings import ATTENTION_NAMES, ApplyConfig, Augment, DNPParams
+from patchwork.models.dnp.stitch import OutputGrid, Stitcher
 
 SHAPE = {2: (40, 36), 3: (24, 22, 20)}
 PLAIN = {"num_patches": 1, "augment": {}, "window": None}

@@ -10,9 +10,9 @@ import pytest
 import torch
 from dnp_images import smooth, voxel_indices
 
-from patchwork.dnp import CropGenerator, Scheme
-from patchwork.dnp.geometry import apply, patch_matrix, resize_matrix
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp import CropGenerator, Scheme
+from patchwork.models.dnp.geometry import apply, patch_matrix, resize_matrix
 
 
 def full_image_generator(shape: tuple[int, ...], **kwargs: object) -> CropGenerator:

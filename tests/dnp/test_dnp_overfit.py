@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
-from patchwork.dnp.predict import apply_to_file, predict_dnp
-from patchwork.dnp.settings import ApplyConfig, DNPParams
-from patchwork.dnp.train import train_dnp
+from patchwork.evaluation.metrics import dice
 from patchwork.io import read_image, read_label_names, save_image
-from patchwork.metrics import dice
+from patchwork.models.dnp.predict import apply_to_file, predict_dnp
+from patchwork.models.dnp.settings import ApplyConfig, DNPParams
+from patchwork.models.dnp.train import train_dnp
 
 SETUP = {  # ndim: (image shape, patch size, U-Net stages per level, outer iterations)
     2: ((64, 64), 32, 3, 10),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from patchwork.dnp.settings import (
+from patchwork.errors import PatchworkError
+from patchwork.models.dnp.settings import (
     ApplyConfig,
     Augment,
     Balance,
@@ -13,7 +14,6 @@ from patchwork.dnp.settings import (
     TrainParams,
     check_spec,
 )
-from patchwork.errors import PatchworkError
 
 
 def test_every_problem_is_one_line_naming_its_section_and_key() -> None:

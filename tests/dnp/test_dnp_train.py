@@ -9,12 +9,13 @@ import pytest
 import torch
 from dnp_images import SHAPES, ball
 
-from patchwork.dnp.hardmining import hardness, select_hard
-from patchwork.dnp.loss import level_loss, patch_losses
-from patchwork.dnp.model import build_model, check_model
-from patchwork.dnp.predict import predict_dnp
-from patchwork.dnp.settings import ApplyConfig, DNPParams
-from patchwork.dnp.train import (
+from patchwork.errors import PatchworkError
+from patchwork.models.dnp.hardmining import hardness, select_hard
+from patchwork.models.dnp.loss import level_loss, patch_losses
+from patchwork.models.dnp.model import build_model, check_model
+from patchwork.models.dnp.predict import predict_dnp
+from patchwork.models.dnp.settings import ApplyConfig, DNPParams
+from patchwork.models.dnp.train import (
     Drawer,
     TreeSet,
     check_cases,
@@ -24,7 +25,6 @@ from patchwork.dnp.train import (
     train_dnp,
     train_on_set,
 )
-from patchwork.errors import PatchworkError
 
 
 def settings(ndim: int, **train) -> DNPParams:
@@ -152,7 +152,7 @@ class Interrupted(Exception):
 
 def crash_in_outer_iteration(monkeypatch: pytest.MonkeyPatch, k: int) -> None:
     """Make the next DNP training raise :class:`Interrupted` as it starts outer iteration ``k`` (from 1)."""
-    import patchwork.dnp.train as module
+    import patchwork.models.dnp.train as module
 
     real, calls = module.train_on_set, []
 

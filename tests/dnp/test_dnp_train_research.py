@@ -11,14 +11,14 @@ import torch
 from dnp_blocks import ConvBlock, Scale, conv_block
 from test_dnp_train import Interrupted, cases, crash_in_outer_iteration, settings
 
-from patchwork.dnp.apply import apply_dnp
-from patchwork.dnp.crop import CropGenerator
-from patchwork.dnp.loss import level_loss
-from patchwork.dnp.model import check_model
-from patchwork.dnp.settings import CallableRef, DNPParams, ModelParams
-from patchwork.dnp.train import Drawer, check_cases, label_targets, load_dnp, train_dnp
 from patchwork.errors import PatchworkError
-from patchwork.metrics import dice
+from patchwork.evaluation.metrics import dice
+from patchwork.models.dnp.apply import apply_dnp
+from patchwork.models.dnp.crop import CropGenerator
+from patchwork.models.dnp.loss import level_loss
+from patchwork.models.dnp.model import check_model
+from patchwork.models.dnp.settings import CallableRef, DNPParams, ModelParams
+from patchwork.models.dnp.train import Drawer, check_cases, label_targets, load_dnp, train_dnp
 from patchwork.training.seeding import STREAM_PATCHES, torch_generator
 
 

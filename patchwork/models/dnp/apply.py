@@ -2,11 +2,11 @@
 
 Coarse to fine, each level's patches are placed from what the level above found, the network runs on them,
 ``X_n = B_n([I_n, C_n])``, and the foreground probabilities of the scattered level(s) are stitched into
-the output grid (:mod:`~patchwork.dnp.stitch`):
+the output grid (:mod:`~.stitch`):
 
 * level 0: ``num_patches`` roots, uniform in the image (``generate_type`` 'random') or ``num_patches``
   tilings of the image ('tree'; the first exact, so the image is covered, the others jittered);
-* ``lazyEval`` (:mod:`~patchwork.dnp.lazy`): only the most promising patches of a level get children;
+* ``lazyEval`` (:mod:`~.lazy`): only the most promising patches of a level get children;
 * children: 'tree' tiles every kept parent; 'random' draws ``branch_factor`` children per kept parent
   *where the parent's output points* -- a child centre at parent output voxel ``v`` (inside the image)
   with probability ``(p(v) + explore) / sum_v' (p(v') + explore)``, ``p`` the parent's largest foreground
@@ -25,7 +25,7 @@ the output grid (:mod:`~patchwork.dnp.stitch`):
   scales the mean by ``n / sqrt(n^2 + 3 alpha)``;
 * ``scale_to_original``: stitch into the image's grid (voxels ``sampling_factor`` times smaller along each
   axis); otherwise into an axis-aligned grid of the finest voxel size divided by ``sampling_factor``;
-* ``out_typ`` (:mod:`~patchwork.dnp.outtype`) encodes the result, ``ce_threshold`` is the softmax
+* ``out_typ`` (:mod:`~.outtype`) encodes the result, ``ce_threshold`` is the softmax
   models' default threshold.
 
 The per-voxel standard deviation of the overlapping outputs is the uncertainty. ``coverage`` is the
@@ -50,16 +50,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from patchwork.dnp.crop import Children, CropGenerator, Parents, as_generator
-from patchwork.dnp.geometry import patch_coordinates
-from patchwork.dnp.grid import ImageGrid
-from patchwork.dnp.lazy import attention_function, keep, scores
-from patchwork.dnp.model import PatchWorkModel
-from patchwork.dnp.outtype import encode
-from patchwork.dnp.placement import driven
-from patchwork.dnp.settings import ApplyConfig, Augment, LazyEval
-from patchwork.dnp.stitch import OutputGrid, Stitcher
-from patchwork.dnp.volume import ImageLike, Volume
+from patchwork.models.dnp.crop import Children, CropGenerator, Parents, as_generator
+from patchwork.models.dnp.geometry import patch_coordinates
+from patchwork.models.dnp.grid import ImageGrid
+from patchwork.models.dnp.lazy import attention_function, keep, scores
+from patchwork.models.dnp.model import PatchWorkModel
+from patchwork.models.dnp.outtype import encode
+from patchwork.models.dnp.placement import driven
+from patchwork.models.dnp.settings import ApplyConfig, Augment, LazyEval
+from patchwork.models.dnp.stitch import OutputGrid, Stitcher
+from patchwork.models.dnp.volume import ImageLike, Volume
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def apply_dnp(
 ) -> DNPResult:
     """Apply ``model`` to ``image`` (``[C, *spatial]`` with ``affine``, or a nibabel image).
 
-    ``config`` (an :class:`~patchwork.dnp.settings.ApplyConfig` or its plain mapping; ``None``: the defaults)
+    ``config`` (an :class:`~.settings.ApplyConfig` or its plain mapping; ``None``: the defaults)
     and the keyword ``settings`` (the paper's names, which win); ``generator`` (a ``torch.Generator`` or a
     seed) makes every random choice; ``device`` defaults to the model's.
     """

@@ -22,7 +22,7 @@ size.
 * ``dscale``: per axis ratio ``a_k >= 0``; ``D_kk = (1 + a_k)^e_k``, ``e_k ~ N(0, 1)``, a log-normal factor
   whose one-sigma draw scales the field of view by ``1 + a_k``.
 
-The widths are an :class:`~patchwork.dnp.settings.Augment`.
+The widths are an :class:`~.settings.Augment`.
 
 Example::
 
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 
 import torch
 
-from patchwork.dnp.settings import Augment
+from patchwork.models.dnp.settings import Augment
 
 Tensor = torch.Tensor
 

@@ -3,14 +3,14 @@
 Each tree of patches is a *foreground tree* with probability ``ratio``. A foreground tree picks one
 labelled voxel ``x*`` with probability ``P(i) ∝ sum_l w_l y_l(i)`` (``y_l(i)`` the value of label ``l`` at
 voxel ``i``), and every level of the tree then places its patch so that ``x*`` lies inside it (see
-:func:`patchwork.dnp.placement.around_targets`); so about ``ratio`` of the finest patches contain
+:func:`~.placement.around_targets`); so about ``ratio`` of the finest patches contain
 foreground, whatever the size of the labelled region. The other trees are placed uniformly.
 
 Label weights: ``w_l = label_weight_l`` (default 1); with ``autoweight`` they are divided by the label's
 volume ``V_l = sum_i y_l(i)``, so every present label gets the same share of foreground trees — rare labels
 (a small lesion next to a large organ) are weighted up.
 
-The settings are a :class:`~patchwork.dnp.settings.Balance`.
+The settings are a :class:`~.settings.Balance`.
 
 Example::
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import torch
 
-from patchwork.dnp.settings import Balance
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp.settings import Balance
 
 Tensor = torch.Tensor
 

@@ -7,7 +7,7 @@ default, :class:`UNetBlocks`, gives every level a small U-Net (the baseline's
 ``min(features * 2**s, max_features)`` features at stage ``s``, so the patch size must be divisible by
 ``2**(stages - 1)``. The authors' ATLAS model uses one such U-Net per level as well (ATLAS2_RECIPE.md).
 A researcher's own ``blockCreator`` is given to the settings by name
-(:attr:`patchwork.dnp.settings.ModelParams.blockCreator`), so a trained model file rebuilds it on loading.
+(:attr:`~.settings.ModelParams.blockCreator`), so a trained model file rebuilds it on loading.
 
 Example::
 

@@ -1,10 +1,10 @@
 """CropGenerator: draws nested patch sets from images and scatters patches back (the paper's cropping class).
 
 A draw walks the levels coarse to fine. Level ``n`` places its children in their parents (the image for
-level 0) by :mod:`~patchwork.dnp.placement`, gives them the linear part ``L_aug diag(h_n)``
-(:mod:`~patchwork.dnp.augment`, :mod:`~patchwork.dnp.scheme`), snaps them into the parent
-(:func:`~patchwork.dnp.geometry.place`) and crops data and labels in one batched gather per level
-(:mod:`~patchwork.dnp.resample`) from the image filtered for that level (:mod:`~patchwork.dnp.smoothing`).
+level 0) by :mod:`~.placement`, gives them the linear part ``L_aug diag(h_n)``
+(:mod:`~.augment`, :mod:`~.scheme`), snaps them into the parent
+(:func:`~.geometry.place`) and crops data and labels in one batched gather per level
+(:mod:`~.resample`) from the image filtered for that level (:mod:`~.smoothing`).
 
 Example::
 
@@ -24,16 +24,17 @@ from dataclasses import dataclass
 
 import torch
 
-from patchwork.dnp.augment import draw
-from patchwork.dnp.balance import ForegroundSites, label_weights
-from patchwork.dnp.geometry import apply, invert, place, resize_matrix
-from patchwork.dnp.grid import ImageGrid
-from patchwork.dnp.normalize import normalize_image, normalize_patches, patch_statistics
-from patchwork.dnp.patchset import Level, PatchSet
-from patchwork.dnp.placement import around_targets, tiling, uniform
-from patchwork.dnp.resample import PointSampler, pad_source, scatter
-from patchwork.dnp.scheme import voxel_sizes
-from patchwork.dnp.settings import (
+from patchwork.errors import PatchworkError
+from patchwork.models.dnp.augment import draw
+from patchwork.models.dnp.balance import ForegroundSites, label_weights
+from patchwork.models.dnp.geometry import apply, invert, place, resize_matrix
+from patchwork.models.dnp.grid import ImageGrid
+from patchwork.models.dnp.normalize import normalize_image, normalize_patches, patch_statistics
+from patchwork.models.dnp.patchset import Level, PatchSet
+from patchwork.models.dnp.placement import around_targets, tiling, uniform
+from patchwork.models.dnp.resample import PointSampler, pad_source, scatter
+from patchwork.models.dnp.scheme import voxel_sizes
+from patchwork.models.dnp.settings import (
     INTERPS,
     WINDOWS,
     Augment,
@@ -45,8 +46,8 @@ from patchwork.dnp.settings import (
     check_sampling,
     nested,
 )
-from patchwork.dnp.smoothing import antialias, antialias_labels
-from patchwork.dnp.volume import (
+from patchwork.models.dnp.smoothing import antialias, antialias_labels
+from patchwork.models.dnp.volume import (
     ImageLike,
     LabelSource,
     LevelSource,
@@ -58,7 +59,6 @@ from patchwork.dnp.volume import (
     position_sites,
     undersampling,
 )
-from patchwork.errors import PatchworkError
 
 Tensor = torch.Tensor
 AugmentLike = Augment | Mapping[str, object] | None
@@ -69,7 +69,7 @@ class Parents:
     """Patches that receive children at the next level: system ``matrices`` [P, d+1, d+1] of ``shape``,
     the unaugmented linear part ``nominal`` [d, d] they were built from (it fixes the tiling), the
     augmentation ``augment`` [P, d, d] their children inherit and whether each belongs to a ``jittered``
-    [P] tree copy (see :mod:`~patchwork.dnp.placement`)."""
+    [P] tree copy (see :mod:`~.placement`)."""
 
     matrices: Tensor
     shape: tuple[int, ...]
@@ -99,7 +99,7 @@ class Steering:
 @dataclass(frozen=True)
 class Children:
     """Patches placed by :meth:`CropGenerator.children`: ``matrices``, ``out_matrices`` and ``relative``
-    as in :class:`~patchwork.dnp.patchset.Level`, the index ``parent`` [N] into the parents, the drawn
+    as in :class:`~.patchset.Level`, the index ``parent`` [N] into the parents, the drawn
     augmentation ``augment`` [N, d, d], ``jittered`` [N], the level's patch ``shape`` and ``nominal``
     linear part."""
 
@@ -152,7 +152,7 @@ def as_generator(generator: torch.Generator | int | None) -> torch.Generator:
 class CropGenerator:
     """Crops nested DNP patch sets (see the module docstring); keywords are the paper's.
 
-    Its settings are a :class:`~patchwork.dnp.settings.CropConfig` (``self.config``): ``scheme``,
+    Its settings are a :class:`~.settings.CropConfig` (``self.config``): ``scheme``,
     ``snapper`` one flag per level (default: all snapped), ``categorial_label`` the label values to learn
     from one label map (else label channels are given), ``categorical`` returns class-index label patches
     (mutually exclusive labels).
@@ -160,7 +160,7 @@ class CropGenerator:
 
     def __init__(self, config: CropConfig | None = None, /, **settings: object) -> None:
         """Crop by ``config``, or by the paper's keywords ``settings`` (``depth``, ``ndim``, ``scheme`` as a
-        dictionary, ... as in :class:`~patchwork.dnp.settings.CropConfig`), not both."""
+        dictionary, ... as in :class:`~.settings.CropConfig`), not both."""
         if config is not None and settings:
             raise PatchworkError("CropGenerator takes a CropConfig or its keywords, not both")
         self.config: CropConfig = config if config is not None else nested(CropConfig, settings, "crop")  # type: ignore[assignment]
@@ -279,13 +279,13 @@ class CropGenerator:
 
         ``'random'``: ``num_patches`` patches at level 0, ``branch_factor`` children per parent below.
         ``'tree'``: ``num_patches`` tilings (every parent tiled by its children, see
-        :mod:`~patchwork.dnp.placement`; the first exact, the others jittered); the branching follows from
+        :mod:`~.placement`; the first exact, the others jittered); the branching follows from
         the scheme, so ``branch_factor`` must stay 1 and ``balance`` is not used. ``augment`` (an
-        :class:`~patchwork.dnp.settings.Augment` or its dictionary) is one setting or one per level; with
+        :class:`~.settings.Augment` or its dictionary) is one setting or one per level; with
         ``independent_augmentation`` every level draws its own transformation, otherwise a tree shares
         level 0's (so settings that differ per level need it). ``balance`` (a
-        :class:`~patchwork.dnp.settings.Balance` or its dictionary) places foreground trees
-        (:mod:`~patchwork.dnp.balance`); settings objects are used as they are. All random draws
+        :class:`~.settings.Balance` or its dictionary) places foreground trees
+        (:mod:`~.balance`); settings objects are used as they are. All random draws
         come from ``generator`` (a ``torch.Generator`` or a seed), so a seed reproduces the patch set.
         """
         volume = image if isinstance(image, Volume) else self.prepare(image, labels, affine)
@@ -361,7 +361,7 @@ class CropGenerator:
         The one step shared by training draws (:meth:`sample`) and application. ``'random'``: ``per_parent``
         children per parent at ``positions`` (relative centres ``[P * per_parent, d]``, default uniform
         draws), steered towards target points by ``steering`` and snapped into the parent (``snapper``).
-        ``'tree'``: ``per_parent`` copies of the parent's tiling (:func:`~patchwork.dnp.placement.tiling`),
+        ``'tree'``: ``per_parent`` copies of the parent's tiling (:func:`~.placement.tiling`),
         every copy but the first of level 0 jittered (and snapped, so that a child sees its parent's output
         everywhere, as in training), and every copy below a jittered parent. The linear
         part is ``L_aug diag(h_n)`` with ``L_aug`` drawn from ``augment`` at level 0 or with
@@ -432,7 +432,7 @@ class CropGenerator:
     ) -> tuple[Tensor, Tensor]:
         """Scatter patches ``values`` [N, C, *s] placed by system ``matrices`` into ``grid``.
 
-        Returns ``(sum [C, *grid.shape], weight [*grid.shape])`` (see :func:`patchwork.dnp.resample.scatter`);
+        Returns ``(sum [C, *grid.shape], weight [*grid.shape])`` (see :func:`~.resample.scatter`);
         ``sum / weight`` where ``weight > 0`` is the stitched image. ``scatter_type`` defaults to the
         generator's; ``window`` is ``None``, ``'cos'`` or ``'cos2'``.
         """

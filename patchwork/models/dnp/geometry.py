@@ -2,7 +2,7 @@
 
 A patch of shape ``s`` (``d`` integers) is placed by a homogeneous ``(d+1) x (d+1)`` matrix ``A`` that maps
 the patch's voxel index ``v`` (voxel centres at integers ``0 .. s-1``) to the coordinate system of the
-patchwork (world millimetres or image voxel indices, see :class:`~patchwork.dnp.grid.ImageGrid`).
+patchwork (world millimetres or image voxel indices, see :class:`~.grid.ImageGrid`).
 Writing ``A = [[L, t], [0, 1]]``, the patch centre is ``c = L (s-1)/2 + t`` and its box (the union of
 its voxels) is ``c + L u`` for ``u`` in ``[-s/2, s/2]``.
 

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 
 import torch
 
-from patchwork.dnp.geometry import invert, shape_tensor
-from patchwork.dnp.settings import System
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp.geometry import invert, shape_tensor
+from patchwork.models.dnp.settings import System
 
 Tensor = torch.Tensor
 

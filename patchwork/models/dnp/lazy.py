@@ -11,7 +11,7 @@ probabilities, ``reduceFun`` reduces over channels and voxels, ``'max'`` or ``'m
 fraction`` the number of patches per level stays the same; ``fraction = 1`` expands everything (no lazy
 evaluation).
 
-The settings are a :class:`~patchwork.dnp.settings.LazyEval`.
+The settings are a :class:`~.settings.LazyEval`.
 
 Example::
 
@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from patchwork.dnp.settings import LazyEval
+from patchwork.models.dnp.settings import LazyEval
 
 Tensor = torch.Tensor
 AttentionFun = Callable[[Tensor], Tensor]

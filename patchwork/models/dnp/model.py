@@ -48,13 +48,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from patchwork.dnp.blocks import BlockCreator, UNetBlocks
-from patchwork.dnp.crop import CropGenerator
-from patchwork.dnp.geometry import invert, resize_matrix
-from patchwork.dnp.patchset import PatchSet
-from patchwork.dnp.resample import crop
-from patchwork.dnp.settings import FORWARD_TYPES, Augment, DNPParams, ForwardType, ModelParams
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp.blocks import BlockCreator, UNetBlocks
+from patchwork.models.dnp.crop import CropGenerator
+from patchwork.models.dnp.geometry import invert, resize_matrix
+from patchwork.models.dnp.patchset import PatchSet
+from patchwork.models.dnp.resample import crop
+from patchwork.models.dnp.settings import FORWARD_TYPES, Augment, DNPParams, ForwardType, ModelParams
 
 Tensor = torch.Tensor
 CONV = {2: nn.Conv2d, 3: nn.Conv3d}
@@ -214,7 +214,7 @@ class PatchWorkModel(nn.Module):
 
         ``relative`` [N, d+1, d+1] maps child patch voxels to parent (input) patch voxels, ``parent_index``
         [N] picks each child's parent. The parent output's own voxel grid (``out_patch_size``) is reached by
-        the inverse of :func:`~patchwork.dnp.geometry.resize_matrix`. Reads with the cropper's
+        the inverse of :func:`~.geometry.resize_matrix`. Reads with the cropper's
         ``interp_type`` and is differentiable with respect to ``parent_output``. Returns
         ``[N, F, *patch_size_level]``.
         """

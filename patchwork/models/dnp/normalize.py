@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import torch
 
-from patchwork.dnp.settings import Normalization
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp.settings import Normalization
 
 Tensor = torch.Tensor
 _EPS = 1e-6

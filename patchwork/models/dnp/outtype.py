@@ -1,5 +1,5 @@
 """``out_typ``: how stitched probabilities are written (the paper's output types), parsed into an
-:class:`~patchwork.dnp.settings.OutType`.
+:class:`~.settings.OutType`.
 
 Probabilities ``p_l`` [L, *S] of the ``L`` foreground labels are encoded as
 
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from patchwork.dnp.settings import OutType
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp.settings import OutType
 
 Tensor = torch.Tensor
 SCALED = {"int16": (32767.0, torch.int16), "uint8": (255.0, torch.uint8)}

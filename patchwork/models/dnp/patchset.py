@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
-from patchwork.dnp.grid import ImageGrid
+from patchwork.models.dnp.grid import ImageGrid
 
 Tensor = torch.Tensor
 

@@ -1,7 +1,7 @@
 """Where child patches go inside their parents (``generate_type``), in relative coordinates ``r``.
 
-``r`` in ``[-1, 1]^d`` spans the parent's box (:mod:`patchwork.dnp.geometry`); the matrices are then built,
-and snapped into the parent, by :func:`patchwork.dnp.geometry.place`. The image itself is the parent of
+``r`` in ``[-1, 1]^d`` spans the parent's box (:mod:`~.geometry`); the matrices are then built,
+and snapped into the parent, by :func:`~.geometry.place`. The image itself is the parent of
 level 0.
 
 * ``'random'``: ``r ~ U[-1, 1]^d``. With snapping, centres that would push the child out are moved onto the
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import torch
 
-from patchwork.dnp.geometry import half_extent, invert_linear, relative_position, shape_tensor
+from patchwork.models.dnp.geometry import half_extent, invert_linear, relative_position, shape_tensor
 
 Tensor = torch.Tensor
 

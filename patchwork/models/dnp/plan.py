@@ -1,8 +1,8 @@
 """The Deep Neural Patchwork scheme: levels, patch size, fields of view and block size.
 
-A DNP (``patchwork.dnp``) looks at the image through ``depth`` nested patches of one matrix size; the
+A DNP (``patchwork.models.dnp``) looks at the image through ``depth`` nested patches of one matrix size; the
 coarsest patch should see the whole image, the finest has the target spacing, and the voxel sizes between
-are geometric (``patchwork.dnp.scheme.voxel_sizes``). The rules:
+are geometric (``patchwork.models.dnp.scheme.voxel_sizes``). The rules:
 
 1. **Patch edge**: the longest patch axis gets ``edge`` voxels: 64 on a GPU (the authors' ATLAS R2.0
    model, ``ATLAS2_RECIPE.md``), 32 on a CPU (the paper's typical matrix), never more than the longest
@@ -19,7 +19,7 @@ are geometric (``patchwork.dnp.scheme.voxel_sizes``). The rules:
    while batch 2 does not fit the budget, then the batch grows as the memory allows, at most to 5 % of
    the dataset's voxels per step (nnU-Net's rule), at least 2.
 
-The plan's ``params`` use the keys of :class:`patchwork.dnp.settings.DNPParams` (``crop.depth``,
+The plan's ``params`` use the keys of :class:`~.settings.DNPParams` (``crop.depth``,
 ``crop.ndim``, ``crop.scheme.patch_size`` / ``fov_mm`` / ``destvox_mm``, ``model.block_*``,
 ``train.batch_size``).
 """
@@ -31,8 +31,8 @@ from math import ceil, log2, prod
 from typing import Any
 
 from patchwork.errors import PatchworkError
+from patchwork.models.unet.plan import MAX_DATASET_FRACTION, MIN_BATCH, MIN_FEATURE_MAP
 from patchwork.planning.memory import unet_step_bytes
-from patchwork.planning.unet import MAX_DATASET_FRACTION, MIN_BATCH, MIN_FEATURE_MAP
 
 EDGE = {"cuda": 64, "cpu": 32}
 BLOCK_FEATURES = {"cuda": (16, 128), "cpu": (8, 32)}
@@ -76,7 +76,7 @@ def plan_dnp(
 ) -> dict[str, Any]:
     """The DNP plan for images of ``median_shape`` voxels at ``spacing`` mm and ``usable`` bytes a step.
 
-    Returns ``params`` (:class:`~patchwork.dnp.settings.DNPParams` keys) and ``derived`` (voxel sizes and
+    Returns ``params`` (:class:`~.settings.DNPParams` keys) and ``derived`` (voxel sizes and
     fields of view per level, the memory estimate).
     """
     ndim = len(spacing)

@@ -1,12 +1,12 @@
 """Applying a saved patchwork to NIfTI files and to arrays, with application settings given at call time.
 
-A model file holds what training used; how to apply it is an :class:`~patchwork.dnp.settings.ApplyConfig`
+A model file holds what training used; how to apply it is an :class:`~.settings.ApplyConfig`
 given with each call, so changing it never requires retraining. :func:`apply_to_file` reads an image,
-applies the model (:func:`~patchwork.dnp.apply.apply_dnp`) and writes the ``out_typ``-encoded output (and
+applies the model (:func:`~.apply.apply_dnp`) and writes the ``out_typ``-encoded output (and
 optionally the uncertainty) as NIfTI; with ``scale_to_original`` (the default) the output has exactly the
 input's shape and affine. :func:`predict_dnp` is what the model registry calls: the foreground probability
 and its spread for a preprocessed image array, in that array's grid (so it rejects the settings that would
-change the grid or encode the output, :meth:`~patchwork.dnp.settings.ApplyConfig.check_prediction`).
+change the grid or encode the output, :meth:`~.settings.ApplyConfig.check_prediction`).
 
 Example::
 
@@ -25,14 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from patchwork.dnp.apply import DNPResult, apply_dnp, label_values
-from patchwork.dnp.labeltable import add_label_table
-from patchwork.dnp.outtype import numpy_dtype
-from patchwork.dnp.settings import ApplyConfig
-from patchwork.dnp.train import load_dnp
-from patchwork.dnp.volume import image_tensor
 from patchwork.errors import PatchworkError
 from patchwork.io import load_nifti, save_image
+from patchwork.models.dnp.apply import DNPResult, apply_dnp, label_values
+from patchwork.models.dnp.labeltable import add_label_table
+from patchwork.models.dnp.outtype import numpy_dtype
+from patchwork.models.dnp.settings import ApplyConfig
+from patchwork.models.dnp.train import load_dnp
+from patchwork.models.dnp.volume import image_tensor
 
 
 def nifti_affine(affine: torch.Tensor) -> np.ndarray:
@@ -79,7 +79,7 @@ def apply_to_file(
     which win) are the application settings. The output is ``out_typ``-encoded, labels in NIfTI's 4th
     dimension; ``std_path`` receives the per-voxel standard deviation (float32).
     ``label_names`` (label value -> name, or one name per label in label order) go into the header, as
-    JSON and as the XML label table NORA and HCP Workbench read (:mod:`~patchwork.dnp.labeltable`).
+    JSON and as the XML label table NORA and HCP Workbench read (:mod:`~.labeltable`).
     With ``scale_to_original`` the files take the input's affine; otherwise the stitching grid's.
     """
     config = ApplyConfig.from_value(apply, **settings)

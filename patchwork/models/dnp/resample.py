@@ -28,8 +28,13 @@ from collections.abc import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
-from patchwork.dnp.geometry import coordinate_bounds, patch_coordinates, separable_coordinates, shape_tensor
-from patchwork.dnp.settings import Interp, Window
+from patchwork.models.dnp.geometry import (
+    coordinate_bounds,
+    patch_coordinates,
+    separable_coordinates,
+    shape_tensor,
+)
+from patchwork.models.dnp.settings import Interp, Window
 
 Tensor = torch.Tensor
 
@@ -73,8 +78,8 @@ class NearestIndex:
     ``None``) is added per patch (``source * prod(padded)`` when patches read different sources).
 
     Why it is fast: each coordinate is one broadcast addition of float64-exact separable parts
-    (:func:`~patchwork.dnp.geometry.separable_coordinates`, no per-voxel matrix product), rounded and, only
-    for patches whose corners leave the array (:func:`~patchwork.dnp.geometry.coordinate_bounds`),
+    (:func:`~.geometry.separable_coordinates`, no per-voxel matrix product), rounded and, only
+    for patches whose corners leave the array (:func:`~.geometry.coordinate_bounds`),
     clamped, then accumulated with the axis stride. The work is split into *rows* (a patch and an index
     along its first axis; the whole patch in 1D) and on the CPU done in chunks of :func:`chunk_voxels`
     voxels (:meth:`compute`), so these passes stay in the cache and a reader gathers each chunk while its

@@ -1,4 +1,4 @@
-"""The voxel size of every level of a patching scheme (:class:`~patchwork.dnp.settings.Scheme`) in an image.
+"""The voxel size of every level of a patching scheme (:class:`~.settings.Scheme`) in an image.
 
 Level ``n`` of ``depth`` levels has a fixed matrix size ``s_n`` (``patch_size``) and a field of view
 ``f_n`` (side lengths of its box). The coarsest field of view ``f_0`` is ``fov_mm`` (absolute) or
@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from patchwork.dnp.grid import ImageGrid
-from patchwork.dnp.settings import Scheme
+from patchwork.models.dnp.grid import ImageGrid
+from patchwork.models.dnp.settings import Scheme
 
 Tensor = torch.Tensor
 

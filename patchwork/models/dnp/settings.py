@@ -12,11 +12,11 @@ JSON- and ``torch.load(weights_only=True)``-safe, ``from_dict(s.to_dict()) == s`
 is one line naming the section and the key (``dnp crop: ...``, ``dnp train.augment: ...``,
 ``dnp apply: ...``).
 Everything here is checked without torch, so the workflow validates a config on a machine without it; the
-one check that needs torch, building the model (:func:`patchwork.dnp.model.check_model`), runs when a model
+one check that needs torch, building the model (:func:`~.model.check_model`), runs when a model
 is trained or loaded. The typed sub-settings (:class:`Scheme`, :class:`Augment`, :class:`Balance`,
-:class:`LazyEval`, :class:`OutType`) are parsed once, here; the torch code (:mod:`~patchwork.dnp.scheme`,
-:mod:`~patchwork.dnp.augment`, :mod:`~patchwork.dnp.balance`, :mod:`~patchwork.dnp.lazy`,
-:mod:`~patchwork.dnp.outtype`) does their maths. Constructing a settings object directly (the paper's
+:class:`LazyEval`, :class:`OutType`) are parsed once, here; the torch code (:mod:`~.scheme`,
+:mod:`~.augment`, :mod:`~.balance`, :mod:`~.lazy`,
+:mod:`~.outtype`) does their maths. Constructing a settings object directly (the paper's
 keywords, nested settings as dictionaries) validates the same values.
 
 The defaults are a fast CPU demo on 2 mm brains (about 75×95×80 voxels): 3 levels of 16³ patches, the
@@ -70,7 +70,7 @@ ForwardType = Literal["simple", "bridge", "mult"]
 FORWARD_TYPES: tuple[str, ...] = get_args(ForwardType)
 ReduceFun = Literal["max", "mean"]
 REDUCE_FUNS: tuple[str, ...] = get_args(ReduceFun)
-ATTENTION_NAMES = ("sigmoid", "identity")  # attentionFun by name; resolved in patchwork.dnp.lazy
+ATTENTION_NAMES = ("sigmoid", "identity")  # attentionFun by name; resolved in patchwork.models.dnp.lazy
 OutKind = Literal["float32", "int16", "uint8", "mask", "atls"]
 OUT_KINDS: tuple[str, ...] = get_args(OutKind)
 LOSSES = ("dice", "ce", "dice+ce")
@@ -186,7 +186,7 @@ class Scheme:
     level) and a field of view ``f_n``. The coarsest ``f_0`` is ``fov_mm`` (absolute) or ``fov_rel`` times the
     image's extent; the finest level's voxel size is ``destvox_mm`` or ``destvox_rel`` times the image's,
     so ``f_{D-1} = destvox * s_{D-1}``; the levels between are interpolated exponentially (see
-    :func:`patchwork.dnp.scheme.voxel_sizes`). ``out_patch_size``: the output (label) matrix, default the
+    :func:`~.scheme.voxel_sizes`). ``out_patch_size``: the output (label) matrix, default the
     input's. With ``depth == 1`` the voxel size is ``f_0 / s_0`` and ``destvox`` must be left out.
     """
 
@@ -251,7 +251,7 @@ def _default_scheme() -> Scheme:
 
 @dataclass(frozen=True)
 class CropConfig:
-    """The CropGenerator's settings (the paper's names, see :class:`~patchwork.dnp.crop.CropGenerator`).
+    """The CropGenerator's settings (the paper's names, see :class:`~.crop.CropGenerator`).
 
     ``scheme`` (:class:`Scheme`), ``system`` ('world' | 'matrix'), ``snapper`` (one flag per level, or one
     for all; default: all snapped), ``interp_type``/``scatter_type`` ('NN' | 'lin'), ``categorial_label``
@@ -338,7 +338,7 @@ def _widths(name: str, value: Any, count: int) -> tuple[float, ...] | None:
 
 @dataclass(frozen=True)
 class Augment:
-    """Geometric augmentation widths (maths in :mod:`patchwork.dnp.augment`); ``None`` switches a part off.
+    """Geometric augmentation widths (maths in :mod:`~.augment`); ``None`` switches a part off.
 
     ``dphi``: rotation width in radians (a number, or one per axis in 3D); ``flip``: per axis 0/1 (or
     false/true), an enabled axis is mirrored with probability 1/2; ``dscale``: per axis log-normal scale
@@ -375,7 +375,7 @@ class Augment:
 
 @dataclass(frozen=True)
 class Balance:
-    """Label-driven placement (maths in :mod:`patchwork.dnp.balance`): ``ratio`` in [0, 1] of the trees
+    """Label-driven placement (maths in :mod:`~.balance`): ``ratio`` in [0, 1] of the trees
     are foreground trees; ``label_weight`` (one non-negative number per label) and ``autoweight`` (divide
     by the label's volume) weigh the labels."""
 
@@ -398,7 +398,7 @@ class Balance:
 
 @dataclass(frozen=True)
 class LazyEval:
-    """lazyEval (maths in :mod:`patchwork.dnp.lazy`): ``fraction`` in (0, 1] of each level's patches get
+    """lazyEval (maths in :mod:`~.lazy`): ``fraction`` in (0, 1] of each level's patches get
     children, ranked by ``reduceFun`` ('max' | 'mean') of ``attentionFun`` (a name in
     :data:`ATTENTION_NAMES`, a callable logits -> attention map, or ``None``: the foreground
     probabilities)."""
@@ -422,7 +422,7 @@ class LazyEval:
 
 @dataclass(frozen=True)
 class OutType:
-    """A parsed ``out_typ`` (encoding in :mod:`patchwork.dnp.outtype`): the ``kind`` and the optional
+    """A parsed ``out_typ`` (encoding in :mod:`~.outtype`): the ``kind`` and the optional
     per-label ``thresholds``."""
 
     kind: str = "float32"
@@ -514,13 +514,13 @@ RESEARCH_KEYS = ("blockCreator", "finalBlock", "finalBlock_all_levels")
 
 @dataclass(frozen=True)
 class ModelParams:
-    """:class:`~patchwork.dnp.model.PatchWorkModel` keywords (see there) and the default blocks' size:
+    """:class:`~.model.PatchWorkModel` keywords (see there) and the default blocks' size:
     ``block_features`` .. ``block_max_features`` channels over ``block_stages`` U-Net stages.
 
     ``blockCreator`` (default: those U-Net blocks) and ``finalBlock`` are a researcher's own modules,
     stored by name (:class:`CallableRef`; a function, its ``target`` string or mapping is accepted):
     ``blockCreator`` is called as ``f(level, out_channels, in_channels, ndim, **kwargs)`` and returns the
-    level's block (see :mod:`patchwork.dnp.blocks`); ``finalBlock`` as ``f(channels, ndim, **kwargs)``
+    level's block (see :mod:`~.blocks`); ``finalBlock`` as ``f(channels, ndim, **kwargs)``
     with the finest level's output channels and returns a module ``[N, F, *s] -> [N, F, *s]``, applied to
     the finest output or (``finalBlock_all_levels``) to every level's. Unset, they are left out of
     :meth:`to_dict`, so models trained before they existed keep their identity. In a config::
@@ -559,7 +559,7 @@ class ModelParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    """The training loops (:mod:`patchwork.dnp.train`).
+    """The training loops (:mod:`~.train`).
 
     ``num_its`` outer iterations each draw ``num_patches`` trees per image (``augment``,
     ``independent_augmentation``, ``balance`` as in ``CropGenerator.sample``) and run ``epochs`` passes over
@@ -567,7 +567,7 @@ class TrainParams:
     AdamW with ``weight_decay`` at ``learning_rate(lr, it, num_its, lr_schedule, warmup_its) * lr_decay**it``
     in outer iteration ``it`` (:mod:`patchwork.training.schedule`: ``warmup_its`` of linear warm-up, then
     ``'constant'``, ``'poly'`` or ``'cosine'``; ``lr_decay`` < 1 adds the authors' exponential decay);
-    :func:`~patchwork.dnp.train.train_dnp` takes a researcher's own optimiser, scheduler and loss instead.
+    :func:`~.train.train_dnp` takes a researcher's own optimiser, scheduler and loss instead.
     ``hard_mining``: the fraction of each set kept (the hardest by ``hard_mining_order``) for the next one,
     each tree at most ``hard_mining_maxage`` times. ``dontcare``: NaN/negative labels give no loss.
     ``parallel``: crop the next set in a worker process while this one trains. ``checkpoint_every`` outer
@@ -593,7 +593,7 @@ class TrainParams:
     dontcare: bool = True
     parallel: bool = False
     checkpoint_every: int = 1
-    # Memory (patchwork.dnp.train): each set draws from `cases_per_iteration` images picked anew every outer
+    # Memory (.train): each set draws from `cases_per_iteration` images picked anew every outer
     # iteration (None: every image, the paper's; the default is every image of a cohort of up to 64 and
     # keeps a large cohort's sets, and memory, the size of 64 images'), and prepared images are kept up to
     # `volume_cache_mb` MB and `cases_per_iteration` images (the others are prepared again when drawn; the
@@ -688,7 +688,7 @@ class DNPParams:
 @dataclass(frozen=True)
 class ApplyConfig:
     """How a trained patchwork is applied (the paper's application settings, see
-    :func:`~patchwork.dnp.apply.apply_dnp`).
+    :func:`~.apply.apply_dnp`).
 
     ``num_patches`` trees at level 0 (``generate_type`` 'tree': that many tilings, the first exact and the
     others jittered; 'random': uniform roots), whose children are tiles of their parent ('tree') or
@@ -805,9 +805,9 @@ class ApplyConfig:
 
     def check_prediction(self) -> None:
         """Reject the settings a probability map in the image's grid cannot honour (what
-        :func:`~patchwork.dnp.predict.predict_dnp` returns and the workflow writes, with a mask cut at the
+        :func:`~.predict.predict_dnp` returns and the workflow writes, with a mask cut at the
         model's ``threshold``): ``scale_to_original`` false, ``sampling_factor``, an ``out_typ``
-        encoding and a ``ce_threshold``; they apply to :func:`~patchwork.dnp.predict.apply_to_file`."""
+        encoding and a ``ce_threshold``; they apply to :func:`~.predict.apply_to_file`."""
         default = ApplyConfig()
         problems = []
         if not self.scale_to_original:

@@ -17,7 +17,7 @@ inside the image only.
 Labels with don't-care voxels (NaN) are filtered without spreading them (:func:`antialias_labels`): the
 values with NaN set to 0 and the don't-care indicator ``q`` are filtered side by side; a linear filter
 (Gaussian, boxcar) then gives the normalised filter ``f(v) / (1 - f(q))`` of the cared-for voxels, and
-``'max'`` the maximum over them (``q`` by boxcar), see :class:`~patchwork.dnp.volume.LabelSource`.
+``'max'`` the maximum over them (``q`` by boxcar), see :class:`~.volume.LabelSource`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from patchwork.dnp.settings import Smoothing
+from patchwork.models.dnp.settings import Smoothing
 
 Tensor = torch.Tensor
 
@@ -88,7 +88,7 @@ def antialias_labels(
 
     Without NaN this is :func:`antialias`. With NaN the result has ``L + 1`` channels: the filtered values
     (NaN as 0) and the filtered don't-care indicator (by boxcar for ``'max'``), read back by
-    :class:`~patchwork.dnp.volume.LabelSource`.
+    :class:`~.volume.LabelSource`.
     """
     missing = torch.isnan(channels).any(dim=0, keepdim=True)
     if not bool(missing.any()):

@@ -5,7 +5,7 @@ Every output voxel ``x`` collects the outputs ``p_k(x)`` of the patches ``k`` th
     n(x) = sum_k 1,      W(x) = sum_k c_k w_k(x),
     S1(x) = sum_k c_k w_k(x) p_k(x),      S2(x) = sum_k c_k w_k(x) p_k(x)^2
 
-with ``w_k`` the patch window (:func:`~patchwork.dnp.resample.window_weights`) and ``c_k`` a per-call
+with ``w_k`` the patch window (:func:`~.resample.window_weights`) and ``c_k`` a per-call
 weight (the level weight of ``level='mix'``). The stitched value is the weighted mean ``mu = S1 / W``
 times the sparse suppression factor ``n / sqrt(n^2 + 3 alpha)`` -- without a window and level weights
 this is the paper's ``sum_k p_k / sqrt(n^2 + 3 alpha)``: a voxel seen by one patch stays below 1/2 for
@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 import torch
 
-from patchwork.dnp.geometry import homogeneous, invert, shape_tensor
-from patchwork.dnp.grid import ImageGrid
-from patchwork.dnp.resample import Interp, Window, crop, window_weights
+from patchwork.models.dnp.geometry import homogeneous, invert, shape_tensor
+from patchwork.models.dnp.grid import ImageGrid
+from patchwork.models.dnp.resample import Interp, Window, crop, window_weights
 
 Tensor = torch.Tensor
 BLOCK_BUDGET = 2**25  # numbers in the blocks pulled at once (128 MB of float32)

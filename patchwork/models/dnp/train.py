@@ -11,7 +11,7 @@ inner loop: ``epochs`` shuffled passes in batches of ``batch_size``, one AdamW s
 decay over the outer iterations; ``lr_decay`` < 1 adds the authors' exponential decay). These are the
 defaults: :func:`train_dnp` also takes a researcher's own optimiser, scheduler and loss callables.
 
-The batch loss of level ``n`` is :func:`patchwork.dnp.loss.level_loss` of its prediction channels against
+The batch loss of level ``n`` is :func:`~.loss.level_loss` of its prediction channels against
 its label patch (``loss`` per level; don't-care voxels are masked); the optimised loss is their mean
 (``intermediate_loss``) or the finest level's alone. Gradients flow from a level into its parent through
 the crop ``C_n``.
@@ -55,15 +55,15 @@ import torch
 from torch.optim.lr_scheduler import LRScheduler
 from tqdm import tqdm
 
-from patchwork.dnp.crop import CropGenerator
-from patchwork.dnp.grid import reduce_affine
-from patchwork.dnp.hardmining import hardness, select_hard
-from patchwork.dnp.loss import ConfiguredLoss, LevelLoss, patch_f1, patch_scores
-from patchwork.dnp.model import PatchWorkModel, build_model, check_model
-from patchwork.dnp.patchset import PatchSet
-from patchwork.dnp.settings import CropConfig, DNPParams, TrainParams
-from patchwork.dnp.volume import Volume
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp.crop import CropGenerator
+from patchwork.models.dnp.grid import reduce_affine
+from patchwork.models.dnp.hardmining import hardness, select_hard
+from patchwork.models.dnp.loss import ConfiguredLoss, LevelLoss, patch_f1, patch_scores
+from patchwork.models.dnp.model import PatchWorkModel, build_model, check_model
+from patchwork.models.dnp.patchset import PatchSet
+from patchwork.models.dnp.settings import CropConfig, DNPParams, TrainParams
+from patchwork.models.dnp.volume import Volume
 from patchwork.networks import init_weights
 from patchwork.ondemand import Mapped, position
 from patchwork.training.cases import BoundedCache
@@ -458,7 +458,7 @@ def train_on_set(
     loss_fn: LevelLoss | None = None,
 ) -> SetResult:
     """The inner loop: ``epochs`` shuffled passes over ``trees`` in batches, one optimiser step per batch
-    on ``loss_fn`` (default: the settings' :class:`~patchwork.dnp.loss.ConfiguredLoss`)."""
+    on ``loss_fn`` (default: the settings' :class:`~.loss.ConfiguredLoss`)."""
     device = next(model.parameters()).device
     depth, act = model.depth, model.activation
     loss_fn = loss_fn or ConfiguredLoss(act, train.losses(depth))
@@ -677,7 +677,7 @@ def train_dnp(
     * ``scheduler(optimizer) -> LRScheduler``, stepped once after every outer iteration (default:
       :class:`ConfiguredSchedule`, which scales the optimiser's own rates); its ``state_dict`` is
       checkpointed with the optimiser's;
-    * ``loss(pred, target, level) -> Tensor`` (:data:`~patchwork.dnp.loss.LevelLoss`; default: the
+    * ``loss(pred, target, level) -> Tensor`` (:data:`~.loss.LevelLoss`; default: the
       settings' ``loss`` per level), used for training, hard mining and the validation loss.
 
     Example::

@@ -15,10 +15,10 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from patchwork.dnp.balance import ForegroundSites
-from patchwork.dnp.geometry import invert_linear
-from patchwork.dnp.grid import ImageGrid
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp.balance import ForegroundSites
+from patchwork.models.dnp.geometry import invert_linear
+from patchwork.models.dnp.grid import ImageGrid
 
 Tensor = torch.Tensor
 ImageLike = Tensor | np.ndarray | nib.spatialimages.SpatialImage
@@ -106,7 +106,7 @@ def position_sites(positions: Tensor, count: int) -> ForegroundSites:
 
 @dataclass(frozen=True)
 class LabelSource:
-    """What a level's labels are cropped from, padded with zeros (:func:`patchwork.dnp.resample.pad_source`)
+    """What a level's labels are cropped from, padded with zeros (:func:`~.resample.pad_source`)
     and turned back into label channels ``[N, L, *o]`` (NaN = don't care) patch by patch:
 
     * ``'positions'``: one map of label positions (:func:`label_positions`, 2 bytes a voxel whatever the
@@ -152,7 +152,7 @@ def undersampling(grid: ImageGrid, voxel_size: Tensor) -> list[float]:
 @dataclass(frozen=True)
 class LevelSource:
     """What a level crops from: anti-aliased data ``[1, C, *(S+2)]`` padded with one zero voxel on every
-    side (:func:`patchwork.dnp.resample.pad_source`) and its labels (a :class:`LabelSource`, or ``None``)."""
+    side (:func:`~.resample.pad_source`) and its labels (a :class:`LabelSource`, or ``None``)."""
 
     data: Tensor
     labels: LabelSource | None

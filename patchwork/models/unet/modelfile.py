@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
+from patchwork.models.unet.settings import UNetParams
 from patchwork.networks import UNet3D
 from patchwork.training.modelfile import read_model, resolve_device, write_model_file
-from patchwork.unet.params import UNetParams
 
 MODEL_FORMAT = "patchwork-unet"
 MODEL_VERSION = 2  # 2: the application settings left UNetParams (UNetApply, given at prediction)

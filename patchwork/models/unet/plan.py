@@ -80,7 +80,7 @@ def plan_unet(
     """The U-Net plan for images of ``median_shape`` voxels at ``spacing`` mm and ``usable`` bytes a step.
 
     ``out_channels`` is the widest head the spec may choose (softmax over all labels). Returns ``params``
-    (:class:`~patchwork.unet.params.UNetParams` keys) and ``derived`` (the topology and the estimate).
+    (:class:`~.settings.UNetParams` keys) and ``derived`` (the topology and the estimate).
     """
     ndim = len(spacing)
     base, maximum = FEATURES[(device, ndim)]

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from patchwork.errors import PatchworkError
-from patchwork.unet.modelfile import load_unet
-from patchwork.unet.params import UNetApply
+from patchwork.models.unet.modelfile import load_unet
+from patchwork.models.unet.settings import UNetApply
 
 
 def gaussian_weight(patch_size: Sequence[int], sigma_scale: float = 1 / 8) -> torch.Tensor:

@@ -10,7 +10,7 @@ starved. ``n_fg = floor(B p) + Bernoulli(B p - floor(B p))`` for the oversamplin
 ``E[n_fg] = B p`` for every batch size (nnU-Net rounds ``B p``, which gives 1/2 instead of 1/3 at ``B = 2``).
 
 The sampler can cut a ``crop_size`` region larger than the patch around the patch centre, so that
-rotation and scaling in :mod:`patchwork.unet.augment` find real image content in the corners.
+rotation and scaling in :mod:`~.augment` find real image content in the corners.
 Voxels outside the image are filled with the channel's minimum (the background of MR and CT) for
 the image and 0 (background) for the label.
 
@@ -73,7 +73,7 @@ def foreground_voxels(
     ``MAX_VOXELS_PER_CLASS`` voxels, the subset of a larger class drawn from ``rng``), or with ``by_lesion``
     one group per connected component (26-connected), each of at most ``MAX_VOXELS_PER_CLASS / n`` voxels
     for ``n`` components (at least 64, so each keeps its shape)."""
-    from patchwork.postprocess import label_components
+    from patchwork.postprocessing.components import label_components
 
     voxels = []
     for cls in np.unique(label):

@@ -33,6 +33,12 @@ import torch
 from tqdm import tqdm
 
 from patchwork.errors import PatchworkError
+from patchwork.models.unet.augment import Augmenter
+from patchwork.models.unet.loss import deep_supervision_loss, dice_ce_loss
+from patchwork.models.unet.modelfile import MODEL_FORMAT, MODEL_VERSION, build_network, save_model
+from patchwork.models.unet.predict import foreground_probability
+from patchwork.models.unet.sampler import PatchSampler
+from patchwork.models.unet.settings import UNetParams
 from patchwork.networks import UNet3D, init_weights
 from patchwork.ondemand import Mapped
 from patchwork.training.modelfile import (
@@ -45,12 +51,6 @@ from patchwork.training.modelfile import (
 from patchwork.training.schedule import learning_rate
 from patchwork.training.seeding import STREAM_AUGMENT, STREAM_INIT, STREAM_VALIDATION, torch_generator
 from patchwork.training.trainlog import plot_curve, write_train_log
-from patchwork.unet.augment import Augmenter
-from patchwork.unet.inference import foreground_probability
-from patchwork.unet.loss import deep_supervision_loss, dice_ce_loss
-from patchwork.unet.modelfile import MODEL_FORMAT, MODEL_VERSION, build_network, save_model
-from patchwork.unet.params import UNetParams
-from patchwork.unet.sampler import PatchSampler
 
 log = logging.getLogger(__name__)
 
