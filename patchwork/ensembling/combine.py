@@ -36,54 +36,12 @@ import numpy as np
 
 from patchwork.config import EnsembleSettings
 from patchwork.errors import PatchworkError
-from patchwork.io import read_image, save_image
-from patchwork.postprocessing.components import label_components
-
-# Affines of one grid written by different tools differ by float32 rounding; 1e-3 mm is far below
-# any voxel size and far above that rounding.
-AFFINE_TOLERANCE_MM = 1e-3
+from patchwork.io import check_same_grid, read_image, save_image
+from patchwork.postprocessing.components import remove_small_components
 
 # Vote fractions are sums of normalised weights, so an exact tie (2 of 4 equal votes = 0.5) can land
 # a few ulp below the threshold; comparisons allow this much slack.
 _TIE_TOLERANCE = 1e-9
-
-
-def check_same_grid(
-    path: Path,
-    shape: tuple[int, ...],
-    affine: np.ndarray,
-    ref_path: Path,
-    ref_shape: tuple[int, ...],
-    ref_affine: np.ndarray,
-) -> None:
-    """Raise a :class:`PatchworkError` naming ``path`` unless it has ``ref_path``'s shape and affine.
-
-    Affines are compared element-wise with an absolute tolerance of ``AFFINE_TOLERANCE_MM``.
-    """
-    if tuple(shape) != tuple(ref_shape):
-        raise PatchworkError(f"{path}: shape {tuple(shape)} differs from {ref_path} {tuple(ref_shape)}")
-    if not np.allclose(affine, ref_affine, rtol=0.0, atol=AFFINE_TOLERANCE_MM):
-        raise PatchworkError(
-            f"{path}: affine differs from {ref_path} "
-            f"(largest difference {np.abs(affine - ref_affine).max():.4g}); the images are not on one grid"
-        )
-
-
-def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
-    """Return a boolean copy of ``mask`` without the components of fewer than ``min_voxels`` voxels.
-
-    Component sizes come from one ``bincount`` over the label image, and the kept set is a
-    lookup table indexed by label, so the cost does not grow with the number of components.
-    ``min_voxels <= 1`` keeps everything.
-    """
-    mask = np.asarray(mask, dtype=bool)
-    if min_voxels <= 1:
-        return mask.copy()
-    labels, n = label_components(mask)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= min_voxels
-    keep[0] = False
-    return keep[labels]
 
 
 def _normalised_weights(weights: Sequence[float]) -> np.ndarray:

@@ -36,9 +36,9 @@ from typing import Any
 import numpy as np
 
 from patchwork.config import EnsembleSettings
-from patchwork.ensembling.combine import check_same_grid, combine
+from patchwork.ensembling.combine import combine
 from patchwork.errors import PatchworkError
-from patchwork.io import read_image
+from patchwork.io import check_same_grid, read_image
 from patchwork.postprocessing.components import ComponentTable, crop_to_support, dice_grid
 from patchwork.settings import read_tuned_settings
 

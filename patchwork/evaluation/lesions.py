@@ -1,7 +1,7 @@
 """Lesion-wise scores: the 26-connected components of a prediction matched to those of a reference.
 
 Let R_1..R_m be the components of the reference and P_1..P_n those of the prediction (full
-connectivity, as :func:`patchwork.ensembling.combine.label_components`). A component *is detected* (or
+connectivity, as :func:`patchwork.postprocessing.components.label_components`). A component *is detected* (or
 *matches*) when it shares at least one voxel with the other mask:
 
 * recall = |{i : R_i ∩ P ≠ ∅}| / m (reference lesions found),
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from patchwork.ensembling.combine import label_components
+from patchwork.postprocessing.components import label_components
 
 
 @dataclass(frozen=True)

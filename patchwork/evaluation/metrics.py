@@ -40,11 +40,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from patchwork.ensembling.combine import check_same_grid
 from patchwork.errors import PatchworkError
 from patchwork.evaluation.lesions import LesionMatch
 from patchwork.evaluation.surface import SurfaceDistances, bounding_box
-from patchwork.io import read_image
+from patchwork.io import check_same_grid, read_image
 
 COLUMNS = ("subject", "model", "label", "metric", "value")
 OVERLAP_METRICS = ("dice", "per_blob_dice", "surface_dice", "lesion_precision", "lesion_recall", "lesion_f1")

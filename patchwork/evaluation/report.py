@@ -35,7 +35,6 @@ import pandas as pd
 from scipy import ndimage
 
 from patchwork import __version__
-from patchwork.ensembling.combine import check_same_grid, label_components
 from patchwork.errors import PatchworkError
 from patchwork.evaluation.metrics import (
     DEFAULT_TOLERANCE_MM,
@@ -46,7 +45,8 @@ from patchwork.evaluation.metrics import (
     TABLE1,
 )
 from patchwork.evaluation.plots import learning_curve_figure, metric_figure, overlay_figure, png_bytes
-from patchwork.io import atomic_path, load_nifti, read_table, write_text
+from patchwork.io import atomic_path, check_same_grid, load_nifti, read_table, write_text
+from patchwork.postprocessing.components import label_components
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

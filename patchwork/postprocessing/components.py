@@ -36,7 +36,7 @@ import numpy as np
 from scipy import ndimage
 
 from patchwork.errors import PatchworkError
-from patchwork.io import read_image, save_image
+from patchwork.io import check_same_grid, read_image, save_image
 from patchwork.schema import check_fields, setting
 from patchwork.settings import dataclass_from_dict, read_tuned_settings
 
@@ -78,6 +78,23 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     structure = ndimage.generate_binary_structure(mask.ndim, mask.ndim)
     labels, n = ndimage.label(np.asarray(mask, dtype=bool), structure=structure)
     return labels, int(n)
+
+
+def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
+    """Return a boolean copy of ``mask`` without the components of fewer than ``min_voxels`` voxels.
+
+    Component sizes come from one ``bincount`` over the label image, and the kept set is a
+    lookup table indexed by label, so the cost does not grow with the number of components.
+    ``min_voxels <= 1`` keeps everything.
+    """
+    mask = np.asarray(mask, dtype=bool)
+    if min_voxels <= 1:
+        return mask.copy()
+    labels, n = label_components(mask)
+    sizes = np.bincount(labels.ravel(), minlength=n + 1)
+    keep = sizes >= min_voxels
+    keep[0] = False
+    return keep[labels]
 
 
 def voxel_volume(affine: np.ndarray) -> float:
@@ -172,8 +189,6 @@ def crop_to_support(
 
 def load_case(prob_path: Path, reference_path: Path) -> Case:
     """Read one subject's probability map and reference (same grid, else an error naming the file)."""
-    from patchwork.ensembling.combine import check_same_grid
-
     reference, ref_affine = read_image(reference_path)
     prob, affine = read_image(prob_path)
     check_same_grid(prob_path, prob.shape, affine, reference_path, reference.shape, ref_affine)
