@@ -44,11 +44,11 @@ from patchwork.models.dnp.apply import apply_dnp
 from patchwork.models.dnp.model import PatchWorkModel, build_model
 from patchwork.models.dnp.settings import ApplyConfig, DNPParams
 from patchwork.models.dnp.train import load_dnp
+from patchwork.models.prediction import to_original_probability
 from patchwork.models.unet import sliding_window_inference
 from patchwork.models.unet.modelfile import build_network, load_unet
 from patchwork.models.unet.predict import foreground_probability
 from patchwork.models.unet.settings import UNetApply, UNetParams
-from patchwork.stages.models import to_original_probability
 
 SIZES = {"2mm": ((99, 117, 95), 2.0), "1mm": ((197, 233, 189), 1.0)}
 

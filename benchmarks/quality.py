@@ -166,7 +166,7 @@ def run_monai(out: Path, ids: tuple[list, list, list], budget_s: float, args: ar
     """Train and apply the MONAI U-Net in ``--monai-python``; write its probabilities like ours."""
     from patchwork.data.preprocess import load_preprocessed
     from patchwork.io import save_image
-    from patchwork.stages.models import to_original_probability
+    from patchwork.models.prediction import to_original_probability
 
     work = out / "monai"
     work.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ workflow's byte for byte (on the same device):
    (:func:`patchwork.data.preprocess.preprocess_image`);
 2. every packaged model in the entry's order, through the model registry with its own application
    settings and seed, its probability mapped back to the original grid
-   (:func:`patchwork.stages.models.to_original_probability`);
+   (:func:`patchwork.models.prediction.predict_case`, as the workflow's prediction stage);
 3. the ensemble of those maps with the settings the workflow's test predictions used
    (:func:`patchwork.ensembling.combine.combine`).
 
@@ -72,10 +72,10 @@ def predict_case(
 ) -> Prediction:
     """Preprocess ``case``, apply every model of ``entry`` and combine them (see the module docstring);
     ``model_masks``: also each model's own mask (:func:`model_mask`)."""
-    from patchwork.data.preprocess import preprocess_image, to_original
+    from patchwork.data.preprocess import preprocess_image
     from patchwork.ensembling.combine import combine
     from patchwork.models import model_type
-    from patchwork.stages.models import to_original_probability
+    from patchwork.models.prediction import predict_case
 
     volumes = [read_volume(path) for path in case.images]
     settings = entry.preprocess
@@ -87,17 +87,16 @@ def predict_case(
         settings.crop_nonzero,
         symmetry=settings.symmetry,
     )
-    grid = np.asarray(record["affine"])
     probs, spreads, masks = {}, {}, {}
     affine = np.asarray(record["original_affine"])
     for model in entry.models:
-        predict = model_type(model.type).predict_function
-        prob, spread = predict(model.path, image, grid, model.apply, device=device, seed=model.seed)
-        probs[model.name], affine = to_original_probability(prob, record)
+        row = model_type(model.type)
+        result = predict_case(row, model.path, image, record, model.apply, device, model.seed)
+        probs[model.name], affine = result.probability, result.affine
         if model_masks:
             masks[model.name] = model_mask(model, probs[model.name], affine)
-        if model.gives_spread:
-            spreads[model.name] = to_original(spread, record, interpolation="linear", fill=0.0)[0]
+        if result.spread is not None:
+            spreads[model.name] = result.spread
     probability, mask = combine(probs, entry.ensemble)
     return Prediction(mask, probability, spreads, affine, masks)
 

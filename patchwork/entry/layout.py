@@ -65,11 +65,6 @@ class EntryModel:
     seed: int
     postprocessing: Postprocessing | None = None
 
-    @property
-    def gives_spread(self) -> bool:
-        """Whether the model's type also gives a per-voxel spread (the DNP's uncertainty map)."""
-        return "std" in model_type(self.type).outputs
-
 
 @dataclass(frozen=True)
 class Entry:
