@@ -104,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec = args.spec
     if args.plans:
         from patchwork.io import read_json
-        from patchwork.planning import planned_spec
+        from patchwork.planning.plans import planned_spec
 
         spec = planned_spec(spec, read_json(Path(args.plans)))
     spec = parse_spec(spec, "--spec")

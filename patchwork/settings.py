@@ -33,9 +33,9 @@ def dataclass_from_dict(cls: type[T], d: Any, what: str) -> T:
     problems: list[str] = []
     kwargs: dict[str, Any] = {}
     for key, value in d.items():
-        nested = [h for h in (hints[key], *typing.get_args(hints[key])) if dataclasses.is_dataclass(h)]
-        if nested and value is not None:
-            kwargs[key] = dataclass_from_dict(nested[0], value, f"{what}.{key}")
+        nested = field_class(cls, key)
+        if nested is not None and value is not None:
+            kwargs[key] = dataclass_from_dict(nested, value, f"{what}.{key}")
             continue
         try:
             kwargs[key] = coerce_field(value, hints[key])
@@ -44,6 +44,22 @@ def dataclass_from_dict(cls: type[T], d: Any, what: str) -> T:
     if problems:
         raise PatchworkError(problems=problems)
     return cls(**kwargs)
+
+
+def field_class(cls: type | None, name: str) -> type | None:
+    """The settings dataclass that field ``name`` of the settings class ``cls`` holds (a nested section,
+    ``X | None`` included), else ``None``."""
+    if cls is None or not dataclasses.is_dataclass(cls):
+        return None
+    hint = typing.get_type_hints(cls).get(name)
+    nested = [h for h in (hint, *typing.get_args(hint)) if dataclasses.is_dataclass(h)]
+    return nested[0] if nested else None
+
+
+def alternatives(cls: type | None) -> tuple[tuple[str, ...], ...]:
+    """The groups of fields of the settings class ``cls`` that are alternatives (its ``ALTERNATIVES``: a
+    config names one of each group, e.g. the DNP scheme's ``fov_mm``/``fov_rel``); none for ``None``."""
+    return tuple(getattr(cls, "ALTERNATIVES", ()))
 
 
 def coerce_field(value: Any, hint: Any) -> Any:

@@ -21,7 +21,7 @@ from patchwork.cli import main
 from patchwork.data.cohort import read_subjects
 from patchwork.evaluation.report import unresolved_links
 from patchwork.models import parse_spec
-from patchwork.planning import planned_spec
+from patchwork.planning.plans import planned_spec
 
 TINY_UNET = {"patch_size": [16, 16, 16], "base_features": 4, "n_stages": 3, "batch_size": 2, "iterations": 6}
 TINY_DNP = {
@@ -273,6 +273,25 @@ def test_requests_follow_cohort_and_settings(repo: Path, tmp_path: Path) -> None
     cpu = plan("cpu", (20, 20, 20), 4, device="cpu", models=models, ensemble={})
     assert all(r["gpu"] == "0" for rule in ("train", "predict") for r in cpu[rule])
     assert min(int(r["runtime"]) for r in cpu["train"]) > max(int(r["runtime"]) for r in small["train"])
+
+
+def test_training_requests_follow_the_plans(repo: Path, tmp_path: Path) -> None:
+    """A model that leaves its sizes to the plan is costed with the planned ones once plans.json exists
+    (a job's resources are evaluated again when it is ready to run, after the plan)."""
+    fake_finished_ingest(tmp_path)
+    models = [{"name": "u", "type": "unet", "params": {"head": "sigmoid", "iterations": 2000}}]
+    config = tiny_config(tmp_path, device="cpu", models=models, ensemble={})
+
+    def train_request() -> tuple[int, int]:
+        target = "results/models/u/fold_0/model.pt"
+        dry = snakemake(repo, tmp_path, target, "-n", "--cores", "2", "--configfile", str(config))
+        job = planned_resources(dry, "train")[0]
+        return int(job["mem_mb"]), int(job["runtime"])
+
+    unplanned = train_request()  # before planning: the class defaults (48^3 patches, batch 2)
+    planned = {"patch_size": [96, 96, 96], "batch_size": 8, "n_stages": 4, "base_features": 8}
+    (tmp_path / "results" / "plans.json").write_text(json.dumps({"models": {"unet": {"params": planned}}}))
+    assert train_request()[1] > 10 * unplanned[1]
 
 
 @pytest.mark.parametrize("overlay", ["atlas2.yaml", "demo_dnp.yaml"])

@@ -1,4 +1,6 @@
-"""Model registry: the table that maps a model ``type`` to its settings, training and prediction code.
+"""Model registry: one row per model ``type``, naming where the type's settings, plan, cost, training and
+prediction live. A type is one folder under ``patchwork/models/`` and one row of :data:`MODEL_TYPES`;
+nothing outside them names a type.
 
 A model spec (an entry of the config's ``models:`` list) is parsed once, by :func:`parse_spec`, into a
 :class:`ModelSpec`::
@@ -8,11 +10,14 @@ A model spec (an entry of the config's ``models:`` list) is parsed once, by :fun
 ``params`` are what training uses (changing them retrains); ``apply`` says how a trained model is applied
 (changing it re-predicts, never retrains). Every other module asks :data:`MODEL_TYPES` instead of testing
 ``type == ...``. The table names its classes and functions by import path and loads them on first use, so
-importing this module (and parsing a spec of a U-Net) never imports torch: the workflow checks its whole
-config on a machine with only Snakemake installed.
+importing this module (and parsing a spec, planning and costing a training) never imports torch: the
+workflow checks its whole config and sizes its jobs on a machine with only Snakemake installed.
 
 Each model type's functions share one signature::
 
+    plan(median_shape, spacing, n_train, in_channels, n_labels, device, usable_bytes)
+        -> {"params": {...}, "derived": {...}}                          # torch-free
+    cost(params, n_cases, case_voxels, channels) -> TrainingCost       # torch-free
     train(params, images, labels, affines, out_dir, seed, device=None,
           val_images=None, val_labels=None, val_affines=None) -> Path      # writes out_dir/model.pt
     predict(model_path, image, affine, apply, device=None, seed=0) -> (prob, std or None)
@@ -28,11 +33,14 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from patchwork.errors import PatchworkError, check_keys
 from patchwork.schema import check_fields, setting
 from patchwork.settings import coerce_field
+
+if TYPE_CHECKING:
+    from patchwork.training.cost import TrainingCost
 
 DEFAULT_THRESHOLD = 0.5
 RESERVED_NAMES = ("ensemble", "ensemble_tuned")
@@ -59,15 +67,18 @@ def _load(ref: str) -> Any:
 class ModelType:
     """One row of the registry: where a model type's code lives and which files its prediction writes.
 
-    ``params`` and ``apply`` name torch-free settings classes (see :class:`Settings`), ``train`` and
-    ``predict`` the functions with the shared signatures of the module docstring; ``outputs`` are the
-    per-subject files of a prediction (``"std"``: the per-voxel spread of a stochastic model). ``check``
-    optionally names a torch-free ``(params, apply) -> None`` that checks the two sections together (the
-    application against the model it applies), raising :class:`~patchwork.errors.PatchworkError`.
+    ``params`` and ``apply`` name torch-free settings classes (see :class:`Settings`); ``plan``, ``cost``,
+    ``train`` and ``predict`` the functions with the shared signatures of the module docstring (``plan``
+    and ``cost`` torch-free); ``outputs`` are the per-subject files of a prediction (``"std"``: the
+    per-voxel spread of a stochastic model). ``check`` optionally names a torch-free
+    ``(params, apply) -> None`` that checks the two sections together (the application against the model
+    it applies), raising :class:`~patchwork.errors.PatchworkError`.
     """
 
     params: str
     apply: str
+    plan: str
+    cost: str
     train: str
     predict: str
     outputs: tuple[str, ...]
@@ -82,6 +93,14 @@ class ModelType:
         return _load(self.apply)
 
     @property
+    def plan_function(self) -> Callable[..., dict[str, Any]]:
+        return _load(self.plan)
+
+    @property
+    def cost_function(self) -> Callable[..., TrainingCost]:
+        return _load(self.cost)
+
+    @property
     def train_function(self) -> Callable[..., Any]:
         return _load(self.train)
 
@@ -94,6 +113,8 @@ MODEL_TYPES: dict[str, ModelType] = {
     "unet": ModelType(
         params="patchwork.models.unet.settings:UNetParams",
         apply="patchwork.models.unet.settings:UNetApply",
+        plan="patchwork.models.unet.plan:plan_unet",
+        cost="patchwork.models.unet.cost:training_cost",
         train="patchwork.models.unet.train:train_unet",
         predict="patchwork.models.unet.predict:predict_unet",
         outputs=("prob", "seg"),
@@ -101,6 +122,8 @@ MODEL_TYPES: dict[str, ModelType] = {
     "dnp": ModelType(
         params="patchwork.models.dnp.settings:DNPParams",
         apply="patchwork.models.dnp.settings:ApplyConfig",
+        plan="patchwork.models.dnp.plan:plan_dnp",
+        cost="patchwork.models.dnp.cost:training_cost",
         train="patchwork.models.dnp.train:train_dnp",
         predict="patchwork.models.dnp.predict:predict_dnp",
         outputs=("prob", "seg", "std"),

@@ -1,24 +1,17 @@
-"""Self-configuration (nnU-Net's idea): plans for every model type from the dataset fingerprint and a budget.
+"""The plans of every registered model type (``results/plans.json``), and a spec's params laid over them.
 
-Nobody hand-tunes the target spacing, patch size, batch size, depth or DNP scheme: they follow from the
-cohort (``fingerprint.json``, written by ingest) and the memory at hand. :func:`plan` returns what
-``results/plans.json`` holds; :func:`merge_plans` lays a model spec's ``params`` over its type's plan, so
-values written in the config win and everything left out comes from the plan. The rules are nnU-Net's,
-written out in :mod:`~patchwork.planning.spacing` (target spacing, anisotropic cohorts),
-:mod:`~patchwork.models.unet.plan` (patch, stages, batch) and :mod:`~patchwork.models.dnp.plan` (the DNP
-scheme);
-:mod:`~patchwork.planning.memory` estimates the memory of a training step by a closed formula. All of it
-is plain arithmetic: no torch.
-
-The fingerprint has no intensity statistics yet. Sizes do not need them; nnU-Net uses them to choose the
-normalisation (for CT: clip to the 0.5-99.5 percentiles of the foreground intensities, then z-score with
-their mean and standard deviation). Adding per-channel foreground percentiles, mean and standard deviation
-to the fingerprint would let the plan choose ``preprocess.normalization`` the same way.
+:func:`plan` reads the cohort from its fingerprint, takes nnU-Net's target spacing
+(:mod:`~patchwork.planning.spacing`) and the memory a training step may use
+(:mod:`~patchwork.planning.memory`), and asks each type of the registry (:data:`patchwork.models.MODEL_TYPES`)
+for its sizes: a type plans itself (its row's ``plan``, e.g. :mod:`patchwork.models.unet.plan`,
+:mod:`patchwork.models.dnp.plan`). :func:`merge_plans` lays a model spec's ``params`` over its type's
+plan, so values written in the config win and everything left out comes from the plan. All of it is
+plain arithmetic: no torch.
 
 Example::
 
     plans = plan(read_json("results/fingerprint.json"), {"device": "cuda", "memory_gb": 40})
-    params = merge_plans(spec["params"], plans["models"][spec["type"]])
+    params = merge_plans(spec["params"], plans["models"][spec["type"]], DNPParams)
 """
 
 from __future__ import annotations
@@ -28,16 +21,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from patchwork.errors import PatchworkError
-from patchwork.models.dnp.plan import plan_dnp
-from patchwork.models.unet.plan import plan_unet
+from patchwork.models import MODEL_TYPES, model_type
 from patchwork.planning.memory import usable_bytes
 from patchwork.planning.spacing import Cohort, resampled_median_shape, target_spacing
-
-__all__ = ["PLANS_VERSION", "merge_plans", "plan", "planned_spec"]
+from patchwork.settings import alternatives, field_class
 
 PLANS_VERSION = 1
 DEVICES = ("cuda", "cpu")
-EXCLUSIVE_KEYS = (("fov_mm", "fov_rel"), ("destvox_mm", "destvox_rel"))  # a scheme takes one of each
 
 
 def plan(
@@ -51,8 +41,7 @@ def plan(
     then replaces nnU-Net's rule. Returns ``target_spacing`` and the resampled ``median_shape`` (every
     image axis), ``ndim`` and ``axes`` (the image axes the model plans cover: all, or the two of a 2-D
     cohort), and ``models``: per type ``{"params": ..., "derived": ...}``, ``params`` in the keys of the
-    type's settings (:class:`~patchwork.models.unet.settings.UNetParams`,
-    :class:`~patchwork.models.dnp.settings.DNPParams`),
+    type's settings (its registry row's ``params``),
     ``derived`` what the plan computed on the way (pooling, voxel sizes per level, and ``memory_gb``: the
     estimated memory of a training step's tensors, which the budget less its reserve bounds).
     """
@@ -78,22 +67,24 @@ def plan(
         "ndim": cohort.ndim,
         "axes": axes,
         "models": {
-            "unet": plan_unet(*args, cohort.labels, device, usable),
-            "dnp": plan_dnp(*args, cohort.labels, device, usable),
+            name: row.plan_function(*args, cohort.labels, device, usable) for name, row in MODEL_TYPES.items()
         },
     }
 
 
-def merge_plans(spec_params: Mapping[str, Any], plans_for_type: Mapping[str, Any]) -> dict[str, Any]:
+def merge_plans(
+    spec_params: Mapping[str, Any], plans_for_type: Mapping[str, Any], params_class: type
+) -> dict[str, Any]:
     """A model spec's ``params`` laid over its type's plan (``plans["models"][type]``), key by key.
 
     Nested dicts are merged; any other value written in ``spec_params`` replaces the planned one. Where
-    the config names one of two exclusive keys (``fov_mm``/``fov_rel``, ``destvox_mm``/``destvox_rel``),
-    the planned other one is dropped. Neither argument is modified.
+    the config names one key of a settings class's alternatives (:func:`patchwork.settings.alternatives` of
+    ``params_class`` and its nested classes, e.g. the DNP scheme's ``fov_mm``/``fov_rel``), the planned
+    others are dropped. Neither argument is modified.
     """
     if "params" not in plans_for_type:
         raise PatchworkError("merge_plans: expected a model type's plan with a 'params' entry")
-    return _merge(plans_for_type["params"], spec_params)
+    return _merge(plans_for_type["params"], spec_params, params_class)
 
 
 def planned_spec(spec: Mapping[str, Any], plans: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,19 +93,21 @@ def planned_spec(spec: Mapping[str, Any], plans: Mapping[str, Any]) -> dict[str,
     for_type = plans.get("models", {}).get(spec.get("type"))
     if for_type is None:
         return dict(spec)
-    return {**spec, "params": merge_plans(spec.get("params") or {}, for_type)}
+    params_class = model_type(spec["type"]).params_class
+    return {**spec, "params": merge_plans(spec.get("params") or {}, for_type, params_class)}
 
 
-def _merge(planned: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """``given`` over ``planned``, recursively for dicts (see :func:`merge_plans`)."""
+def _merge(planned: Mapping[str, Any], given: Mapping[str, Any], cls: type | None) -> dict[str, Any]:
+    """``given`` over ``planned``, recursively for dicts, for the settings class ``cls`` of this level
+    (see :func:`merge_plans`)."""
     merged = copy.deepcopy(dict(planned))
-    for group in EXCLUSIVE_KEYS:
+    for group in alternatives(cls):
         if any(k in given for k in group):
             for key in group:
                 merged.pop(key, None)
     for key, value in given.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = _merge(merged[key], value, field_class(cls, key))
         else:
             merged[key] = copy.deepcopy(value)
     return merged

@@ -12,7 +12,8 @@ import re
 import shlex
 
 from patchwork.config import WorkflowConfig
-from patchwork.models import MODEL_TYPES
+from patchwork.models import MODEL_TYPES, parse_spec
+from patchwork.planning.plans import planned_spec
 from workflow import inputs, resources
 
 R = config["results"]
@@ -125,12 +126,34 @@ def written_training_spec(name):
     return {"name": name, "type": written["type"], "params": written.get("params") or {}}
 
 
+def planned_params(model):
+    """A model's params as its training will use them: the config's laid over results/plans.json once the
+    plan exists (a job's resources are evaluated again when it is ready to run), else the config's."""
+    plans = f"{R}/plans.json"
+    if not os.path.exists(plans):
+        return MODELS[model].params
+    written = next(m for m in config["models"] if m["name"] == model)
+    return parse_spec(planned_spec(written, inputs.read_json(plans)), plans).params
+
+
+def training_share(wildcards):
+    """The share of the training subjects a fold's model trains on: (K-1)/K, all for `all`."""
+    return 1.0 if wildcards.fold == "all" else 1 - 1 / len(folds())
+
+
 def train_mem_mb(wildcards):
-    """Training memory: the cases in use of the fold's share of the training subjects ((K-1)/K; all for
-    `all`) and the step (workflow/resources.py)."""
-    share = 1.0 if wildcards.fold == "all" else 1 - 1 / len(folds())
+    """Training memory: what the model type's cost says its planned params hold on the fold's training
+    subjects, and one step (workflow/resources.py)."""
     spec = MODELS[wildcards.model]
-    return resources.train_mem_mb(cohort(), spec.type, spec.params, share)
+    return resources.train_mem_mb(cohort(), spec.type, planned_params(spec.name), training_share(wildcards))
+
+
+def train_minutes(wildcards):
+    """Training time: the model type's steps of its planned params at the device's throughput."""
+    spec = MODELS[wildcards.model]
+    return resources.train_minutes(
+        cohort(), spec.type, planned_params(spec.name), training_share(wildcards), GPUS
+    )
 
 
 def tuned_settings():

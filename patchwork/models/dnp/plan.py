@@ -31,8 +31,7 @@ from math import ceil, log2, prod
 from typing import Any
 
 from patchwork.errors import PatchworkError
-from patchwork.models.unet.plan import MAX_DATASET_FRACTION, MIN_BATCH, MIN_FEATURE_MAP
-from patchwork.planning.memory import unet_step_bytes
+from patchwork.planning.memory import MIN_BATCH, MIN_FEATURE_MAP, largest_batch, unet_step_bytes
 
 EDGE = {"cuda": 64, "cpu": 32}
 BLOCK_FEATURES = {"cuda": (16, 128), "cpu": (8, 32)}
@@ -101,12 +100,8 @@ def plan_dnp(
             )
         edge -= EDGE_STEP
         scheme = scheme_for(edge, extent, spacing)
-    dataset_voxels = prod(median_shape) * n_train
     tree_voxels = scheme["depth"] * prod(scheme["patch"])
-    batch_cap = max(MIN_BATCH, int(MAX_DATASET_FRACTION * dataset_voxels / tree_voxels))
-    batch = MIN_BATCH
-    while batch < batch_cap and step_bytes(scheme, batch + 1) <= usable:
-        batch += 1
+    batch = largest_batch(lambda b: step_bytes(scheme, b), usable, prod(median_shape) * n_train, tree_voxels)
     return {
         "params": {
             "crop": {

@@ -45,7 +45,7 @@ import importlib
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeVar, get_args
+from typing import Any, ClassVar, Literal, TypeVar, get_args
 
 from patchwork.errors import PatchworkError, check_keys
 from patchwork.settings import dataclass_from_dict
@@ -189,6 +189,11 @@ class Scheme:
     :func:`~.scheme.voxel_sizes`). ``out_patch_size``: the output (label) matrix, default the
     input's. With ``depth == 1`` the voxel size is ``f_0 / s_0`` and ``destvox`` must be left out.
     """
+
+    ALTERNATIVES: ClassVar[tuple[tuple[str, ...], ...]] = (
+        ("fov_mm", "fov_rel"),
+        ("destvox_mm", "destvox_rel"),
+    )
 
     patch_size: Sizes | None = None
     out_patch_size: Sizes | None = None

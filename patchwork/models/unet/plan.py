@@ -16,7 +16,8 @@
    (:func:`~patchwork.planning.memory.unet_step_bytes`), shrink the patch axis that is largest relative to
    the median shape by one multiple of ``2**(n_stages - 1)``, and go back to rule 2.
 5. **Batch**: as large as the memory allows, but a step sees at most 5 % of the voxels of the dataset
-   (the median image times the training subjects), and at least 2.
+   (the median image times the training subjects), and at least 2
+   (:func:`~patchwork.planning.memory.largest_batch`).
 6. **Features**: nnU-Net's 32 features doubling per stage up to 320 (3-D) or 512 (2-D) on a GPU. A CPU
    trains some 50x slower, so there the features start at 8 and stop at 64 (16x fewer multiply-adds per
    voxel); the memory rule then lets the patch grow instead.
@@ -29,13 +30,10 @@ from math import prod
 from typing import Any
 
 from patchwork.errors import PatchworkError
-from patchwork.planning.memory import unet_step_bytes
+from patchwork.planning.memory import MIN_BATCH, MIN_FEATURE_MAP, largest_batch, unet_step_bytes
 
-MIN_FEATURE_MAP = 4  # nnU-Net: the bottleneck keeps at least 4 voxels along a pooled axis
 POOL_SPACING_RATIO = 2.0  # nnU-Net: an axis is pooled only while its spacing <= 2x the finest
 START_VOXELS = {2: 2048**2, 3: 256**3}  # nnU-Net's initial patch volume
-MIN_BATCH = 2
-MAX_DATASET_FRACTION = 0.05  # nnU-Net: a step sees at most 5 % of the dataset's voxels
 FEATURES = {("cuda", 2): (32, 512), ("cuda", 3): (32, 320), ("cpu", 2): (8, 64), ("cpu", 3): (8, 64)}
 
 
@@ -103,11 +101,7 @@ def plan_unet(
         axis = max(shrinkable, key=lambda a: patch[a] / median_shape[a])
         patch[axis] -= factor
         patch = snap(patch, spacing)
-    dataset_voxels = prod(median_shape) * n_train
-    batch_cap = max(MIN_BATCH, int(MAX_DATASET_FRACTION * dataset_voxels / prod(patch)))
-    batch = MIN_BATCH
-    while batch < batch_cap and step_bytes(patch, batch + 1) <= usable:
-        batch += 1
+    batch = largest_batch(lambda b: step_bytes(patch, b), usable, prod(median_shape) * n_train, prod(patch))
     strides = pool_strides(patch, spacing)
     return {
         "params": {
