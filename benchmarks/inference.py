@@ -42,8 +42,8 @@ from patchwork.evaluation.metrics import dice
 from patchwork.io import read_image
 from patchwork.models.dnp.apply import apply_dnp
 from patchwork.models.dnp.model import PatchWorkModel, build_model
+from patchwork.models.dnp.modelfile import load_dnp
 from patchwork.models.dnp.settings import ApplyConfig, DNPParams
-from patchwork.models.dnp.train import load_dnp
 from patchwork.models.prediction import to_original_probability
 from patchwork.models.unet import sliding_window_inference
 from patchwork.models.unet.modelfile import build_network, load_unet

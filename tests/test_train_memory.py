@@ -14,8 +14,10 @@ from patchwork.data.cohort import Subject
 from patchwork.data.preprocess import load_preprocessed, preprocess_subject
 from patchwork.io import save_image
 from patchwork.models.dnp.balance import ForegroundSites, label_weights
+from patchwork.models.dnp.cases import check_cases
 from patchwork.models.dnp.settings import Balance, DNPParams
-from patchwork.models.dnp.train import Drawer, check_cases, train_dnp
+from patchwork.models.dnp.train import train_dnp
+from patchwork.models.dnp.trees import Drawer
 from patchwork.models.dnp.volume import label_positions, position_sites
 from patchwork.models.unet import UNetParams, train_unet
 from patchwork.models.unet import sampler as sampler_module
@@ -220,7 +222,8 @@ def test_default_cases_per_iteration_uses_every_image_of_a_small_cohort() -> Non
     """The default (64) draws from every image up to 64 and is then no part of the training identity, so a
     small cohort trains as with every image (the paper's) and old models still match."""
     from patchwork.models.dnp.settings import TrainParams
-    from patchwork.models.dnp.train import _result_params, case_subset
+    from patchwork.models.dnp.train import _result_params
+    from patchwork.models.dnp.trees import case_subset
 
     default = TrainParams().cases_per_iteration
     assert default == 64

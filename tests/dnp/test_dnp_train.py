@@ -10,21 +10,15 @@ import torch
 from dnp_images import SHAPES, ball
 
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp.cases import check_cases, label_targets
 from patchwork.models.dnp.hardmining import hardness, select_hard
 from patchwork.models.dnp.loss import level_loss, patch_losses
 from patchwork.models.dnp.model import build_model, check_model
+from patchwork.models.dnp.modelfile import load_dnp
 from patchwork.models.dnp.predict import predict_dnp
 from patchwork.models.dnp.settings import ApplyConfig, DNPParams
-from patchwork.models.dnp.train import (
-    Drawer,
-    TreeSet,
-    check_cases,
-    label_targets,
-    load_dnp,
-    next_pool,
-    train_dnp,
-    train_on_set,
-)
+from patchwork.models.dnp.train import next_pool, train_dnp, train_on_set
+from patchwork.models.dnp.trees import Drawer, TreeSet
 
 
 def settings(ndim: int, **train) -> DNPParams:

@@ -47,7 +47,7 @@ _HOMES = {
     "apply_dnp": "patchwork.models.dnp.apply",
     "apply_to_file": "patchwork.models.dnp.predict",
     "build_model": "patchwork.models.dnp.model",
-    "load_dnp": "patchwork.models.dnp.train",
+    "load_dnp": "patchwork.models.dnp.modelfile",
     "predict_dnp": "patchwork.models.dnp.predict",
     "scatter": "patchwork.models.dnp.resample",
     "train_dnp": "patchwork.models.dnp.train",

@@ -29,9 +29,9 @@ from patchwork.errors import PatchworkError
 from patchwork.io import load_nifti, save_image
 from patchwork.models.dnp.apply import DNPResult, apply_dnp, label_values
 from patchwork.models.dnp.labeltable import add_label_table
+from patchwork.models.dnp.modelfile import load_dnp
 from patchwork.models.dnp.outtype import numpy_dtype
 from patchwork.models.dnp.settings import ApplyConfig
-from patchwork.models.dnp.train import load_dnp
 from patchwork.models.dnp.volume import image_tensor
 
 
