@@ -41,9 +41,10 @@ from patchwork.data.preprocess import load_preprocessed
 from patchwork.evaluation.metrics import dice
 from patchwork.io import read_image
 from patchwork.models.dnp.apply import apply_dnp
+from patchwork.models.dnp.apply_settings import DNPApply
 from patchwork.models.dnp.model import PatchWorkModel, build_model
 from patchwork.models.dnp.modelfile import load_dnp
-from patchwork.models.dnp.settings import ApplyConfig, DNPParams
+from patchwork.models.dnp.settings import DNPParams
 from patchwork.models.prediction import to_original_probability
 from patchwork.models.unet import sliding_window_inference
 from patchwork.models.unet.modelfile import build_network, load_unet
@@ -77,7 +78,7 @@ def timed(run: Run, image: np.ndarray, affine: np.ndarray, device: torch.device)
 
 def methods(
     dnp: PatchWorkModel,
-    dnp_apply: ApplyConfig,
+    dnp_apply: DNPApply,
     unet: torch.nn.Module,
     unet_params: UNetParams,
     fractions: Sequence[float],
@@ -150,7 +151,7 @@ def main() -> None:
         unet = build_network(unet_params, in_channels=1).to(device)
     unet.eval()
     level = args.level if args.level == "mix" else int(args.level)
-    dnp_apply = ApplyConfig.from_dict({"level": level})
+    dnp_apply = DNPApply.from_dict({"level": level})
     runs = methods(dnp, dnp_apply, unet, unet_params, args.fractions, full=not args.no_full)
     weights = "trained" if args.dnp_model and args.unet_model else "random weights (timing only)"
     machine = platform.processor() or platform.machine()

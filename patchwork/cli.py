@@ -26,7 +26,6 @@ from patchwork.config import (
     IngestSettings,
     PlanningSettings,
     PreprocessSettings,
-    Section,
     SplitSettings,
     ThreadSettings,
     WorkflowConfig,
@@ -34,6 +33,7 @@ from patchwork.config import (
 )
 from patchwork.errors import PatchworkError
 from patchwork.models import DEFAULT_THRESHOLD, parse_spec
+from patchwork.settings import Settings
 from patchwork.stages import data, ensemble, entry, evaluation, models, planning
 
 log = logging.getLogger("patchwork")
@@ -291,7 +291,7 @@ def cmd_schema(args: argparse.Namespace) -> None:
 # --- parser ---------------------------------------------------------------------------------------
 
 
-def _add_settings(p: argparse.ArgumentParser, cls: type[Section]) -> None:
+def _add_settings(p: argparse.ArgumentParser, cls: type[Settings]) -> None:
     """``--settings JSON``: the command's config section (missing keys take the defaults shown)."""
     defaults = json.dumps(cls().to_dict())
     p.add_argument(

@@ -13,12 +13,12 @@ import yaml
 from patchwork.config import (
     EnsembleSettings,
     PreprocessSettings,
-    Section,
     WorkflowConfig,
     config_schema,
     schema_yaml,
 )
 from patchwork.errors import PatchworkError
+from patchwork.settings import Settings, default_of
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -45,12 +45,11 @@ def test_committed_schema_is_the_generated_one() -> None:
 
 def test_every_value_in_config_yaml_is_the_settings_default() -> None:
     raw = _load("config.yaml")
-    default = WorkflowConfig(models=())
     for f in dataclasses.fields(WorkflowConfig):
         if f.name in ("dataset", "models"):
             continue
-        value = getattr(default, f.name)
-        expected = value.to_dict() if isinstance(value, Section) else value
+        value = default_of(f)
+        expected = value.to_dict() if isinstance(value, Settings) else value
         expected = (
             {k: v for k, v in expected.items() if k != "model_thresholds"}
             if f.name == "ensemble"
@@ -93,7 +92,7 @@ def test_atlas2_moves_application_settings_to_the_model_level() -> None:
     [
         ({"models": [{"name": "a", "type": "unet"}] * 2}, "cfg: models: the name(s) a appear more than once"),
         ({"models": [{"name": "ensemble", "type": "unet"}]}, "cfg: models: model ensemble: name='ensemble'"),
-        ({"models": []}, "cfg: models: expected a non-empty list"),
+        ({"models": []}, "cfg: models: needs at least 1 entries"),
         ({"ensemble": {"model_thresholds": {"a": 0.5}}}, "cfg: ensemble: model_thresholds: not a config key"),
         ({"ensemble": {"weights": {"b": 1.0}}}, "cfg: ensemble.weights: no model named b"),
         ({"ensemble": {"threshold": 2}}, "cfg: ensemble: threshold=2.0: must be <= 1"),

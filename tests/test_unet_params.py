@@ -38,7 +38,7 @@ def test_from_dict_accepts_ints_for_floats_and_lists_for_tuples():
         ({"patch_size": [48, 44, 48]}, "multiple of 2**(n_stages-1) = 8"),
         ({"n_stages": 0}, "n_stages=0"),
         ({"num_classes": 1}, "num_classes=1"),
-        ({"lr": -1.0}, "lr=-1.0: must be positive"),
+        ({"lr": -1.0}, "lr=-1.0: must be > 0"),
         ({"lr": float("nan")}, "expected a finite number"),
         ({"overlap": 0.5}, "unknown key(s) overlap"),  # an application setting: UNetApply
         ({"oversample_foreground": 1.5}, "oversample_foreground=1.5"),

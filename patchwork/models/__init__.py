@@ -32,12 +32,11 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from patchwork.errors import PatchworkError, check_keys
-from patchwork.schema import check_fields, setting
-from patchwork.settings import coerce_field
+from patchwork.errors import PatchworkError
+from patchwork.settings import Settings, setting
 
 if TYPE_CHECKING:
     from patchwork.training.cost import TrainingCost
@@ -46,15 +45,6 @@ DEFAULT_THRESHOLD = 0.5
 RESERVED_NAMES = ("ensemble", "ensemble_tuned")
 POSTPROCESSED_SUFFIX = "_pp"
 NAME_PATTERN = rf"^(?![A-Za-z0-9_-]*{POSTPROCESSED_SUFFIX}$)[A-Za-z0-9_-]+$"
-
-
-class Settings(Protocol):
-    """What the registry needs of a settings class: built from and written to a plain mapping."""
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Settings: ...
-
-    def to_dict(self) -> dict[str, Any]: ...
 
 
 def _load(ref: str) -> Any:
@@ -67,12 +57,12 @@ def _load(ref: str) -> Any:
 class ModelType:
     """One row of the registry: where a model type's code lives and which files its prediction writes.
 
-    ``params`` and ``apply`` name torch-free settings classes (see :class:`Settings`); ``plan``, ``cost``,
-    ``train`` and ``predict`` the functions with the shared signatures of the module docstring (``plan``
-    and ``cost`` torch-free); ``outputs`` are the per-subject files of a prediction (``"std"``: the
-    per-voxel spread of a stochastic model). ``check`` optionally names a torch-free
-    ``(params, apply) -> None`` that checks the two sections together (the application against the model
-    it applies), raising :class:`~patchwork.errors.PatchworkError`.
+    ``params`` and ``apply`` name torch-free settings classes (:class:`~patchwork.settings.Settings`);
+    ``plan``, ``cost``, ``train`` and ``predict`` the functions with the shared signatures of the module
+    docstring (``plan`` and ``cost`` torch-free); ``outputs`` are the per-subject files of a prediction
+    (``"std"``: the per-voxel spread of a stochastic model). ``check`` optionally names a torch-free
+    ``(params, apply) -> None`` that checks the two sections together (the application against the model it
+    applies), raising :class:`~patchwork.errors.PatchworkError`.
     """
 
     params: str
@@ -121,13 +111,13 @@ MODEL_TYPES: dict[str, ModelType] = {
     ),
     "dnp": ModelType(
         params="patchwork.models.dnp.settings:DNPParams",
-        apply="patchwork.models.dnp.settings:ApplyConfig",
+        apply="patchwork.models.dnp.apply_settings:DNPApply",
         plan="patchwork.models.dnp.plan:plan_dnp",
         cost="patchwork.models.dnp.cost:training_cost",
         train="patchwork.models.dnp.train:train_dnp",
         predict="patchwork.models.dnp.predict:predict_dnp",
         outputs=("prob", "seg", "std"),
-        check="patchwork.models.dnp.settings:check_spec",
+        check="patchwork.models.dnp.apply_settings:check_spec",
     ),
 }
 
@@ -140,8 +130,8 @@ def model_type(name: str) -> ModelType:
 
 
 @dataclass(frozen=True)
-class ModelSpec:
-    """A model: name, type (unet | dnp), threshold, seed, training params and application settings.
+class ModelSpec(Settings):
+    """A model: name, type, threshold, seed, training params and application settings.
 
     ``params``/``apply`` are parsed by the settings classes of the type's registry row. The name (letters,
     digits, ``_``, ``-``) names the model's files; ``ensemble`` and ``ensemble_tuned`` are the ensemble's
@@ -150,21 +140,63 @@ class ModelSpec:
     seed) seeds training and stochastic application.
     """
 
+    what: ClassVar[str] = "model"
     name: str = setting(
         pattern=NAME_PATTERN,
         description=f"letters, digits, _ and -, not ending in {POSTPROCESSED_SUFFIX}",
+        doc="letters, digits, `_`, `-`; names the model's folders under `results/`",
         **{"not": {"enum": list(RESERVED_NAMES)}},
     )
-    type: str = setting(enum=list(MODEL_TYPES))
-    params: Any = setting(type="object", optional=True)
-    apply: Any = setting(type="object", optional=True)
-    threshold: float = setting(DEFAULT_THRESHOLD, minimum=0, maximum=1)
-    seed: int | None = None
+    type: str = setting(
+        enum=list(MODEL_TYPES), doc=f"the model type: {', '.join(f'`{t}`' for t in MODEL_TYPES)}"
+    )
+    params: Any = setting(
+        None,
+        type="object",
+        optional=True,
+        doc="training settings of the type (below; what the config leaves out comes from the plans); "
+        "changing them retrains",
+    )
+    apply: Any = setting(
+        None,
+        type="object",
+        optional=True,
+        doc="how the trained model is applied (below); changing them re-predicts, never retrains",
+    )
+    threshold: float = setting(
+        DEFAULT_THRESHOLD,
+        minimum=0,
+        maximum=1,
+        doc="binarises the model's probability (and is its own threshold in the `vote` ensemble); changing "
+        "it re-predicts, never retrains",
+    )
+    seed: int | None = setting(
+        None, doc="seed of this model's training and stochastic application (null: the run's `seed`)"
+    )
 
-    def __post_init__(self) -> None:
-        problems = check_fields(self)
-        if problems:
-            raise PatchworkError(problems=problems)
+    def normalise(self) -> None:
+        """``params`` and ``apply`` built by the settings classes of the model's type."""
+        if self.type not in MODEL_TYPES:
+            return  # check_fields names the known types
+        row = MODEL_TYPES[self.type]
+        for name, cls in (("params", row.params_class), ("apply", row.apply_class)):
+            object.__setattr__(self, name, cls.coerce(getattr(self, name) or {}, f"{self.what}: {cls.what}"))
+
+    def problems(self) -> list[str]:
+        """The application settings checked against the training settings (the type's ``check``)."""
+        row = MODEL_TYPES.get(self.type)
+        if row is None or row.check is None:
+            return []
+        try:
+            _load(row.check)(self.params, self.apply)
+        except PatchworkError as err:
+            return err.problems
+        return []
+
+    @classmethod
+    def coerce(cls, value: Any, what: str) -> ModelSpec:
+        """A model spec of a config's ``models`` list (see :func:`parse_spec`)."""
+        return value if isinstance(value, ModelSpec) else parse_spec(value, what)
 
     @property
     def model_type(self) -> ModelType:
@@ -173,24 +205,6 @@ class ModelSpec:
     def training_dict(self) -> dict[str, Any]:
         """What training depends on (``patchwork train --spec``, ``spec.json``): name, type and params."""
         return {"name": self.name, "type": self.type, "params": self.params.to_dict()}
-
-    def to_dict(self) -> dict[str, Any]:
-        """The whole spec as plain builtins; ``parse_spec(s.to_dict(), ...) == s``."""
-        return {
-            **self.training_dict(),
-            "apply": self.apply.to_dict(),
-            "threshold": self.threshold,
-            "seed": self.seed,
-        }
-
-
-def _field(spec: Mapping[str, Any], key: str, default: Any, hint: Any) -> Any:
-    """``spec[key]`` (else ``default``) checked against the type ``hint``; the error names the key."""
-    value = spec.get(key, default)
-    try:
-        return coerce_field(value, hint)
-    except TypeError as err:
-        raise PatchworkError(f"{key}={value!r}: {err}") from None
 
 
 def parse_spec(spec: Any, source: str) -> ModelSpec:
@@ -202,20 +216,4 @@ def parse_spec(spec: Any, source: str) -> ModelSpec:
     """
     if not isinstance(spec, Mapping) or "name" not in spec or "type" not in spec:
         raise PatchworkError(f"{source}: a model needs 'name' and 'type' (got {spec!r})")
-    try:
-        check_keys(spec, (f.name for f in fields(ModelSpec)), "keys")
-        row = model_type(spec["type"])
-        parsed = ModelSpec(
-            name=_field(spec, "name", None, str),
-            type=spec["type"],
-            params=row.params_class.from_dict(spec.get("params") or {}),
-            apply=row.apply_class.from_dict(spec.get("apply") or {}),
-            threshold=_field(spec, "threshold", DEFAULT_THRESHOLD, float),
-            seed=_field(spec, "seed", None, int | None),
-        )
-        if row.check:
-            _load(row.check)(parsed.params, parsed.apply)
-        return parsed
-    except PatchworkError as err:
-        where = f"{source}: model {spec['name']}"
-        raise PatchworkError(problems=[f"{where}: {problem}" for problem in err.problems]) from None
+    return ModelSpec.from_dict(spec, f"{source}: model {spec['name']}")

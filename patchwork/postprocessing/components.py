@@ -26,19 +26,17 @@ Example::
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy import ndimage
 
 from patchwork.errors import PatchworkError
 from patchwork.io import check_same_grid, read_image, save_image
-from patchwork.schema import check_fields, setting
-from patchwork.settings import dataclass_from_dict, read_tuned_settings
+from patchwork.settings import Settings, read_tuned_settings, setting
 
 THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.10, 0.901, 0.05))
 MIN_VOLUMES_MM3 = (0.0, 10.0, 30.0, 100.0, 300.0, 1000.0)
@@ -46,28 +44,18 @@ MIN_PEAKS = (0.0, 0.6, 0.7, 0.8, 0.9, 0.95)
 
 
 @dataclass(frozen=True)
-class Postprocessing:
+class Postprocessing(Settings):
     """Threshold, smallest kept component volume (mm³) and smallest kept component peak probability.
 
     The defaults change nothing beyond the usual 0.5 threshold.
     """
 
-    threshold: float = setting(0.5, minimum=0, maximum=1)
-    min_volume_mm3: float = setting(0.0, minimum=0)
-    min_peak: float = setting(0.0, minimum=0, maximum=1)
-
-    def __post_init__(self) -> None:
-        problems = check_fields(self)
-        if problems:
-            raise PatchworkError(problems=[f"postprocessing: {p}" for p in problems])
-
-    @classmethod
-    def from_dict(cls, d: Any) -> Postprocessing:
-        """Build from a plain mapping; unknown keys and wrong types are errors."""
-        return dataclass_from_dict(cls, d, "postprocessing")
-
-    def to_dict(self) -> dict[str, float]:
-        return dataclasses.asdict(self)
+    what: ClassVar[str] = "postprocessing"
+    threshold: float = setting(0.5, minimum=0, maximum=1, doc="foreground where the probability >= this")
+    min_volume_mm3: float = setting(0.0, minimum=0, doc="a component smaller than this (mm³) is removed")
+    min_peak: float = setting(
+        0.0, minimum=0, maximum=1, doc="a component whose highest probability is below this is removed"
+    )
 
 
 def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:

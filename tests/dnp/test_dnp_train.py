@@ -10,13 +10,14 @@ import torch
 from dnp_images import SHAPES, ball
 
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp.apply_settings import DNPApply
 from patchwork.models.dnp.cases import check_cases, label_targets
 from patchwork.models.dnp.hardmining import hardness, select_hard
 from patchwork.models.dnp.loss import level_loss, patch_losses
 from patchwork.models.dnp.model import build_model, check_model
 from patchwork.models.dnp.modelfile import load_dnp
 from patchwork.models.dnp.predict import predict_dnp
-from patchwork.models.dnp.settings import ApplyConfig, DNPParams
+from patchwork.models.dnp.settings import DNPParams
 from patchwork.models.dnp.train import next_pool, train_dnp, train_on_set
 from patchwork.models.dnp.trees import Drawer, TreeSet
 
@@ -254,11 +255,9 @@ def test_application_settings_change_without_retraining(tmp_path):
     path = train_dnp(params, *data, tmp_path, seed=0)
     stored = path.read_bytes()
     image, affine = data[0][0], data[2][0]
-    one = predict_dnp(path, image, affine, ApplyConfig(num_patches=1, augment=None, window=None), seed=0)
-    many = predict_dnp(
-        path, image, affine, ApplyConfig.from_dict({"num_patches": 3, "window": "cos2"}), seed=0
-    )
+    one = predict_dnp(path, image, affine, DNPApply(num_patches=1, augment=None, window=None), seed=0)
+    many = predict_dnp(path, image, affine, DNPApply.from_dict({"num_patches": 3, "window": "cos2"}), seed=0)
     assert one[0].shape == many[0].shape == image.shape[1:] and not np.array_equal(one[0], many[0])
     assert train_dnp(params, *data, tmp_path, seed=0) == path and path.read_bytes() == stored
     with pytest.raises(PatchworkError, match="out_typ='mask'"):
-        predict_dnp(path, image, affine, ApplyConfig(out_typ="mask"))
+        predict_dnp(path, image, affine, DNPApply(out_typ="mask"))

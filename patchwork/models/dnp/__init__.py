@@ -5,7 +5,7 @@ A patch is a homogeneous matrix plus a shape (:mod:`~.geometry`). :class:`CropGe
 back; :func:`~.resample.crop` and :func:`scatter` are the batched low-level re-sampling it is
 built on (the model crops its parents' outputs with ``crop``). :class:`PatchWorkModel` refines level by
 level; :func:`train_dnp` trains it from :class:`DNPParams` into ``model.pt``, :func:`load_dnp` reads it
-back. How a trained model is applied is an :class:`ApplyConfig` given with each call: :func:`apply_dnp`
+back. How a trained model is applied is an :class:`DNPApply` given with each call: :func:`apply_dnp`
 segments a whole image, :func:`apply_to_file` does so from NIfTI to NIfTI and :func:`predict_dnp` (the
 model registry's entry) gives the probability map and its spread.
 
@@ -15,17 +15,17 @@ torch.
 
 Example::
 
-    from patchwork.models.dnp import ApplyConfig, DNPParams, predict_dnp, train_dnp
+    from patchwork.models.dnp import DNPApply, DNPParams, predict_dnp, train_dnp
 
     model_path = train_dnp(DNPParams.from_dict({"train": {"num_its": 60}}), images, labels, affines,
                            Path("out"), seed=0)
-    prob, std = predict_dnp(model_path, image, affine, ApplyConfig(num_patches=8))
+    prob, std = predict_dnp(model_path, image, affine, DNPApply(num_patches=8))
 """
 
 from patchwork.exports import lazy_exports
 
 _HOMES = {
-    "ApplyConfig": "patchwork.models.dnp.settings",
+    "DNPApply": "patchwork.models.dnp.apply_settings",
     "Augment": "patchwork.models.dnp.settings",
     "Balance": "patchwork.models.dnp.settings",
     "CropConfig": "patchwork.models.dnp.settings",
@@ -33,11 +33,11 @@ _HOMES = {
     "DNPParams": "patchwork.models.dnp.settings",
     "DNPResult": "patchwork.models.dnp.apply",
     "ImageGrid": "patchwork.models.dnp.grid",
-    "LazyEval": "patchwork.models.dnp.settings",
+    "LazyEval": "patchwork.models.dnp.apply_settings",
     "Level": "patchwork.models.dnp.patchset",
     "ModelParams": "patchwork.models.dnp.settings",
-    "CallableRef": "patchwork.models.dnp.settings",
-    "OutType": "patchwork.models.dnp.settings",
+    "CallableRef": "patchwork.models.dnp.callableref",
+    "OutType": "patchwork.models.dnp.apply_settings",
     "PatchSet": "patchwork.models.dnp.patchset",
     "PatchWorkModel": "patchwork.models.dnp.model",
     "Scheme": "patchwork.models.dnp.settings",

@@ -50,6 +50,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from patchwork.models.dnp.apply_settings import DNPApply, LazyEval
 from patchwork.models.dnp.crop import Children, CropGenerator, Parents, as_generator
 from patchwork.models.dnp.geometry import patch_coordinates
 from patchwork.models.dnp.grid import ImageGrid
@@ -57,7 +58,7 @@ from patchwork.models.dnp.lazy import attention_function, keep, scores
 from patchwork.models.dnp.model import PatchWorkModel
 from patchwork.models.dnp.outtype import encode
 from patchwork.models.dnp.placement import driven
-from patchwork.models.dnp.settings import ApplyConfig, Augment, LazyEval
+from patchwork.models.dnp.settings import Augment
 from patchwork.models.dnp.stitch import OutputGrid, Stitcher
 from patchwork.models.dnp.volume import ImageLike, Volume
 
@@ -91,7 +92,7 @@ class Run:
 
     model: PatchWorkModel
     volume: Volume
-    config: ApplyConfig
+    config: DNPApply
     augment: Augment | None
     independent: bool
     last: int
@@ -122,7 +123,7 @@ def foreground(model: PatchWorkModel, level: int, output: Tensor) -> Tensor:
     return probabilities[:, 1:] if model.activation == "softmax" else probabilities
 
 
-def output_grid(grid: ImageGrid, config: ApplyConfig, finest_voxel: Tensor) -> OutputGrid:
+def output_grid(grid: ImageGrid, config: DNPApply, finest_voxel: Tensor) -> OutputGrid:
     """The stitching grid: the image's (refined by ``sampling_factor``) or an axis-aligned one."""
     if config.scale_to_original:
         return OutputGrid.of_image(grid).refined(config.sampling_factor)
@@ -133,7 +134,7 @@ def apply_dnp(
     model: PatchWorkModel,
     image: ImageLike,
     affine: Tensor | np.ndarray | None = None,
-    config: ApplyConfig | Mapping[str, Any] | None = None,
+    config: DNPApply | Mapping[str, Any] | None = None,
     *,
     generator: torch.Generator | int | None = None,
     device: torch.device | str | None = None,
@@ -141,11 +142,11 @@ def apply_dnp(
 ) -> DNPResult:
     """Apply ``model`` to ``image`` (``[C, *spatial]`` with ``affine``, or a nibabel image).
 
-    ``config`` (an :class:`~.settings.ApplyConfig` or its plain mapping; ``None``: the defaults)
+    ``config`` (an :class:`~.settings.DNPApply` or its plain mapping; ``None``: the defaults)
     and the keyword ``settings`` (the paper's names, which win); ``generator`` (a ``torch.Generator`` or a
     seed) makes every random choice; ``device`` defaults to the model's.
     """
-    config = ApplyConfig.from_value(config, **settings)
+    config = DNPApply.from_value(config, **settings)
     cropper = model.cropper
     scattered = config.check(cropper.config, model.intermediate_loss)
     augment, independent = config.augmentation(model.train_augment, model.train_independent_augmentation)

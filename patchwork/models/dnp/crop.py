@@ -44,7 +44,6 @@ from patchwork.models.dnp.settings import (
     Interp,
     Window,
     check_sampling,
-    nested,
 )
 from patchwork.models.dnp.smoothing import antialias, antialias_labels
 from patchwork.models.dnp.volume import (
@@ -163,7 +162,7 @@ class CropGenerator:
         dictionary, ... as in :class:`~.settings.CropConfig`), not both."""
         if config is not None and settings:
             raise PatchworkError("CropGenerator takes a CropConfig or its keywords, not both")
-        self.config: CropConfig = config if config is not None else nested(CropConfig, settings, "crop")  # type: ignore[assignment]
+        self.config: CropConfig = config if config is not None else CropConfig.coerce(settings, "crop")
 
     def prepare(
         self,
@@ -295,7 +294,7 @@ class CropGenerator:
                 "augment: settings per level need independent_augmentation (without it every level "
                 "keeps level 0's transformation)"
             )
-        balance = nested(Balance, balance, "balance")
+        balance = None if balance is None else Balance.coerce(balance, "balance")
         check_sampling(num_patches, generate_type, branch_factor)
         self._check_balance(volume, generate_type, balance)
         rng = as_generator(generator)
@@ -454,7 +453,7 @@ class CropGenerator:
             items = [augment] * depth
         out: list[Augment | None] = []
         for item in items:
-            parsed = nested(Augment, item, "augment")
+            parsed = None if item is None else Augment.coerce(item, "augment")
             if parsed is not None:
                 parsed.check(self.config.ndim)
             out.append(None if parsed is None or parsed.is_identity else parsed)

@@ -25,7 +25,7 @@ from collections.abc import Callable
 
 import torch
 
-from patchwork.models.dnp.settings import LazyEval
+from patchwork.models.dnp.apply_settings import LazyEval
 
 Tensor = torch.Tensor
 AttentionFun = Callable[[Tensor], Tensor]

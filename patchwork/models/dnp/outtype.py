@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from patchwork.errors import PatchworkError
-from patchwork.models.dnp.settings import OutType
+from patchwork.models.dnp.apply_settings import OutType
 
 Tensor = torch.Tensor
 SCALED = {"int16": (32767.0, torch.int16), "uint8": (255.0, torch.uint8)}

@@ -1,18 +1,18 @@
 """Applying a saved patchwork to NIfTI files and to arrays, with application settings given at call time.
 
-A model file holds what training used; how to apply it is an :class:`~.settings.ApplyConfig`
+A model file holds what training used; how to apply it is an :class:`~.settings.DNPApply`
 given with each call, so changing it never requires retraining. :func:`apply_to_file` reads an image,
 applies the model (:func:`~.apply.apply_dnp`) and writes the ``out_typ``-encoded output (and
 optionally the uncertainty) as NIfTI; with ``scale_to_original`` (the default) the output has exactly the
 input's shape and affine. :func:`predict_dnp` is what the model registry calls: the foreground probability
 and its spread for a preprocessed image array, in that array's grid (so it rejects the settings that would
-change the grid or encode the output, :meth:`~.settings.ApplyConfig.check_prediction`).
+change the grid or encode the output, :meth:`~.settings.DNPApply.check_prediction`).
 
 Example::
 
     apply_to_file("models/dnp/fold0/model.pt", "sub-01_T1w.nii.gz", "sub-01_lesion.nii.gz",
                   std_path="sub-01_std.nii.gz", label_names={1: "lesion"}, out_typ="mask")
-    prob, std = predict_dnp(model_path, image, affine, ApplyConfig.from_dict({"num_patches": 8}))
+    prob, std = predict_dnp(model_path, image, affine, DNPApply.from_dict({"num_patches": 8}))
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import torch
 from patchwork.errors import PatchworkError
 from patchwork.io import load_nifti, save_image
 from patchwork.models.dnp.apply import DNPResult, apply_dnp, label_values
+from patchwork.models.dnp.apply_settings import DNPApply
 from patchwork.models.dnp.labeltable import add_label_table
 from patchwork.models.dnp.modelfile import load_dnp
 from patchwork.models.dnp.outtype import numpy_dtype
-from patchwork.models.dnp.settings import ApplyConfig
 from patchwork.models.dnp.volume import image_tensor
 
 
@@ -67,7 +67,7 @@ def apply_to_file(
     out_path: str | os.PathLike[str],
     std_path: str | os.PathLike[str] | None = None,
     *,
-    apply: ApplyConfig | Mapping[str, Any] | None = None,
+    apply: DNPApply | Mapping[str, Any] | None = None,
     label_names: Mapping[int, str] | Sequence[str] | None = None,
     device: torch.device | str | None = None,
     seed: int = 0,
@@ -75,14 +75,14 @@ def apply_to_file(
 ) -> DNPResult:
     """Apply the model in ``model_path`` to the NIfTI ``image_path`` and write ``out_path``.
 
-    ``apply`` (default: :class:`ApplyConfig`'s defaults) and the keyword ``settings`` (the paper's names,
+    ``apply`` (default: :class:`DNPApply`'s defaults) and the keyword ``settings`` (the paper's names,
     which win) are the application settings. The output is ``out_typ``-encoded, labels in NIfTI's 4th
     dimension; ``std_path`` receives the per-voxel standard deviation (float32).
     ``label_names`` (label value -> name, or one name per label in label order) go into the header, as
     JSON and as the XML label table NORA and HCP Workbench read (:mod:`~.labeltable`).
     With ``scale_to_original`` the files take the input's affine; otherwise the stitching grid's.
     """
-    config = ApplyConfig.from_value(apply, **settings)
+    config = DNPApply.from_value(apply, **settings)
     model, _ = load_dnp(Path(model_path), device)
     source = load_nifti(image_path)
     data, affine = image_tensor(source, None, model.cropper.config.ndim)
@@ -104,7 +104,7 @@ def predict_dnp(
     model_path: Path,
     image: np.ndarray,
     affine: np.ndarray,
-    apply: ApplyConfig,
+    apply: DNPApply,
     device: str | None = None,
     seed: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
