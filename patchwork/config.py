@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from patchwork.models import DEFAULT_THRESHOLD, MODEL_TYPES, ModelSpec
-from patchwork.schema import json_schema, shared, tables_of
+from patchwork.schema import json_schema, replace_tables, shared, tables_of
 from patchwork.settings import Settings, setting
 
 ENSEMBLE_MODES = ("mean", "vote")
@@ -375,3 +375,9 @@ def config_tables(demo: Mapping[str, Any]) -> dict[str, str]:
         sections[f"{name}.params"] = (row.params_class, shared([m.get("params") or {} for m in of_type]))
         sections[f"{name}.apply"] = (row.apply_class, shared([m.get("apply") or {} for m in of_type]))
     return tables_of(sections)
+
+
+def documented_readme(text: str, demo: Mapping[str, Any]) -> str:
+    """``config/README.md``'s ``text`` with its generated tables (:func:`config_tables`) made anew from the
+    settings classes and the ``demo`` overlay (``patchwork schema --readme config/README.md``)."""
+    return replace_tables(text, config_tables(demo))

@@ -33,7 +33,7 @@ from patchwork.settings import (
     hints,
     in_config,
     keywords,
-    merge_schemas,
+    merged,
     plain,
 )
 
@@ -80,7 +80,7 @@ def _property(cls: type, f: dataclasses.Field, defaults: bool) -> dict[str, Any]
     schema.pop("description", None)
     if type(None) in typing.get_args(hints(cls)[f.name]):
         schema["type"] = ["object", "null"]
-    return merge_schemas(schema, keywords(f))
+    return merged(schema, keywords(f))
 
 
 def _config_value(value: Any) -> Any:
@@ -92,11 +92,11 @@ def _config_value(value: Any) -> Any:
 
 
 def settings_rows(
-    cls: type, set_values: Mapping[str, Any] | None = None, prefix: str = ""
+    cls: type, set_values: Mapping[str, Any] | None = None, prefix: str = "", instance: Any = None
 ) -> list[list[str]]:
-    """``[key, default, set value, doc]`` of every config field of ``cls``, nested settings classes'
-    fields listed with dotted keys after their own row; ``set_values`` is a config mapping of ``cls``
-    (e.g. the demo's) whose values fill the third column."""
+    """``[key, default, set value, doc]`` of every config field of ``cls``, a nested section's fields with
+    dotted keys (``train.augment.dphi``) and the section's default instance's values as their defaults;
+    ``set_values`` is a config mapping of ``cls`` (e.g. the demo's) whose values fill the third column."""
     set_values = set_values or {}
     rows = []
     for f in dataclasses.fields(cls):
@@ -104,14 +104,14 @@ def settings_rows(
             continue
         key, given = f"{prefix}{f.name}", set_values.get(f.name, MISSING)
         nested = field_class(cls, f.name)
-        default = default_of(f)
-        shown = "(required)" if default is MISSING else _cell(_config_value(default))
-        if nested is not None and default is not None and default is not MISSING:
-            shown = ""  # each key of the section has its own row
-        given_cell = "" if given is MISSING or isinstance(given, Mapping) and nested else _cell(given)
-        rows.append([f"`{key}`", shown, given_cell, doc(f)])
-        if nested is not None:
-            inner = given if isinstance(given, Mapping) else {}
+        default = default_of(f) if instance is None else getattr(instance, f.name)
+        inner = given if isinstance(given, Mapping) else {}
+        if nested is not None and default is not None:  # a section: each of its keys has a row
+            rows += settings_rows(nested, inner, f"{key}.", default)
+            continue
+        shown = "`{}`" if f.metadata.get("optional") else _cell(default)
+        rows.append([f"`{key}`", shown, "" if given is MISSING else _cell(given), doc(f)])
+        if nested is not None:  # an optional section (null by default): its keys when given
             rows += settings_rows(nested, inner, f"{key}.")
     return rows
 
@@ -137,16 +137,22 @@ def shared(mappings: list[Mapping[str, Any]]) -> dict[str, Any]:
 
 def _cell(value: Any) -> str:
     """A value in a table cell, as JSON (``null``, ``true``, numbers, ``[...]``, ``{...}``); several
-    values separated by ``/``."""
+    values separated by ``/``; none (a required key): ``(required)``."""
+    if value is MISSING:
+        return "(required)"
     if isinstance(value, Several):
         return " / ".join(_cell(v) for v in value)
-    return f"`{json.dumps(value, ensure_ascii=False)}`".replace("|", "\\|")
+    return f"`{json.dumps(plain(value), ensure_ascii=False)}`"
 
 
-def markdown_table(rows: list[list[str]], set_header: str = "demo") -> str:
-    """Rows of :func:`settings_rows` as a markdown table (the third column headed ``set_header``)."""
-    lines = [f"| key | default | {set_header} | what it does |", "|---|---|---|---|"]
-    lines += ["| " + " | ".join(cell.replace("\n", " ") for cell in row) + " |" for row in rows]
+def markdown_table(rows: list[list[str]], set_header: str | None = "demo") -> str:
+    """Rows of :func:`settings_rows` as a markdown table (the third column headed ``set_header``; none
+    without a header)."""
+    header = ["key", "default", *([set_header] if set_header else []), "what it does"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = row if set_header else [*row[:2], row[3]]
+        lines.append("| " + " | ".join(cell.replace("\n", " ").replace("|", "\\|") for cell in cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -165,4 +171,7 @@ def replace_tables(text: str, tables: Mapping[str, str]) -> str:
 
 def tables_of(sections: Mapping[str, tuple[type, Mapping[str, Any] | None]]) -> dict[str, str]:
     """A markdown table per name: ``{name: (settings class, values a config sets)}``."""
-    return {name: markdown_table(settings_rows(cls, given)) for name, (cls, given) in sections.items()}
+    return {
+        name: markdown_table(settings_rows(cls, given), "demo" if given is not None else None)
+        for name, (cls, given) in sections.items()
+    }

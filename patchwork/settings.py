@@ -397,15 +397,17 @@ def schema_of(hint: Any) -> dict[str, Any]:
 
 def field_schema(cls: type, f: dataclasses.Field) -> dict[str, Any]:
     """The JSON schema of a field: its type hint's, updated by the keywords of its :func:`setting`."""
-    return merge_schemas(schema_of(hints(cls)[f.name]), keywords(f))
+    return merged(schema_of(hints(cls)[f.name]), keywords(f))
 
 
-def merge_schemas(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``extra``, nested mappings (``items``, ``additionalProperties``) merged."""
+def merged(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra``, nested mappings merged key by key (a schema's ``items`` or
+    ``additionalProperties``; a config overlay's sections, as Snakemake merges config files), anything
+    else replaced."""
     out = dict(base)
     for key, value in extra.items():
         both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = merge_schemas(out[key], value) if both else value
+        out[key] = merged(out[key], value) if both else value
     return out
 
 

@@ -15,10 +15,11 @@ from patchwork.config import (
     PreprocessSettings,
     WorkflowConfig,
     config_schema,
+    documented_readme,
     schema_yaml,
 )
 from patchwork.errors import PatchworkError
-from patchwork.settings import Settings, default_of
+from patchwork.settings import Settings, default_of, merged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,20 +28,22 @@ def _load(name: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / "config" / name).read_text())
 
 
-def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """Snakemake's config update: mappings merged key by key, anything else (lists: ``models``) replaced."""
-    out = dict(base)
-    for key, value in overlay.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _merge(out[key], value) if both else value
-    return out
-
-
 def test_committed_schema_is_the_generated_one() -> None:
     committed = (ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text()
     assert committed == schema_yaml(), (
         "regenerate with: patchwork schema > workflow/schemas/config.schema.yaml"
     )
+
+
+def test_config_readme_tables_are_the_generated_ones() -> None:
+    """Every key of every settings class (each model type's params and apply included) is in
+    config/README.md with its default, the demo's value and its doc, as the classes say."""
+    readme = (ROOT / "config" / "README.md").read_text()
+    assert readme == documented_readme(readme, _load("demo.yaml")), (
+        "regenerate with: patchwork schema --readme config/README.md"
+    )
+    assert "| `explore` | `1.0` |" in readme and "| `max_trees` | `null` |" in readme
+    assert "| `train.num_its` | `30` | `14` |" in readme  # the demo DNP's outer iterations, from demo.yaml
 
 
 def test_every_value_in_config_yaml_is_the_settings_default() -> None:
@@ -65,14 +68,14 @@ def test_every_value_in_config_yaml_is_the_settings_default() -> None:
 def test_shipped_configs_parse_and_pass_the_schema(overlays: list[str]) -> None:
     raw: dict[str, Any] = {}
     for name in overlays:
-        raw = _merge(raw, _load(name))
+        raw = merged(raw, _load(name))
     jsonschema.validate(raw, config_schema())
     config = WorkflowConfig.from_dict(raw, "+".join(overlays))
     assert config.models and config.models[0].name == "unet_sigmoid"
 
 
 def test_demo_overlay_holds_the_small_budgets() -> None:
-    demo = WorkflowConfig.from_dict(_merge(_load("config.yaml"), _load("demo.yaml")), "demo")
+    demo = WorkflowConfig.from_dict(merged(_load("config.yaml"), _load("demo.yaml")), "demo")
     assert demo.splits.n_folds == 3 and demo.preprocess.target_spacing == (3.0, 3.0, 3.0)
     assert demo.ensemble.min_component_voxels == 27
     assert demo.ensemble.mode == "vote" and demo.ensemble.weight("dnp") == 2.0  # ATLAS R2.0's ensemble
@@ -81,7 +84,7 @@ def test_demo_overlay_holds_the_small_budgets() -> None:
 
 
 def test_atlas2_moves_application_settings_to_the_model_level() -> None:
-    raw = _merge(_load("config.yaml"), _load("atlas2.yaml"))
+    raw = merged(_load("config.yaml"), _load("atlas2.yaml"))
     dnp = next(m for m in raw["models"] if m["type"] == "dnp")
     assert "apply" in dnp and "apply" not in dnp["params"]
     jsonschema.validate(raw, config_schema())

@@ -49,7 +49,8 @@ def ensemble(
 ) -> None:
     """Combine one subject's model probabilities (model name -> NIfTI) and write the probability and mask.
 
-    ``tuned``: an ``ensemble_params.json`` of :func:`tune`, whose settings replace ``settings``.
+    ``tuned``: an ``ensemble_params.json`` of :func:`tune`, whose settings replace ``settings``. Library API
+    for one subject; the workflow combines a batch (:func:`ensemble_batch`).
     """
     from patchwork.ensembling.combine import ensemble_files
     from patchwork.ensembling.tuning import read_tuned
@@ -129,16 +130,9 @@ def tune_postprocessing(
     return result
 
 
-def postprocess(prob: Path, tuned: Path, out_seg: Path) -> None:
-    """Write the mask of one probability map post-processed with a ``postprocessing.json``'s settings."""
-    from patchwork.postprocessing.components import postprocess_file, read_postprocessing
-
-    postprocess_file(Path(prob), read_postprocessing(Path(tuned)), Path(out_seg))
-
-
 def postprocess_batch(prob_dir: Path, tuned: Path, out_dir: Path) -> None:
-    """:func:`postprocess` for every ``{subject}_prob.nii.gz`` of a batch folder, into
-    ``out_dir/{subject}_seg.nii.gz``, in one process."""
+    """Every ``{subject}_prob.nii.gz`` of a batch folder post-processed with a ``postprocessing.json``'s
+    settings into ``out_dir/{subject}_seg.nii.gz``, in one process."""
     from patchwork.postprocessing.components import postprocess_file, read_postprocessing
 
     settings = read_postprocessing(Path(tuned))

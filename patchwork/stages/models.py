@@ -99,7 +99,8 @@ def predict(
 ) -> None:
     """Predict one preprocessed subject with a trained model; write the probability, the mask
     ``prob >= threshold`` and, for model types that give one, the per-voxel spread, all in the subject's
-    original grid. ``apply`` is the spec's application settings (checked by the model type)."""
+    original grid. ``apply`` is the spec's application settings (checked by the model type). Library API for
+    one subject; the workflow predicts a batch (:func:`predict_batch`)."""
     predictor = _Predictor(Path(model_path), apply, threshold, std=out_std is not None)
     with job_device(device) as device:
         predictor(Path(preprocessed), subject, Path(out_prob), Path(out_seg), out_std, seed, device)

@@ -108,10 +108,7 @@ class DNPApply(Settings):
 
     what: ClassVar[str] = "dnp apply"
     generate_type: str = setting(
-        "tree",
-        enum=list(GENERATE_TYPES),
-        doc="`tree`: `num_patches` tilings (the first exact, the others jittered) whose children tile "
-        "their parent; `random`: uniform roots, children drawn where the parent's output points",
+        "tree", enum=list(GENERATE_TYPES), doc="`tree`: tilings of the image and each parent; `random`: draws"
     )
     num_patches: int = setting(4, minimum=1, doc="trees at level 0")
     branch_factor: int = setting(1, minimum=1, doc="children per parent (`random` only)")

@@ -82,6 +82,11 @@ def check_sampling(num_patches: int, generate_type: str, branch_factor: int) -> 
         raise PatchworkError(problems=problems)
 
 
+def _length(doc: str) -> Any:
+    """A scheme's length field: unset by default (left out of ``to_dict``), positive, one or one per axis."""
+    return setting(None, anyOf=POSITIVE_LENGTHS, hide_default=True, doc=doc)
+
+
 def _per_level(value: Any) -> Any:
     """One size (ints) as the only entry of a per-level tuple; per-level sizes and ``None`` as they are."""
     return (value,) if value and isinstance(value[0], int) else value
@@ -115,29 +120,17 @@ class Scheme(Settings):
     out_patch_size: Sizes | None = setting(
         None, anyOf=SIZES, hide_default=True, doc="the output (label) matrix, default the input's"
     )
-    fov_mm: float | tuple[float, ...] | None = setting(
-        None,
-        anyOf=POSITIVE_LENGTHS,
-        hide_default=True,
-        doc="field of view of the coarsest level in mm (one, or one per axis); or `fov_rel`",
+    fov_mm: float | tuple[float, ...] | None = _length(
+        "field of view of the coarsest level in mm (one, or one per axis); or `fov_rel`"
     )
-    fov_rel: float | tuple[float, ...] | None = setting(
-        None,
-        anyOf=POSITIVE_LENGTHS,
-        hide_default=True,
-        doc="field of view of the coarsest level relative to the image's extent; or `fov_mm`",
+    fov_rel: float | tuple[float, ...] | None = _length(
+        "field of view of the coarsest level relative to the image's extent; or `fov_mm`"
     )
-    destvox_mm: float | tuple[float, ...] | None = setting(
-        None,
-        anyOf=POSITIVE_LENGTHS,
-        hide_default=True,
-        doc="voxel size of the finest level in mm (needed when `depth` > 1); or `destvox_rel`",
+    destvox_mm: float | tuple[float, ...] | None = _length(
+        "voxel size of the finest level in mm (needed when `depth` > 1); or `destvox_rel`"
     )
-    destvox_rel: float | tuple[float, ...] | None = setting(
-        None,
-        anyOf=POSITIVE_LENGTHS,
-        hide_default=True,
-        doc="voxel size of the finest level relative to the image's; or `destvox_mm`",
+    destvox_rel: float | tuple[float, ...] | None = _length(
+        "voxel size of the finest level relative to the image's; or `destvox_mm`"
     )
 
     def normalise(self) -> None:
