@@ -333,7 +333,9 @@ def config_schema() -> dict[str, Any]:
     plans); their settings classes and the plans fill what a model leaves out."""
     schema = json_schema(WorkflowConfig)
     models = schema["properties"]["models"]
-    models["items"] = json_schema(ModelSpec) | {
+    models["items"] = json_schema(ModelSpec)
+    models["items"]["properties"]["type"]["enum"] = list(MODEL_TYPES)
+    models["items"] |= {
         "allOf": [
             {
                 "if": {"properties": {"type": {"const": name}}},

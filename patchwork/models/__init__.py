@@ -147,9 +147,7 @@ class ModelSpec(Settings):
         doc="letters, digits, `_`, `-`; names the model's folders under `results/`",
         **{"not": {"enum": list(RESERVED_NAMES)}},
     )
-    type: str = setting(
-        enum=list(MODEL_TYPES), doc=f"the model type: {', '.join(f'`{t}`' for t in MODEL_TYPES)}"
-    )
+    type: str = setting(doc="the model type, a row of the registry (`patchwork.models.MODEL_TYPES`)")
     params: Any = setting(
         None,
         type="object",
@@ -175,9 +173,9 @@ class ModelSpec(Settings):
     )
 
     def normalise(self) -> None:
-        """``params`` and ``apply`` built by the settings classes of the model's type."""
+        """``params`` and ``apply`` built by the settings classes of the model's type (a registered one)."""
         if self.type not in MODEL_TYPES:
-            return  # check_fields names the known types
+            raise PatchworkError(f"type={self.type!r}: expected one of {', '.join(MODEL_TYPES)}")
         row = MODEL_TYPES[self.type]
         for name, cls in (("params", row.params_class), ("apply", row.apply_class)):
             object.__setattr__(self, name, cls.coerce(getattr(self, name) or {}, f"{self.what}: {cls.what}"))

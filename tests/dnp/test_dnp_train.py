@@ -202,19 +202,27 @@ def test_parallel_cropping_draws_the_serial_trees():
 @pytest.mark.parametrize(
     ("section", "values", "message"),
     [
-        ("train", {"num_its": 0}, "dnp train: num_its"),
+        ("train", {"num_its": 0}, "dnp params: train: num_its"),
         ("train", {"loss": ["dice"]}, "1 entries for depth 3"),
         ("train", {"hard_mining": 1.5}, "hard_mining"),
         ("train", {"hard_mining_order": "size"}, "hard_mining_order"),
-        ("train", {"lr_schedule": "step"}, "dnp train: lr_schedule"),
-        ("train", {"num_its": 4, "warmup_its": 4}, "dnp train: warmup_its=4: must be in \\[0, num_its\\)"),
-        ("train", {"balance": {"ratio": 2}}, "dnp train: balance.ratio"),
-        ("train", {"augment": {"dphi": [0.1, 0.2]}}, "dnp train: augment.dphi"),
-        ("train", {"epoch": 2}, "dnp train: unknown key\\(s\\) epoch"),
-        ("model", {"forward_type": "sum"}, "dnp model: forward_type"),
-        ("crop", {"depth": 0}, "dnp crop: depth"),
-        ("crop", {"scheme": {"patch_size": [8, 8, 8], "fov_rel": "all"}}, "dnp crop.scheme: fov_rel"),
-        ("apply", {"window": "cos"}, "dnp params: apply is no training setting"),
+        ("train", {"lr_schedule": "step"}, "dnp params: train: lr_schedule"),
+        (
+            "train",
+            {"num_its": 4, "warmup_its": 4},
+            "dnp params: train: warmup_its=4: must be in \\[0, num_its\\)",
+        ),
+        ("train", {"balance": {"ratio": 2}}, "dnp params: train: balance: ratio"),
+        ("train", {"augment": {"dphi": [0.1, 0.2]}}, "dnp params: train: augment.dphi"),
+        ("train", {"epoch": 2}, "dnp params: train: unknown key\\(s\\) epoch"),
+        ("model", {"forward_type": "sum"}, "dnp params: model: forward_type"),
+        ("crop", {"depth": 0}, "dnp params: crop: depth"),
+        (
+            "crop",
+            {"scheme": {"patch_size": [8, 8, 8], "fov_rel": "all"}},
+            "dnp params: crop: scheme: fov_rel",
+        ),
+        ("apply", {"window": "cos"}, "dnp params: unknown key\\(s\\) apply"),
     ],
 )
 def test_bad_params_are_named(section, values, message):
