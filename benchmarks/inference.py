@@ -21,8 +21,8 @@ grid, threshold 0.5): its seconds per subject and its Dice against the test labe
 lazyEval) <= 0.3x the sliding window's time at a Dice within 0.01 of its own full-coverage Dice. Run::
 
     python benchmarks/inference.py --sizes 2mm 1mm
-    python benchmarks/inference.py --dnp-model results/submission/models/dnp/model.pt \
-        --unet-model results/submission/models/unet_softmax/model.pt \
+    python benchmarks/inference.py --dnp-model results/entry/models/dnp/model.pt \
+        --unet-model results/entry/models/unet_softmax/model.pt \
         --preprocessed results/preprocessed --dataset results/demo
 """
 

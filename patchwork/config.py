@@ -269,14 +269,14 @@ class EvaluateSettings(Settings):
 
 
 @dataclass(frozen=True)
-class SubmissionSettings(Settings):
+class EntrySettings(Settings):
     """The packaged challenge entry: final all-data models and test predictions."""
 
-    what: ClassVar[str] = "submission"
+    what: ClassVar[str] = "entry"
     enabled: bool = setting(
         True,
         doc="train every model on all training subjects, predict the test images and package "
-        "`results/submission/`",
+        "`results/entry/`",
     )
 
 
@@ -312,7 +312,7 @@ class WorkflowConfig(Settings):
         PostprocessingSettings(), doc="each model's post-processing"
     )
     evaluate: EvaluateSettings = setting(EvaluateSettings(), doc="evaluation")
-    submission: SubmissionSettings = setting(SubmissionSettings(), doc="the challenge entry")
+    entry: EntrySettings = setting(EntrySettings(), doc="the challenge entry")
 
     def problems(self) -> list[str]:
         """Model names are unique, and every weighted model exists."""

@@ -80,7 +80,7 @@ def run(tmp_path_factory: pytest.TempPathFactory, demo_cohort: Path) -> Run:
             subjects, s.subject, fingerprint, root / "preprocessed" / s.subject, parsed.preprocess
         )
     test = [s.subject for s in read_subjects(subjects, role="test")]
-    out = root / "submission"
+    out = root / "entry"
     trained = {}
     for spec in parsed.models:
         seed = parsed.seed if spec.seed is None else spec.seed

@@ -86,12 +86,12 @@ def test_a_third_type_is_one_folder_and_one_row(
     assert len(list(predictions.glob("fold_*/*_prob.nii.gz"))) == N_TRAIN
     assert not list(predictions.rglob("*_std.nii.gz"))  # the row's outputs: no spread
     assert {"tiny", "ensemble"} <= set(pd.read_csv(results / "summary.tsv", sep="\t")["model"])
-    manifest = json.loads((results / "submission" / "manifest.json").read_text())
+    manifest = json.loads((results / "entry" / "manifest.json").read_text())
     assert manifest["models"] == ["tiny"]
     # The entry applies the type through the registry too: this process gets the row (tests/ is on its path).
     exec(TINY_ROW, {})
     try:
-        assert main(["verify", str(results / "submission"), "--threads", "1"]) == 0
+        assert main(["verify", str(results / "entry"), "--threads", "1"]) == 0
     finally:
         MODEL_TYPES.pop("tiny")
 

@@ -98,7 +98,7 @@ def test_workflow_on_slurm_matches_local_run(repo: Path, tmp_path: Path, slurm_e
         models=[{"name": "unet", "type": "unet", "params": {"head": "sigmoid", **TINY_UNET}}],
         ensemble={"tune": False},
         postprocessing={"tune": False},
-        submission={"enabled": False},
+        entry={"enabled": False},
     )
     local, cluster = tmp_path / "local", tmp_path / "slurm"
     run = snakemake(repo, local, "--cores", "2", "--configfile", str(config))

@@ -451,7 +451,7 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     assert rules == {
         "demo", "ingest", "preprocess", "plan", "splits", "train", "predict", "predict_test", "ensemble",
         "ensemble_test", "tune_ensemble", "ensemble_tuned", "tune_postprocessing", "postprocess", "evaluate",
-        "summarise", "report", "package_submission",
+        "summarise", "report", "package_entry",
     }  # fmt: skip
 
     subjects = read_subjects(results / "subjects.tsv")
@@ -502,10 +502,10 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     for s in test:
         for model in [*MODELS, "ensemble"]:
             for kind in ("prob", "seg"):
-                path = results / "submission" / "predictions" / model / f"{s.subject}_{kind}.nii.gz"
+                path = results / "entry" / "predictions" / model / f"{s.subject}_{kind}.nii.gz"
                 assert_same_grid(path, s.images[0])
         assert_same_grid(
-            results / "submission" / "predictions" / "ensemble" / f"{s.subject}_seg.nii.gz", s.images[0]
+            results / "entry" / "predictions" / "ensemble" / f"{s.subject}_seg.nii.gz", s.images[0]
         )
 
     summary = pd.read_csv(results / "summary.tsv", sep="\t")
@@ -520,7 +520,7 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
         for s in train:
             path = results / "predictions" / f"{model}_pp" / batch[s.subject] / f"{s.subject}_seg.nii.gz"
             assert_same_grid(path, s.images[0])
-        shipped = results / "submission" / "models" / model / "postprocessing.json"
+        shipped = results / "entry" / "models" / model / "postprocessing.json"
         assert json.loads(shipped.read_text()) == chosen
     tuned = json.loads((results / "ensemble_params.json").read_text())
     assert tuned["mean_dice"] >= tuned["hand_set"]["mean_dice"] - 1e-9
@@ -547,7 +547,7 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
         results / "plots" / "learning_curves.png"
     ).is_file()
 
-    manifest = json.loads((results / "submission" / "manifest.json").read_text())
+    manifest = json.loads((results / "entry" / "manifest.json").read_text())
     assert manifest["models"] == sorted(MODELS)
     packaged = {f"models/{m}/model.pt" for m in MODELS}
     assert packaged <= set(manifest["files"])
@@ -555,7 +555,7 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     # The entry is complete: its checksums hold and it re-predicts its example case byte for byte, with
     # the tuned ensemble the workflow used for the test images.
     assert "ensemble_params.json" in manifest["files"]
-    assert main(["verify", str(results / "submission"), "--threads", "1"]) == 0
+    assert main(["verify", str(results / "entry"), "--threads", "1"]) == 0
 
     again = snakemake(repo, tmp_path, "-n", "--cores", str(CORES), "--configfile", str(config))
     assert planned_jobs(again) == {}

@@ -19,7 +19,7 @@ from workflow import inputs, resources
 R = config["results"]
 PREPROCESSED = f"{R}/preprocessed"
 PREDICTIONS = f"{R}/predictions"
-SUBMISSION = f"{R}/submission"
+ENTRY = f"{R}/entry"
 ENV = "../../envs/patchwork.yaml"
 
 # The whole config, every model spec included, is parsed and checked here by the package's torch-free
@@ -79,13 +79,13 @@ def validation_ids(fold):
 
 def all_outputs(wildcards):
     """Targets of the default rule: evaluation of every batch and the summary, plus the packaged challenge
-    entry when `submission.enabled`."""
+    entry when `entry.enabled`."""
     # Resolving the splits checkpoint here, at the root of the DAG, lets every input function that asks
     # for a fold's subjects find it; the file itself is a target anyway.
     outputs = [splits_json(), f"{R}/summary.tsv", f"{R}/metrics.tsv", f"{R}/report.html"]
     outputs += expand(f"{R}/reports/fold_{{fold}}", fold=folds())
-    if config["submission"]["enabled"]:
-        outputs.append(f"{SUBMISSION}/manifest.json")
+    if config["entry"]["enabled"]:
+        outputs.append(f"{ENTRY}/manifest.json")
     return outputs
 
 
@@ -163,7 +163,7 @@ def tuned_settings():
 
 def test_ensemble_inputs(wildcards):
     """Every model's test predictions and, with `ensemble.tune`, the tuned settings."""
-    return {"probs": expand(f"{SUBMISSION}/predictions/{{model}}", model=MODELS), **tuned_settings()}
+    return {"probs": expand(f"{ENTRY}/predictions/{{model}}", model=MODELS), **tuned_settings()}
 
 
 def postprocessing_files():
@@ -179,7 +179,7 @@ def package_inputs(wildcards):
     post-processing."""
     return {
         "models": expand(f"{R}/models/{{model}}/fold_all/model.pt", model=MODELS),
-        "predictions": f"{SUBMISSION}/predictions/ensemble",
+        "predictions": f"{ENTRY}/predictions/ensemble",
         "fingerprint": f"{R}/fingerprint.json",
         "subjects": f"{R}/subjects.tsv",
         "license": os.path.join(workflow.basedir, "LICENSE"),

@@ -3,15 +3,15 @@
 # post-processing, the licence and a manifest of versions and checksums (`patchwork package`).
 
 
-rule package_submission:
+rule package_entry:
     input:
         unpack(package_inputs),
     output:
-        f"{SUBMISSION}/manifest.json",
+        f"{ENTRY}/manifest.json",
     log:
-        "logs/package_submission.log",
+        "logs/package_entry.log",
     benchmark:
-        f"{R}/benchmarks/package_submission/package_submission.tsv"
+        f"{R}/benchmarks/package_entry/package_entry.tsv"
     conda:
         ENV
     threads: 1
