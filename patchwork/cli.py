@@ -399,14 +399,14 @@ def _add_entry_commands(add: Any) -> None:
     p.add_argument("output", help="folder for {case}.nii.gz, in each input's grid")
     p.add_argument("--entry", default="results/entry", help="the entry folder (patchwork package)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every available core)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the entry's)")
     p.add_argument("--save-probabilities", action="store_true", help="also write {case}_prob.nii.gz")
     p.add_argument("--save-uncertainty", action="store_true", help="also write {case}_{model}_std.nii.gz")
     p.add_argument("--save-models", action="store_true", help="also write {case}_{model}_seg.nii.gz")
 
     p = add("verify", cmd_verify, "check an entry's checksums and re-predict its stored test case on the CPU")
     p.add_argument("entry", help="the entry folder")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every available core)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the entry's)")
 
     p = add("schema", cmd_schema, "print the config's JSON schema (YAML), generated from the settings")
     p.add_argument("--readme", default=None, help="instead, regenerate the tables of this config/README.md")

@@ -134,6 +134,7 @@ def test_entry_holds_what_infer_needs(run: Run) -> None:
     assert read_json(shipped) == {"settings": UNET_POSTPROCESSING}
     assert [m["name"] for m in settings["models"]] == ["unet", "dnp"]  # the ensemble's order
     assert [m["seed"] for m in settings["models"]] == [3, 5]  # the run's seed, or the model's own
+    assert settings["threads"] == 1  # the test predictions' threads, which infer and verify use
     assert settings["models"][1]["apply"]["num_patches"] == DNP_APPLY["num_patches"]
     fingerprint = read_json(run.entry / layout.FINGERPRINT_JSON)
     assert settings["preprocess"]["target_spacing"] == fingerprint["median_spacing"]
@@ -156,7 +157,7 @@ def test_entry_holds_what_infer_needs(run: Run) -> None:
 def test_infer_reproduces_the_workflow_test_predictions(run: Run, tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     args = ["infer", str(run.raw / "imagesTs"), str(out), "--entry", str(run.entry), "--device", "cpu"]
-    assert main([*args, "--threads", "1", "--save-probabilities", "--save-uncertainty"]) == 0
+    assert main([*args, "--save-probabilities", "--save-uncertainty"]) == 0  # the entry's threads
     predictions = run.entry / "predictions"
     for s in run.test:
         assert (out / f"{s}.nii.gz").read_bytes() == (
@@ -181,7 +182,7 @@ def test_infer_reproduces_the_workflow_test_predictions(run: Run, tmp_path: Path
 def test_infer_writes_each_model_mask_with_its_shipped_postprocessing(run: Run, tmp_path: Path) -> None:
     out = tmp_path / "out"
     args = ["infer", str(run.raw / "imagesTs"), str(out), "--entry", str(run.entry), "--device", "cpu"]
-    assert main([*args, "--threads", "1", "--save-models"]) == 0
+    assert main([*args, "--save-models"]) == 0
     predictions = run.entry / "predictions"
     for s in run.test:
         expected = tmp_path / f"{s}_unet_pp.nii.gz"
@@ -199,7 +200,7 @@ def test_infer_writes_each_model_mask_with_its_shipped_postprocessing(run: Run, 
 
 
 def test_verify_passes_an_untouched_entry(run: Run, capsys) -> None:
-    assert main(["verify", str(run.entry), "--threads", "1"]) == 0
+    assert main(["verify", str(run.entry)]) == 0  # at its default thread count: the entry's
     assert f"test case {run.test[0]} re-predicted identically" in capsys.readouterr().out
 
 
@@ -210,7 +211,7 @@ def tampered_copy(run: Run, tmp_path: Path) -> Path:
 
 
 def verify_errors(entry_dir: Path, capsys) -> list[str]:
-    assert main(["verify", str(entry_dir), "--threads", "1"]) == 1
+    assert main(["verify", str(entry_dir)]) == 1
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
 
 

@@ -91,7 +91,7 @@ def test_a_third_type_is_one_folder_and_one_row(
     # The entry applies the type through the registry too: this process gets the row (tests/ is on its path).
     exec(TINY_ROW, {})
     try:
-        assert main(["verify", str(results / "entry"), "--threads", "1"]) == 0
+        assert main(["verify", str(results / "entry")]) == 0
     finally:
         MODEL_TYPES.pop("tiny")
 

@@ -138,8 +138,9 @@ def infer(
     """Segment every case of ``input_dir`` into ``output_dir``; return each case's time and peak memory.
 
     Every input is checked before the first model runs (:func:`patchwork.entry.cases.find_cases`).
-    ``threads`` (default: every available core) caps torch's CPU threads; ``device`` None means CUDA
-    when present.
+    ``threads`` caps torch's CPU threads (default: the entry's, those the workflow predicted its test
+    subjects with, so the outputs are the workflow's byte for byte; an entry without them: every available
+    core); ``device`` None means CUDA when present.
     """
     import torch
     from tqdm import tqdm
@@ -155,7 +156,7 @@ def infer(
     if entry.version != __version__:
         log.warning("the entry was packaged by patchwork %s, this is %s", entry.version, __version__)
     cases = find_cases(Path(input_dir), entry)
-    torch.set_num_threads(threads or available_cores())
+    torch.set_num_threads(threads or entry.threads or available_cores())
     usage = {}
     for case in tqdm(cases, desc="infer", unit="case", disable=None):
         with measure(device) as usage[case.subject]:

@@ -80,6 +80,7 @@ class Entry:
     ensemble: EnsembleSettings
     tuned: bool
     example: str | None
+    threads: int | None = None  # the CPU threads of the workflow's predictions (None: an older entry)
 
     @classmethod
     def load(cls, root: Path) -> Entry:
@@ -126,4 +127,5 @@ class Entry:
             ensemble=read_tuned(ensemble_json),  # {"settings": ...}, as tune-ensemble writes it
             tuned=bool(read_json(ensemble_json).get("tuned")),
             example=raw.get("example"),
+            threads=raw.get("threads"),
         )

@@ -104,7 +104,9 @@ def entry_settings(
     postprocessing: Mapping[str, Postprocessing] | None = None,
 ) -> dict[str, Any]:
     """The contents of ``entry.json`` (see :class:`patchwork.entry.layout.Entry`); ``postprocessing``: the
-    tuned post-processing of the models that have one (``infer --save-models`` applies it)."""
+    tuned post-processing of the models that have one (``infer --save-models`` applies it). ``threads``:
+    the CPU threads the workflow predicted the test subjects with, which ``infer`` uses by default (torch's
+    results depend on its thread count, so the entry then reproduces them byte for byte)."""
     postprocessing = postprocessing or {}
     return {
         "format": layout.ENTRY_FORMAT,
@@ -127,6 +129,7 @@ def entry_settings(
             for spec in config.models
         ],
         "example": example,
+        "threads": config.threads.predict,
     }
 
 
