@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from patchwork.data.preprocess import load_preprocessed
+from patchwork.entry.prediction import to_original_probability
 from patchwork.evaluation.metrics import dice
 from patchwork.io import read_image
 from patchwork.models.dnp.apply import apply_dnp
@@ -45,7 +46,6 @@ from patchwork.models.dnp.apply_settings import DNPApply
 from patchwork.models.dnp.model import PatchWorkModel, build_model
 from patchwork.models.dnp.modelfile import load_dnp
 from patchwork.models.dnp.settings import DNPParams
-from patchwork.models.prediction import to_original_probability
 from patchwork.models.unet import sliding_window_inference
 from patchwork.models.unet.modelfile import build_network, load_unet
 from patchwork.models.unet.predict import foreground_probability

@@ -165,8 +165,8 @@ def predict_models(out: Path, specs: list, trained: dict, subjects: list, seed: 
 def run_monai(out: Path, ids: tuple[list, list, list], budget_s: float, args: argparse.Namespace) -> float:
     """Train and apply the MONAI U-Net in ``--monai-python``; write its probabilities like ours."""
     from patchwork.data.preprocess import load_preprocessed
+    from patchwork.entry.prediction import to_original_probability
     from patchwork.io import save_image
-    from patchwork.models.prediction import to_original_probability
 
     work = out / "monai"
     work.mkdir(parents=True, exist_ok=True)

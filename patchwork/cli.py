@@ -28,14 +28,12 @@ from patchwork.config import (
     PreprocessSettings,
     SplitSettings,
     ThreadSettings,
-    WorkflowConfig,
-    documented_readme,
-    schema_yaml,
 )
 from patchwork.errors import PatchworkError
 from patchwork.models import DEFAULT_THRESHOLD, parse_spec
 from patchwork.settings import Settings, default_of
 from patchwork.stages import data, ensemble, entry, evaluation, models, planning
+from patchwork.workflow_config import WorkflowConfig, documented_readme, schema_yaml
 
 log = logging.getLogger("patchwork")
 
@@ -106,7 +104,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec = args.spec
     if args.plans:
         from patchwork.io import read_json
-        from patchwork.planning.plans import planned_spec
+        from patchwork.models.plans import planned_spec
 
         spec = planned_spec(spec, read_json(Path(args.plans)))
     spec = parse_spec(spec, "--spec")

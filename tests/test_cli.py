@@ -11,12 +11,12 @@ import torch
 
 from patchwork import cli
 from patchwork.cli import main
-from patchwork.config import schema_yaml
 from patchwork.data.cohort import Subject, write_subjects
 from patchwork.io import read_image, read_json, save_image, write_json
 from patchwork.models.unet.modelfile import build_network, save_model
 from patchwork.models.unet.settings import UNetParams
 from patchwork.networks import init_weights
+from patchwork.workflow_config import schema_yaml
 
 
 def test_missing_input_gives_one_error_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

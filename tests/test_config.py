@@ -10,16 +10,10 @@ import jsonschema
 import pytest
 import yaml
 
-from patchwork.config import (
-    EnsembleSettings,
-    PreprocessSettings,
-    WorkflowConfig,
-    config_schema,
-    documented_readme,
-    schema_yaml,
-)
+from patchwork.config import EnsembleSettings, PreprocessSettings
 from patchwork.errors import PatchworkError
 from patchwork.settings import Settings, default_of, merged
+from patchwork.workflow_config import WorkflowConfig, config_schema, documented_readme, schema_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -18,7 +18,7 @@ import torch
 from test_workflow import TINY_DNP, TINY_UNET
 
 from patchwork.cli import main
-from patchwork.config import EnsembleSettings, WorkflowConfig
+from patchwork.config import EnsembleSettings
 from patchwork.data.cohort import read_subjects
 from patchwork.data.demo import make_demo_dataset
 from patchwork.entry import layout
@@ -27,6 +27,7 @@ from patchwork.errors import PatchworkError
 from patchwork.io import read_image, read_json, save_image, write_json
 from patchwork.postprocessing.components import Postprocessing, postprocess_file
 from patchwork.stages import data, ensemble, entry, models
+from patchwork.workflow_config import WorkflowConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DNP_APPLY = {"num_patches": 2}  # a third of the default's time, and application settings reach the entry

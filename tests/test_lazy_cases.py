@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import torch
 
 from patchwork.config import PreprocessSettings
 from patchwork.data.cohort import Subject
-from patchwork.data.preprocess import load_preprocessed, preprocess_subject
+from patchwork.data.preprocess import load_preprocessed, open_preprocessed, preprocess_subject
 from patchwork.io import save_image
 from patchwork.models.dnp.balance import ForegroundSites, label_weights
 from patchwork.models.dnp.cases import check_cases
@@ -71,7 +72,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
 
 def test_lazy_cases_give_the_eagerly_loaded_arrays_and_keep_few_open(cohort) -> None:
     root, names = cohort
-    cases = LazyCases(root, names, open_cases=2)
+    cases = LazyCases(partial(open_preprocessed, root), names, open_cases=2)
     images, labels, affines = eager(root, names)
     for k in [0, 1, 2, 3, 0, 3, -1]:
         image, label, affine = cases[k]
@@ -122,7 +123,10 @@ def test_unet_trains_bitwise_alike_from_lazy_cases_and_lists(tmp_path, cohort) -
     images, labels, _ = eager(root, names)
     lists = train_unet(params, images[:3], labels[:3], None, tmp_path / "lists", 0, device="cpu",
                        val_images=images[3:], val_labels=labels[3:])  # fmt: skip
-    train, val = LazyCases(root, names[:3], open_cases=1), LazyCases(root, names[3:], open_cases=1)
+    train, val = (
+        LazyCases(partial(open_preprocessed, root), names[:3], open_cases=1),
+        LazyCases(partial(open_preprocessed, root), names[3:], open_cases=1),
+    )
     lazy = train_unet(params, train.images, train.labels, train.affines, tmp_path / "lazy", 0,
                       device="cpu", val_images=val.images, val_labels=val.labels)  # fmt: skip
     assert same_weights(lists, lazy)
@@ -146,7 +150,10 @@ def test_dnp_trains_bitwise_alike_from_lazy_cases_lists_and_any_cache(tmp_path, 
     images, labels, affines = eager(root, names)
     lists = train_dnp(dnp_params(), images[:3], labels[:3], affines[:3], tmp_path / "lists", 0, device="cpu",
                       val_images=images[3:], val_labels=labels[3:], val_affines=affines[3:])  # fmt: skip
-    train, val = LazyCases(root, names[:3], open_cases=1), LazyCases(root, names[3:], open_cases=1)
+    train, val = (
+        LazyCases(partial(open_preprocessed, root), names[:3], open_cases=1),
+        LazyCases(partial(open_preprocessed, root), names[3:], open_cases=1),
+    )
     for cache_mb in (2048, 0):  # every volume kept, or every one prepared anew for every draw
         out = tmp_path / f"lazy{cache_mb}"
         lazy = train_dnp(dnp_params(volume_cache_mb=cache_mb), train.images, train.labels, train.affines, out,
@@ -157,7 +164,7 @@ def test_dnp_trains_bitwise_alike_from_lazy_cases_lists_and_any_cache(tmp_path, 
 
 def test_cases_per_iteration_draws_from_a_seeded_subset_with_a_bounded_cache(cohort) -> None:
     root, names = cohort
-    lazy = LazyCases(root, names)
+    lazy = LazyCases(partial(open_preprocessed, root), names)
     params = dnp_params(cases_per_iteration=2, volume_cache_mb=0)
     cases = check_cases(lazy.images, lazy.labels, lazy.affines, params, "training")
     drawer = Drawer(params.crop, cases, params.train, seed=3)

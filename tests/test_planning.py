@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from patchwork.errors import PatchworkError
+from patchwork.models.plans import merge_plans, plan
 from patchwork.planning.memory import CPU_OVERHEAD
-from patchwork.planning.plans import merge_plans, plan
 
 
 def fingerprint(shapes: list[list[int]], spacings: list[list[float]], labels: int = 2) -> dict[str, Any]:
@@ -179,7 +179,7 @@ def test_budget_never_exceeded_by_one_training_step() -> None:
 
 def test_planned_spec_fills_what_the_config_leaves_out_and_parses() -> None:
     from patchwork.models import parse_spec
-    from patchwork.planning.plans import planned_spec
+    from patchwork.models.plans import planned_spec
 
     plans = plan(BRAIN, CPU_SMALL)
     written = {"name": "u", "type": "unet", "params": {"head": "softmax", "batch_size": 7}}

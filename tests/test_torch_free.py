@@ -27,7 +27,7 @@ CHECKS = {
         "import patchwork.stages.data, patchwork.stages.models, patchwork.stages.ensemble\n"
         "import patchwork.stages.evaluation\n"
     ),
-    "planning": "import patchwork.planning.plans\n",
+    "planning": "import patchwork.models.plans\n",
     "the Snakefile's input functions": "import workflow.inputs\n",
 }
 

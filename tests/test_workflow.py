@@ -21,7 +21,7 @@ from patchwork.cli import main
 from patchwork.data.cohort import read_subjects
 from patchwork.evaluation.report import unresolved_links
 from patchwork.models import parse_spec
-from patchwork.planning.plans import planned_spec
+from patchwork.models.plans import planned_spec
 
 TINY_UNET = {"patch_size": [16, 16, 16], "base_features": 4, "n_stages": 3, "batch_size": 2, "iterations": 6}
 TINY_DNP = {

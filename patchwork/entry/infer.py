@@ -7,7 +7,7 @@ workflow's byte for byte (on the same device):
    (:func:`patchwork.data.preprocess.preprocess_image`);
 2. every packaged model in the entry's order, through the model registry with its own application
    settings and seed, its probability mapped back to the original grid
-   (:func:`patchwork.models.prediction.predict_case`, as the workflow's prediction stage);
+   (:func:`patchwork.entry.prediction.predict_case`, as the workflow's prediction stage);
 3. the ensemble of those maps with the settings the workflow's test predictions used
    (:func:`patchwork.ensembling.combine.combine`).
 
@@ -74,8 +74,8 @@ def predict_case(
     ``model_masks``: also each model's own mask (:func:`model_mask`)."""
     from patchwork.data.preprocess import preprocess_image
     from patchwork.ensembling.combine import combine
+    from patchwork.entry.prediction import predict_case
     from patchwork.models import model_type
-    from patchwork.models.prediction import predict_case
 
     volumes = [read_volume(path) for path in case.images]
     settings = entry.preprocess

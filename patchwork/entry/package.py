@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from patchwork import __version__
-from patchwork.config import EnsembleSettings, PreprocessSettings, WorkflowConfig
+from patchwork.config import EnsembleSettings, PreprocessSettings
 from patchwork.data.cohort import read_subjects
 from patchwork.entry import layout
 from patchwork.errors import PatchworkError
 from patchwork.io import atomic_path, is_partial, read_json, write_json, write_text
 from patchwork.postprocessing.components import Postprocessing, read_postprocessing
+from patchwork.workflow_config import WorkflowConfig
 
 REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 

@@ -25,9 +25,12 @@ def load_cases(preprocessed: Path, subjects: Sequence[str]) -> tuple[Sequence, S
     """Images ``[C, X, Y, Z]``, label maps and grid affines of preprocessed subjects, as sequences that
     open each subject when it is used (:class:`patchwork.training.cases.LazyCases`): a training holds a
     few subjects at a time, never the whole fold."""
+    from functools import partial
+
+    from patchwork.data.preprocess import open_preprocessed
     from patchwork.training.cases import LazyCases
 
-    cases = LazyCases(Path(preprocessed), subjects)
+    cases = LazyCases(partial(open_preprocessed, Path(preprocessed)), subjects)
     return cases.images, cases.labels, cases.affines
 
 
@@ -156,8 +159,8 @@ class _Predictor:
         import numpy as np
 
         from patchwork.data.preprocess import load_preprocessed
+        from patchwork.entry.prediction import predict_case
         from patchwork.io import save_image
-        from patchwork.models.prediction import predict_case
 
         image, _, record = load_preprocessed(preprocessed, subject)
         result = predict_case(

@@ -11,9 +11,9 @@ import json
 import re
 import shlex
 
-from patchwork.config import WorkflowConfig
+from patchwork.workflow_config import WorkflowConfig
 from patchwork.models import MODEL_TYPES, parse_spec
-from patchwork.planning.plans import planned_spec
+from patchwork.models.plans import planned_spec
 from workflow import inputs, resources
 
 R = config["results"]
