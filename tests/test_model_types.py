@@ -24,13 +24,9 @@ TINY_ROW = """
 from patchwork.models import MODEL_TYPES, ModelType
 
 MODEL_TYPES["tiny"] = ModelType(
-    params="tiny_type.settings:TinyParams",
-    apply="tiny_type.settings:TinyApply",
-    plan="tiny_type.plan:plan_tiny",
-    cost="tiny_type.cost:training_cost",
-    train="tiny_type.train:train_tiny",
-    predict="tiny_type.predict:predict_tiny",
-    outputs=("prob", "seg"),
+    params="tiny_type.settings:TinyParams", apply="tiny_type.settings:TinyApply",
+    plan="tiny_type.plan:plan_tiny", cost="tiny_type.cost:training_cost",
+    train="tiny_type.train:train_tiny", predict="tiny_type.predict:predict_tiny", outputs=("prob", "seg"),
 )
 """
 WORKFLOW_FILES = ("Snakefile", "workflow", "config", "profiles", "envs", "LICENSE")

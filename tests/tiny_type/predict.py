@@ -11,12 +11,7 @@ from tiny_type.settings import TinyApply, TinyParams
 
 
 def predict_tiny(
-    model_path: Path,
-    image: np.ndarray,
-    affine: np.ndarray,
-    apply: TinyApply,
-    device: str | None = None,
-    seed: int = 0,
+    model_path: Path, image: np.ndarray, affine: np.ndarray, apply: TinyApply, **device_and_seed: object
 ) -> tuple[np.ndarray, None]:
     """The foreground probability ``[*S]`` of ``image [C, *S]`` (no spread)."""
     model = torch.load(model_path, map_location="cpu", weights_only=True)

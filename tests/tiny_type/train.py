@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -14,19 +14,10 @@ from tiny_type.settings import TinyParams
 MODEL_FORMAT = "tiny"
 
 
-def train_tiny(
-    params: TinyParams,
-    images: Sequence[np.ndarray],
-    labels: Sequence[np.ndarray],
-    affines: Sequence[np.ndarray],
-    out_dir: Path,
-    seed: int,
-    device: str | None = None,
-    val_images: Sequence[np.ndarray] | None = None,
-    val_labels: Sequence[np.ndarray] | None = None,
-    val_affines: Sequence[np.ndarray] | None = None,
-) -> Path:
-    """Write ``model.pt`` (the threshold), ``train_log.tsv`` and ``curve.png`` into ``out_dir``."""
+def train_tiny(params: TinyParams, images: Any, labels: Any, *where: Any, **unused: Any) -> Path:
+    """Write ``model.pt`` (the threshold), ``train_log.tsv`` and ``curve.png`` into ``out_dir`` (the
+    registry's train signature: ``where`` is ``affines, out_dir, seed``; device and validation unused)."""
+    _, out_dir, _ = where
     foreground = [
         float(image[0][label > 0].mean()) for image, label in zip(images, labels) if (label > 0).any()
     ]
