@@ -2,7 +2,7 @@
 # and ISLES'22 run entries (`patchwork infer /input /output`, see `patchwork infer --help`). CPU by default;
 # given a GPU (`docker run --gpus all`, NVIDIA Container Toolkit) torch finds CUDA and uses it.
 #
-#   patchwork package ...   (the workflow's last step) writes the entry to results/submission
+#   patchwork package ...   (the workflow's last step) writes the entry to results/entry
 #   docker build -t patchwork-entry .
 #   docker run --rm --network none -v "$PWD/in:/input:ro" -v "$PWD/out:/output" patchwork-entry
 # It runs as user patchwork (uid 1000): /output must be writable by it (or add `--user "$(id -u)"`).
@@ -19,7 +19,7 @@ ARG BASE=debian:bookworm-slim
 
 # Stage 1: the virtual environment (the wheels copied in stay in this stage, out of the image).
 FROM ${BASE} AS venv
-ARG ENTRY=results/submission
+ARG ENTRY=results/entry
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 RUN if ! python3 -c "import ensurepip" 2>/dev/null; then \
@@ -40,7 +40,7 @@ RUN pip install --no-deps /src && pip check
 
 # Stage 2: the image: Python, the environment, the entry.
 FROM ${BASE}
-ARG ENTRY=results/submission
+ARG ENTRY=results/entry
 ENV PYTHONDONTWRITEBYTECODE=1 VIRTUAL_ENV=/opt/venv PATH=/opt/venv/bin:$PATH
 RUN if ! python3 -c "import venv" 2>/dev/null; then \
         apt-get update && apt-get install -y --no-install-recommends python3 && rm -rf /var/lib/apt/lists/*; \

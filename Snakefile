@@ -67,7 +67,7 @@ include: "workflow/rules/predict.smk"
 include: "workflow/rules/ensemble.smk"
 include: "workflow/rules/postprocess.smk"
 include: "workflow/rules/evaluate.smk"
-include: "workflow/rules/submission.smk"
+include: "workflow/rules/entry.smk"
 
 
 rule all:

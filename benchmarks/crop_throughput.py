@@ -48,11 +48,11 @@ from types import ModuleType
 
 import torch
 
-import patchwork.dnp.crop as crop_module
-import patchwork.dnp.resample as resample_module
-from patchwork.dnp import CropGenerator
-from patchwork.dnp.resample import PointSampler
-from patchwork.dnp.volume import LabelSource, Volume
+import patchwork.models.dnp.crop as crop_module
+import patchwork.models.dnp.resample as resample_module
+from patchwork.models.dnp import CropGenerator
+from patchwork.models.dnp.resample import PointSampler
+from patchwork.models.dnp.volume import LabelSource, Volume
 
 SHAPES = {"2mm": ((91, 109, 91), 2.0), "1mm": ((182, 218, 182), 1.0)}
 PEER_SHAPE = (100, 120, 100)

@@ -3,27 +3,26 @@
 Both run in one process on the same threads/device, on MNI-size volumes at 2 mm (99x117x95) and 1 mm
 (197x233x189):
 
-* DNP: :func:`patchwork.dnp.apply.apply_dnp` with ``generate_type='tree'`` and ``lazyEval`` (each of
+* DNP: :func:`patchwork.models.dnp.apply.apply_dnp` with ``generate_type='tree'`` and ``lazyEval`` (each of
   ``--fractions`` of the patches of every level but the finest expanded), and the same without lazyEval
   (full coverage); ``--level mix`` lets coarser levels fill where no finer patch was evaluated. One tree
   without test-time augmentation, as the U-Net runs without mirroring (the DNP's default application
   averages 4 rotated trees: 4x the time of one).
-* U-Net: :func:`patchwork.unet.sliding_window_inference`, overlap 0.5, Gaussian weighting.
+* U-Net: :func:`patchwork.models.unet.sliding_window_inference`, overlap 0.5, Gaussian weighting.
 
 Without ``--dnp-model``/``--unet-model`` both networks have random weights (timing only): the DNP is
-:func:`patchwork.dnp.model.build_model` of the default :class:`DNPParams` with ``--depth`` levels of 32^3
-patches (default 3, as the authors' ATLAS model; coarsest field of view 0.9 of the image, finest voxel the
-image's; U-Net blocks 8..32 features, 3 stages) and the U-Net the default :class:`UNetParams` network
+:func:`~patchwork.models.dnp.model.build_model` of the default :class:`DNPParams` with ``--depth`` levels of
+32^3 patches (default 3, as the authors' ATLAS model; coarsest field of view 0.9 of the image, finest voxel
+the image's; U-Net blocks 8..32 features, 3 stages) and the U-Net the default :class:`UNetParams` network
 (48^3 windows, 8..64 features, 4 stages). With trained models, ``--preprocessed`` (the workflow's
-``results/preprocessed``) and ``--dataset`` (the raw dataset with ``labelsTs/``), every method also runs
-on each test subject as the workflow predicts it (preprocessed grid, probability mapped back to the
-original grid, threshold 0.5): its seconds per subject and its Dice against the test label. The goal is
-DNP (tree + lazyEval) <= 0.3x the sliding window's time at a Dice within 0.01 of its own full-coverage
-Dice. Run::
+``results/preprocessed``) and ``--dataset`` (the raw dataset with ``labelsTs/``), every method also runs on
+each test subject as the workflow predicts it (preprocessed grid, probability mapped back to the original
+grid, threshold 0.5): its seconds per subject and its Dice against the test label. The goal is DNP (tree +
+lazyEval) <= 0.3x the sliding window's time at a Dice within 0.01 of its own full-coverage Dice. Run::
 
     python benchmarks/inference.py --sizes 2mm 1mm
-    python benchmarks/inference.py --dnp-model results/submission/models/dnp/model.pt \
-        --unet-model results/submission/models/unet_softmax/model.pt \
+    python benchmarks/inference.py --dnp-model results/entry/models/dnp/model.pt \
+        --unet-model results/entry/models/unet_softmax/model.pt \
         --preprocessed results/preprocessed --dataset results/demo
 """
 
@@ -39,17 +38,18 @@ import numpy as np
 import torch
 
 from patchwork.data.preprocess import load_preprocessed
-from patchwork.dnp.apply import apply_dnp
-from patchwork.dnp.model import PatchWorkModel, build_model
-from patchwork.dnp.settings import ApplyConfig, DNPParams
-from patchwork.dnp.train import load_dnp
+from patchwork.entry.prediction import to_original_probability
+from patchwork.evaluation.metrics import dice
 from patchwork.io import read_image
-from patchwork.metrics import dice
-from patchwork.stages.models import to_original_probability
-from patchwork.unet import sliding_window_inference
-from patchwork.unet.inference import foreground_probability
-from patchwork.unet.modelfile import build_network, load_unet
-from patchwork.unet.params import UNetApply, UNetParams
+from patchwork.models.dnp.apply import apply_dnp
+from patchwork.models.dnp.apply_settings import DNPApply
+from patchwork.models.dnp.model import PatchWorkModel, build_model
+from patchwork.models.dnp.modelfile import load_dnp
+from patchwork.models.dnp.settings import DNPParams
+from patchwork.models.unet import sliding_window_inference
+from patchwork.models.unet.modelfile import build_network, load_unet
+from patchwork.models.unet.predict import foreground_probability
+from patchwork.models.unet.settings import UNetApply, UNetParams
 
 SIZES = {"2mm": ((99, 117, 95), 2.0), "1mm": ((197, 233, 189), 1.0)}
 
@@ -78,7 +78,7 @@ def timed(run: Run, image: np.ndarray, affine: np.ndarray, device: torch.device)
 
 def methods(
     dnp: PatchWorkModel,
-    dnp_apply: ApplyConfig,
+    dnp_apply: DNPApply,
     unet: torch.nn.Module,
     unet_params: UNetParams,
     fractions: Sequence[float],
@@ -151,7 +151,7 @@ def main() -> None:
         unet = build_network(unet_params, in_channels=1).to(device)
     unet.eval()
     level = args.level if args.level == "mix" else int(args.level)
-    dnp_apply = ApplyConfig.from_dict({"level": level})
+    dnp_apply = DNPApply.from_dict({"level": level})
     runs = methods(dnp, dnp_apply, unet, unet_params, args.fractions, full=not args.no_full)
     weights = "trained" if args.dnp_model and args.unet_model else "random weights (timing only)"
     machine = platform.processor() or platform.machine()

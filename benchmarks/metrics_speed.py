@@ -9,7 +9,8 @@ positive to the other hemisphere, so the bounding box of both masks covers most 
 case that makes distance-transform methods pay for the whole box.
 
 Timed, in one run on the same thread (best of ``--repeats``): patchwork (one
-:class:`~patchwork.surface.SurfaceDistances` gives both numbers) against each peer that is installed:
+:class:`~patchwork.evaluation.surface.SurfaceDistances` gives both numbers) against each peer that is
+installed:
 MONAI's ``compute_hausdorff_distance`` + ``compute_average_surface_distance`` (the same conventions as
 patchwork), ``surface_distance.compute_surface_distances`` + its robust Hausdorff and average distance
 (surfels weighted by area: other values), MedPy's ``hd95`` + ``assd`` (each recomputes the surfaces and
@@ -35,7 +36,7 @@ from collections.abc import Callable
 import numpy as np
 from scipy import ndimage
 
-from patchwork.surface import SurfaceDistances, bounding_box, surface
+from patchwork.evaluation.surface import SurfaceDistances, bounding_box, surface
 
 SHAPE = (182, 218, 182)
 SPACING = (1.0, 1.0, 1.0)

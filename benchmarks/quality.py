@@ -15,8 +15,8 @@ section of ``--config``), for each CPU budget of ``--budgets`` (or once at the c
 2. the models are combined as the config's ``ensemble`` section says (``ensemble``; the demo's is ATLAS
    R2.0's vote) and as tuned on the tuning subjects (``ensemble_tuned``: weights, threshold and minimum
    component size, what the workflow tunes out of fold and ships in its entry);
-3. the tuning subjects choose each model's and each ensemble's post-processing (:mod:`patchwork.postprocess`:
-   threshold, minimum component volume and peak);
+3. the tuning subjects choose each model's and each ensemble's post-processing
+   (:mod:`patchwork.postprocessing.components`: threshold, minimum component volume and peak);
 4. the test subjects are predicted in their original grid and scored (Dice, HD95, lesion F1, false-positive
    lesions per scan, lesions found by volume) raw (each model's mask at threshold 0.5, each ensemble's own
    mask) and post-processed.
@@ -196,9 +196,9 @@ def run_monai(
     rate with the best mean Dice (threshold 0.5) on the tuning subjects is written to ``run/pred/monai_unet``
     like ours. Returns its CPU seconds, steps, rate and every rate's tuning Dice."""
     from patchwork.data.preprocess import load_preprocessed
+    from patchwork.entry.prediction import to_original_probability
+    from patchwork.evaluation.metrics import dice
     from patchwork.io import read_image, save_image
-    from patchwork.metrics import dice
-    from patchwork.stages.models import to_original_probability
 
     train_ids, val_ids, test_ids = ids
     data = out / "monai_data.npz"
@@ -310,11 +310,11 @@ def ensembles(
     out: Path, run: Path, config: dict[str, Any], models: list[str], ids: tuple[list, list, list]
 ) -> list[str]:
     """The config's hand-set ensemble (``ensemble`` section; weights of absent models dropped) and the
-    ensemble tuned on the tuning subjects (:func:`patchwork.ensemble_tuning.tune_ensemble`, as the workflow
+    ensemble tuned on the tuning subjects (:func:`patchwork.ensembling.tuning.tune_ensemble`, as the workflow
     tunes it out of fold), written as ``run/pred/{name}/{subject}_prob.nii.gz`` and ``_seg.nii.gz``."""
     from patchwork.config import EnsembleSettings
-    from patchwork.ensemble import ensemble_files
-    from patchwork.ensemble_tuning import THRESHOLDS, load_case, tune_ensemble
+    from patchwork.ensembling.combine import ensemble_files
+    from patchwork.ensembling.tuning import THRESHOLDS, load_case, tune_ensemble
 
     section = dict(config.get("ensemble", {}))
     section["weights"] = {m: w for m, w in section.get("weights", {}).items() if m in models}
@@ -336,7 +336,7 @@ def ensembles(
 
 def found_by_volume(pred: np.ndarray, ref: np.ndarray, voxel_ml: float) -> np.ndarray:
     """``[found, total]`` reference lesions per bin of :data:`VOLUME_BINS_ML` (found: touched by ``pred``)."""
-    from patchwork.postprocess import label_components
+    from patchwork.postprocessing.components import label_components
 
     components, n = label_components(ref)
     counts = np.zeros((2, len(VOLUME_BINS_ML) - 1), dtype=int)
@@ -352,12 +352,12 @@ def found_by_volume(pred: np.ndarray, ref: np.ndarray, voxel_ml: float) -> np.nd
 
 def score(out: Path, run: Path, name: str, ids: tuple[list, list, list]) -> dict[str, Any]:
     """Test scores of ``name``: raw (its own mask ``{subject}_seg.nii.gz``: threshold 0.5, or an ensemble's
-    settings) and post-processed (:mod:`patchwork.postprocess` tuned on the tuning subjects' probability
-    maps): mean Dice, HD95 (NaN distances, one mask empty, left out), lesion F1, the median number of
-    false-positive lesions per scan, and the lesions found per volume bin."""
+    settings) and post-processed (:mod:`patchwork.postprocessing.components` tuned on the tuning subjects'
+    probability maps): mean Dice, HD95 (NaN distances, one mask empty, left out), lesion F1, the median number
+    of false-positive lesions per scan, and the lesions found per volume bin."""
+    from patchwork.evaluation.metrics import mask_metrics, spacing_from_affine
     from patchwork.io import read_image
-    from patchwork.metrics import mask_metrics, spacing_from_affine
-    from patchwork.postprocess import (
+    from patchwork.postprocessing.components import (
         Postprocessing,
         load_case,
         postprocess,

@@ -84,7 +84,7 @@ def known_settings(model: str, params: dict) -> dict:
     """``params`` without the keys this copy of the package does not know (an older commit)."""
     if model != "dnp":
         return params
-    from patchwork.dnp.settings import TrainParams
+    from patchwork.models.dnp.settings import TrainParams
 
     names = {f.name for f in dataclasses.fields(TrainParams)}
     return {**params, "train": {k: v for k, v in params["train"].items() if k in names}}

@@ -27,22 +27,21 @@ from patchwork.config import (
     IngestSettings,
     PlanningSettings,
     PreprocessSettings,
-    Section,
     SplitSettings,
     ThreadSettings,
-    WorkflowConfig,
-    schema_yaml,
 )
 from patchwork.errors import PatchworkError
 from patchwork.models import DEFAULT_THRESHOLD, parse_spec
+from patchwork.settings import Settings, default_of
 from patchwork.stages import data, ensemble, entry, evaluation, models, planning
+from patchwork.workflow_config import WorkflowConfig, documented_readme, schema_yaml
 
 log = logging.getLogger("patchwork")
 
 
 def _default(cls: type, name: str) -> Any:
-    """The default of field ``name`` of the settings dataclass ``cls`` (the one place it is written)."""
-    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    """The default of field ``name`` of the settings class ``cls`` (the one place it is written)."""
+    return default_of(next(f for f in dataclasses.fields(cls) if f.name == name))
 
 
 def _json(text: str) -> Any:
@@ -53,15 +52,16 @@ def _json(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"not valid JSON: {err.msg}") from None
 
 
-def _named_paths(items: Sequence[str]) -> dict[str, Path]:
-    """Parse ``NAME=PATH`` pairs given on the command line."""
-    out = {}
+def _named_paths(items: Sequence[str], many: bool = False) -> Any:
+    """Parse ``NAME=PATH`` pairs; with ``many`` a name comes once per path (a model's batch folders) and each
+    name maps to its paths, in first-seen order."""
+    out: dict[str, list[Path]] = {}
     for item in items:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise PatchworkError(f"expected NAME=PATH, got {item!r}")
-        out[name] = Path(path)
-    return out
+        out.setdefault(name, []).append(Path(path))
+    return out if many else {name: paths[-1] for name, paths in out.items()}
 
 
 def _set_threads(threads: int) -> None:
@@ -105,7 +105,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     spec = args.spec
     if args.plans:
         from patchwork.io import read_json
-        from patchwork.planning import planned_spec
+        from patchwork.models.plans import planned_spec
 
         spec = planned_spec(spec, read_json(Path(args.plans)))
     spec = parse_spec(spec, "--spec")
@@ -122,34 +122,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     )
 
 
-def _require(args: argparse.Namespace, form: str, needed: Sequence[str], unused: Sequence[str]) -> None:
-    """One line naming the options a command's form (one subject, or a batch) needs or does not take."""
-    missing = [f"--{n.replace('_', '-')}" for n in needed if getattr(args, n) in (None, [])]
-    extra = [f"--{n.replace('_', '-')}" for n in unused if getattr(args, n) not in (None, [], False)]
-    if missing:
-        raise PatchworkError(f"{args.command} {form}: needs {', '.join(missing)}")
-    if extra:
-        raise PatchworkError(f"{args.command} {form}: does not take {', '.join(extra)}")
-
-
 def cmd_predict(args: argparse.Namespace) -> None:
     _set_threads(args.threads)
-    common = {"seed": args.seed, "device": args.device}
-    if args.batch is None:
-        _require(args, "--subject", ["out_prob", "out_seg"], ["out_dir", "std"])
-        models.predict(
-            Path(args.model),
-            Path(args.preprocessed),
-            args.subject,
-            args.apply,
-            args.threshold,
-            Path(args.out_prob),
-            Path(args.out_seg),
-            out_std=Path(args.out_std) if args.out_std else None,
-            **common,
-        )
-        return
-    _require(args, "--batch", ["subjects", "out_dir"], ["out_prob", "out_seg", "out_std"])
     models.predict_batch(
         Path(args.model),
         Path(args.preprocessed),
@@ -158,35 +132,20 @@ def cmd_predict(args: argparse.Namespace) -> None:
         args.threshold,
         Path(args.out_dir),
         std=args.std,
-        **common,
+        seed=args.seed,
+        device=args.device,
     )
-
-
-def _named_folders(items: Sequence[str]) -> dict[str, list[Path]]:
-    """Parse ``NAME=FOLDER`` pairs, a name given once per folder (a model's batches), in first-seen order."""
-    out: dict[str, list[Path]] = {}
-    for item in items:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise PatchworkError(f"expected NAME=FOLDER, got {item!r}")
-        out.setdefault(name, []).append(Path(path))
-    return out
 
 
 def cmd_ensemble(args: argparse.Namespace) -> None:
     settings = EnsembleSettings.from_dict(args.settings)
     tuned = Path(args.tuned) if args.tuned else None
-    if args.out_dir is None:
-        _require(args, "of one subject", ["out_prob", "out_seg"], [])
-        ensemble.ensemble(_named_paths(args.probs), settings, Path(args.out_prob), Path(args.out_seg), tuned)
-        return
-    _require(args, "of a batch (--out-dir)", [], ["out_prob", "out_seg"])
     ensemble.ensemble_batch(_named_paths(args.probs), settings, Path(args.out_dir), tuned)
 
 
 def cmd_tune_ensemble(args: argparse.Namespace) -> None:
     settings = EnsembleSettings.from_dict(args.settings)
-    ensemble.tune(Path(args.subjects), _named_folders(args.probs), settings, Path(args.out))
+    ensemble.tune(Path(args.subjects), _named_paths(args.probs, many=True), settings, Path(args.out))
 
 
 def cmd_tune_postprocessing(args: argparse.Namespace) -> None:
@@ -196,39 +155,16 @@ def cmd_tune_postprocessing(args: argparse.Namespace) -> None:
 
 
 def cmd_postprocess(args: argparse.Namespace) -> None:
-    if args.prob_dir is None:
-        _require(args, "of one map", ["prob", "out_seg"], ["out_dir"])
-        ensemble.postprocess(Path(args.prob), Path(args.tuned), Path(args.out_seg))
-        return
-    _require(args, "of a batch (--prob-dir)", ["out_dir"], ["prob", "out_seg"])
     ensemble.postprocess_batch(Path(args.prob_dir), Path(args.tuned), Path(args.out_dir))
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    settings = EvaluateSettings(surface_tolerance_mm=args.surface_tolerance)
-    if args.batch is None:
-        _require(
-            args, "--subject", ["image", "reference", "out_html"], ["subjects", "splits", "out_html_dir"]
-        )
-        evaluation.evaluate(
-            args.subject,
-            Path(args.image),
-            Path(args.reference),
-            Path(args.fingerprint),
-            _named_paths(args.seg),
-            settings,
-            Path(args.out_tsv),
-            Path(args.out_html),
-            stds=_named_paths(args.std),
-        )
-        return
-    _require(args, "--batch", ["subjects", "out_html_dir"], ["image", "reference", "out_html"])
     evaluation.evaluate_batch(
         Path(args.subjects),
         models.batch_subjects(Path(args.subjects), args.splits and Path(args.splits), args.batch),
         Path(args.fingerprint),
         _named_paths(args.seg),
-        settings,
+        EvaluateSettings(surface_tolerance_mm=args.surface_tolerance),
         Path(args.out_tsv),
         Path(args.out_html_dir),
         std_dirs=_named_paths(args.std),
@@ -286,13 +222,22 @@ def cmd_verify(args: argparse.Namespace) -> None:
 
 
 def cmd_schema(args: argparse.Namespace) -> None:
-    sys.stdout.write(schema_yaml())
+    if args.readme is None:
+        sys.stdout.write(schema_yaml())
+        return
+    import yaml
+
+    from patchwork.io import write_text
+
+    readme = Path(args.readme)  # config/README.md, with the demo overlay beside it
+    demo = yaml.safe_load((readme.parent / "demo.yaml").read_text(encoding="utf-8"))
+    write_text(readme, documented_readme(readme.read_text(encoding="utf-8"), demo))
 
 
 # --- parser ---------------------------------------------------------------------------------------
 
 
-def _add_settings(p: argparse.ArgumentParser, cls: type[Section]) -> None:
+def _add_settings(p: argparse.ArgumentParser, cls: type[Settings]) -> None:
     """``--settings JSON``: the command's config section (missing keys take the defaults shown)."""
     defaults = json.dumps(cls().to_dict())
     p.add_argument(
@@ -362,100 +307,62 @@ def _add_model_commands(add: Any) -> None:
     _add_seed(p)
     _add_compute(p, "train")
 
-    p = add(
-        "predict", cmd_predict, "predict one subject, or a batch, each written in its original image grid"
-    )
+    p = add("predict", cmd_predict, "predict a batch of subjects, each written in its original image grid")
     p.add_argument("--model", required=True, help="model.pt of a trained model (spec.json beside it)")
     p.add_argument("--preprocessed", required=True, help="folder of the preprocessed subjects")
     _add_batch(p)
     p.add_argument("--apply", type=_json, default={}, help="the model spec's application settings as JSON")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="foreground where prob >= this")
-    p.add_argument("--out-prob", default=None, help="one subject: its probability map")
-    p.add_argument("--out-seg", default=None, help="one subject: its mask")
-    p.add_argument("--out-std", default=None, help="one subject: also its per-voxel spread (DNP models)")
-    p.add_argument("--out-dir", default=None, help="a batch: folder of {subject}_prob/_seg[/_std].nii.gz")
-    p.add_argument("--std", action="store_true", help="a batch: also write the spreads (DNP models)")
+    p.add_argument("--out-dir", required=True, help="folder of {subject}_prob/_seg[/_std].nii.gz")
+    p.add_argument("--std", action="store_true", help="also write the spreads (DNP models)")
     _add_seed(p, help="seed of stochastic application (DNP)")
     _add_compute(p, "predict")
 
 
 def _add_batch(p: argparse.ArgumentParser) -> None:
-    """``--subject ID`` or ``--batch fold_K|test`` (with the cohort table and the splits)."""
-    which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--subject", default=None, help="one subject")
-    which.add_argument(
-        "--batch",
-        default=None,
-        help="a batch: fold_K (fold K's validation subjects) or test (every test subject)",
+    """``--batch fold_K|test`` with the cohort table and the splits."""
+    p.add_argument(
+        "--batch", required=True, help="fold_K (fold K's validation subjects) or test (every test subject)"
     )
-    p.add_argument("--subjects", default=None, help="a batch: subjects.tsv")
+    p.add_argument("--subjects", required=True, help="subjects.tsv")
     p.add_argument("--splits", default=None, help="a batch fold_K: splits.json")
 
 
 def _add_ensemble_commands(add: Any) -> None:
-    p = add("ensemble", cmd_ensemble, "combine the model probabilities of one subject, or of a batch")
-    p.add_argument(
-        "--probs",
-        nargs="+",
-        required=True,
-        help="NAME=PATH of each model's probability map (with --out-dir: NAME=FOLDER of its batch)",
-    )
+    p = add("ensemble", cmd_ensemble, "combine the model probabilities of a batch of subjects")
+    p.add_argument("--probs", nargs="+", required=True, help="NAME=FOLDER of each model's probability maps")
     _add_settings(p, EnsembleSettings)
     p.add_argument("--tuned", default=None, help="ensemble_params.json (tune-ensemble) to use instead")
-    p.add_argument("--out-prob", default=None, help="one subject: the probability to write")
-    p.add_argument("--out-seg", default=None, help="one subject: the mask to write")
-    p.add_argument("--out-dir", default=None, help="a batch: folder for {subject}_prob/_seg.nii.gz")
+    p.add_argument("--out-dir", required=True, help="folder for {subject}_prob/_seg.nii.gz")
 
-    p = add(
-        "tune-ensemble", cmd_tune_ensemble, "choose ensemble weights/threshold on out-of-fold predictions"
-    )
+    p = add("tune-ensemble", cmd_tune_ensemble, "choose ensemble weights/threshold out of fold")
     p.add_argument("--subjects", required=True, help="subjects.tsv")
-    p.add_argument(
-        "--probs",
-        nargs="+",
-        required=True,
-        help="NAME=FOLDER of {subject}_prob.nii.gz, a name once per batch folder, models in order",
-    )
+    p.add_argument("--probs", nargs="+", required=True, help="NAME=FOLDER, a name once per batch folder")
     _add_settings(p, EnsembleSettings)
     p.add_argument("--out", required=True, help="ensemble_params.json to write")
 
-    p = add(
-        "tune-postprocessing",
-        cmd_tune_postprocessing,
-        "choose one model's threshold and component removal (volume, peak) on out-of-fold predictions",
-    )
+    p = add("tune-postprocessing", cmd_tune_postprocessing, "choose a model's post-processing out of fold")
     p.add_argument("--subjects", required=True, help="subjects.tsv")
-    p.add_argument(
-        "--predictions", nargs="+", required=True, help="the model's folders of {subject}_prob.nii.gz"
-    )
+    p.add_argument("--predictions", nargs="+", required=True, help="the model's batch folders")
     p.add_argument("--model", required=True, help="model name (or ensemble)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="the model's own threshold")
     p.add_argument("--out", required=True, help="postprocessing.json to write")
 
     p = add("postprocess", cmd_postprocess, "threshold probability maps and remove components (tuned)")
-    p.add_argument("--prob", default=None, help="one probability NIfTI")
-    p.add_argument("--prob-dir", default=None, help="a batch: folder of {subject}_prob.nii.gz")
+    p.add_argument("--prob-dir", required=True, help="folder of {subject}_prob.nii.gz")
     p.add_argument("--tuned", required=True, help="postprocessing.json (tune-postprocessing)")
-    p.add_argument("--out-seg", default=None, help="one map: the mask to write")
-    p.add_argument("--out-dir", default=None, help="a batch: folder for {subject}_seg.nii.gz")
+    p.add_argument("--out-dir", required=True, help="folder for {subject}_seg.nii.gz")
 
 
 def _add_evaluation_commands(add: Any) -> None:
-    p = add("evaluate", cmd_evaluate, "metrics and HTML report of one subject, or of a batch in one process")
+    p = add("evaluate", cmd_evaluate, "metrics and HTML reports of a batch of subjects, in one process")
     _add_batch(p)
-    p.add_argument("--image", default=None, help="one subject: the image the report draws on")
-    p.add_argument("--reference", default=None, help="one subject: its reference label map")
     p.add_argument("--fingerprint", required=True)
-    p.add_argument(
-        "--seg", nargs="+", required=True, help="MODEL=PATH of each segmentation (a batch: MODEL=FOLDER)"
-    )
-    p.add_argument(
-        "--std", nargs="+", default=[], help="MODEL=PATH of each spread map (a batch: MODEL=FOLDER)"
-    )
+    p.add_argument("--seg", nargs="+", required=True, help="MODEL=FOLDER of each model's segmentations")
+    p.add_argument("--std", nargs="+", default=[], help="MODEL=FOLDER of each model's spread maps")
     _add_tolerance(p)
-    p.add_argument("--out-tsv", required=True, help="metrics table (a batch: of all its subjects)")
-    p.add_argument("--out-html", default=None, help="one subject: its report page")
-    p.add_argument("--out-html-dir", default=None, help="a batch: folder of the {subject}.html pages")
+    p.add_argument("--out-tsv", required=True, help="metrics table of all the batch's subjects")
+    p.add_argument("--out-html-dir", required=True, help="folder of the {subject}.html pages")
 
     p = add("summarise", cmd_summarise, "cohort metrics table and per-model summary")
     p.add_argument("--metrics", nargs="+", required=True)
@@ -466,9 +373,7 @@ def _add_evaluation_commands(add: Any) -> None:
     p.add_argument("--metrics", required=True, help="the cohort's metrics.tsv")
     p.add_argument("--summary", required=True, help="summary.tsv of the same metrics")
     p.add_argument("--subject-reports", nargs="*", default=[], help="subject pages ({subject}.html)")
-    p.add_argument(
-        "--train-logs", nargs="*", default=[], help="train_log.tsv files, each in models/MODEL/FOLD/"
-    )
+    p.add_argument("--train-logs", nargs="*", default=[], help="train_log.tsv files in models/MODEL/FOLD/")
     p.add_argument("--plans", default=None, help="plans.json (patchwork plan), shown with what models used")
     _add_tolerance(p)
     p.add_argument("--out-html", required=True)
@@ -480,39 +385,30 @@ def _add_entry_commands(add: Any) -> None:
     p = add("package", cmd_package, "package a challenge entry: models, settings, example case, manifest")
     p.add_argument("--model", nargs="+", required=True, help="NAME=PATH of each final model.pt")
     p.add_argument("--config-json", type=_json, required=True, help="the run's config as JSON")
-    p.add_argument(
-        "--ensemble-settings", type=_json, required=True, help="the ensemble stage's --settings JSON"
-    )
+    p.add_argument("--ensemble-settings", type=_json, required=True, help="the ensemble's --settings JSON")
     p.add_argument("--tuned", default=None, help="ensemble_params.json, when the test ensemble used it")
     p.add_argument("--fingerprint", required=True, help="fingerprint.json of the cohort")
     p.add_argument("--subjects", required=True, help="subjects.tsv (its first test subject is stored)")
     p.add_argument("--license", required=True, help="the LICENSE file to ship")
-    p.add_argument(
-        "--postprocessing", nargs="*", default=[], help="NAME=PATH of a model's postprocessing.json to ship"
-    )
-    p.add_argument("--out-dir", required=True, help="submission folder (test predictions already inside)")
+    p.add_argument("--postprocessing", nargs="*", default=[], help="NAME=PATH of a postprocessing.json")
+    p.add_argument("--out-dir", required=True, help="entry folder (test predictions already inside)")
 
     p = add("infer", cmd_infer, "segment a folder of new scans with an entry (as nnUNetv2_predict)")
     p.add_argument("input", help="folder of {case}_0000.nii.gz ... files, or one {case}.nii.gz per case")
     p.add_argument("output", help="folder for {case}.nii.gz, in each input's grid")
-    p.add_argument("--entry", default="results/submission", help="the entry folder (patchwork package)")
+    p.add_argument("--entry", default="results/entry", help="the entry folder (patchwork package)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every available core)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the entry's)")
     p.add_argument("--save-probabilities", action="store_true", help="also write {case}_prob.nii.gz")
-    p.add_argument(
-        "--save-uncertainty", action="store_true", help="also write {case}_{model}_std.nii.gz (DNP models)"
-    )
-    p.add_argument(
-        "--save-models",
-        action="store_true",
-        help="also write each model's own mask {case}_{model}_seg.nii.gz (with its shipped post-processing)",
-    )
+    p.add_argument("--save-uncertainty", action="store_true", help="also write {case}_{model}_std.nii.gz")
+    p.add_argument("--save-models", action="store_true", help="also write {case}_{model}_seg.nii.gz")
 
     p = add("verify", cmd_verify, "check an entry's checksums and re-predict its stored test case on the CPU")
     p.add_argument("entry", help="the entry folder")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: every available core)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: the entry's)")
 
-    add("schema", cmd_schema, "print the config's JSON schema (YAML), generated from patchwork.config")
+    p = add("schema", cmd_schema, "print the config's JSON schema (YAML), generated from the settings")
+    p.add_argument("--readme", default=None, help="instead, regenerate the tables of this config/README.md")
 
 
 def build_parser() -> argparse.ArgumentParser:

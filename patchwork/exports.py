@@ -1,11 +1,11 @@
 """Lazy public names of a package (PEP 562): each name's module is imported on its first use.
 
-``patchwork.unet`` and ``patchwork.dnp`` export their names this way, so that importing the package for its
-torch-free settings (what the workflow does when it checks a config) does not import torch.
+``patchwork.models.unet`` and ``patchwork.models.dnp`` export their names this way, so that importing the
+package for its torch-free settings (what the workflow does when it checks a config) does not import torch.
 
 Example (in a package's ``__init__.py``)::
 
-    __getattr__, __dir__, __all__ = lazy_exports(__name__, {"UNetParams": "patchwork.unet.params"})
+    __getattr__, __dir__, __all__ = lazy_exports(__name__, {"UNetParams": "patchwork.models.unet.settings"})
 """
 
 from __future__ import annotations

@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 NIFTI_COMMENT = 6  # NIfTI-1 extension code of a free-text comment
 LABEL_NAMES_KEY = "label_names"
+# Affines of one grid written by different tools differ by float32 rounding; 1e-3 mm is far below any voxel
+# size and far above that rounding (check_same_grid).
+AFFINE_TOLERANCE_MM = 1e-3
 
 # A temporary file of atomic_path: "." + stem + "." + 8 random characters + the suffixes of the target
 # (the random part is lower-case hex; Python's mkstemp, used before, drew from [a-z0-9_]).
@@ -276,6 +279,27 @@ def read_volume(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray]:
     """``read_image`` of a file that must hold one 3D volume (see :func:`as_volume`); data float32."""
     data, affine = read_image(path)
     return as_volume(data, path), affine
+
+
+def check_same_grid(
+    path: Path,
+    shape: tuple[int, ...],
+    affine: np.ndarray,
+    ref_path: Path,
+    ref_shape: tuple[int, ...],
+    ref_affine: np.ndarray,
+) -> None:
+    """Raise a :class:`PatchworkError` naming ``path`` unless it has ``ref_path``'s shape and affine.
+
+    Affines are compared element-wise with an absolute tolerance of ``AFFINE_TOLERANCE_MM``.
+    """
+    if tuple(shape) != tuple(ref_shape):
+        raise PatchworkError(f"{path}: shape {tuple(shape)} differs from {ref_path} {tuple(ref_shape)}")
+    if not np.allclose(affine, ref_affine, rtol=0.0, atol=AFFINE_TOLERANCE_MM):
+        raise PatchworkError(
+            f"{path}: affine differs from {ref_path} "
+            f"(largest difference {np.abs(affine - ref_affine).max():.4g}); the images are not on one grid"
+        )
 
 
 def save_image(

@@ -1,156 +1,64 @@
-"""JSON-schema keywords on settings fields: checked when the settings are built, and written out as schema.
+"""What the settings classes declare, written out: the JSON schema of a settings class and markdown tables.
 
-A settings dataclass declares each field's limits once, with :func:`setting`::
+:func:`json_schema` turns a :class:`~patchwork.settings.Settings` class into a JSON schema (types from the
+type hints, the limits, the docs as descriptions, the defaults), nested settings written out in full, so
+the config schema, the command line and the code cannot disagree. :func:`settings_rows` lists every key of
+a settings class (nested ones dotted: ``train.augment.dphi``) with its default, a value a config sets
+(the demo's) and its doc, and :func:`markdown_table` writes them as the tables of ``config/README.md``;
+:func:`replace_tables` puts freshly generated tables between a document's markers::
 
-    threshold: float = setting(0.5, minimum=0, maximum=1)
+    <!-- generated: config -->
+    ... (replaced) ...
+    <!-- end generated -->
 
-:func:`check_fields` (called from ``__post_init__``) reports every value outside its limits, and
-:func:`json_schema` turns the dataclass into a JSON schema (types from the type hints, the limits, the
-defaults), so the config schema, the command line and the code cannot disagree. Supported keywords:
-``enum``, ``minimum``, ``maximum``, ``exclusiveMinimum``, ``exclusiveMaximum``, ``pattern``,
-``not: {enum: [...]}``, ``minItems``, and ``items`` / ``additionalProperties`` holding keywords for the
-elements of a list / the values of a mapping. This module imports no torch.
+This module imports no torch.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
-import types
 import typing
+from collections.abc import Mapping
 from typing import Any
 
-_MISSING = dataclasses.MISSING
-_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", type(None): "null"}
+from patchwork.errors import PatchworkError
+from patchwork.settings import (
+    MISSING,
+    default_of,
+    doc,
+    field_class,
+    field_schema,
+    hints,
+    in_config,
+    keywords,
+    merged,
+    plain,
+)
+
+MARKER = re.compile(
+    r"(<!-- generated: (?P<name>[\w.]+) -->\n)(?P<body>.*?)(<!-- end generated -->)", re.DOTALL
+)
 
 
-def setting(default: Any = _MISSING, *, config: bool = True, optional: bool = False, **keywords: Any) -> Any:
-    """A dataclass field with ``default`` (mappings copied per instance) and JSON-schema ``keywords``.
-
-    ``config=False`` marks a field that only the command line sets (left out of the config schema);
-    ``optional=True`` one without a default that the raw input may still omit (its parser fills it in).
-    """
-    metadata = {"schema": keywords, "config": config, "optional": optional}
-    if isinstance(default, dict):
-        return dataclasses.field(default_factory=lambda: dict(default), metadata=metadata)
-    return dataclasses.field(default=default, metadata=metadata)
-
-
-def keywords(f: dataclasses.Field) -> dict[str, Any]:
-    """The schema keywords :func:`setting` attached to a field (none for a plain field)."""
-    return dict(f.metadata.get("schema", {}))
-
-
-def in_config(f: dataclasses.Field) -> bool:
-    """Whether a field belongs in the config file (``False``: command line only)."""
-    return bool(f.metadata.get("config", True))
-
-
-def violations(value: Any, schema: dict[str, Any], where: str) -> list[str]:
-    """One message per keyword of ``schema`` that ``value`` breaks (``None`` breaks nothing)."""
-    if value is None:
-        return []
-    problems = []
-    if "enum" in schema and value not in schema["enum"]:
-        problems.append(f"{where}={value!r}: expected one of {', '.join(map(str, schema['enum']))}")
-    if value in schema.get("not", {}).get("enum", ()):
-        problems.append(f"{where}={value!r}: not allowed (reserved: {', '.join(schema['not']['enum'])})")
-    if "pattern" in schema and not re.search(schema["pattern"], value):
-        problems.append(
-            f"{where}={value!r}: must be {schema.get('description', 'like ' + schema['pattern'])}"
-        )
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        for key, fails, text in (
-            ("minimum", lambda v, lim: v < lim, ">="),
-            ("maximum", lambda v, lim: v > lim, "<="),
-            ("exclusiveMinimum", lambda v, lim: v <= lim, ">"),
-            ("exclusiveMaximum", lambda v, lim: v >= lim, "<"),
-        ):
-            if key in schema and fails(value, schema[key]):
-                problems.append(f"{where}={value!r}: must be {text} {schema[key]}")
-    if isinstance(value, (list, tuple)):
-        if len(value) < schema.get("minItems", 0):
-            problems.append(f"{where}: needs at least {schema['minItems']} entries")
-        for i, item in enumerate(value):
-            problems += violations(item, schema.get("items", {}), f"{where}[{i}]")
-    if isinstance(value, dict):
-        for key, item in value.items():
-            problems += violations(item, schema.get("additionalProperties", {}), f"{where}.{key}")
-    if "type" in schema and not _has_type(value, schema["type"]):
-        problems.append(f"{where}={value!r}: expected {schema['type']}")
-    return problems
-
-
-def _has_type(value: Any, names: str | list[str]) -> bool:
-    """Whether ``value`` is of one of the JSON types ``names`` (an int is also a number)."""
-    names = [names] if isinstance(names, str) else names
-    if isinstance(value, bool):
-        kinds = {"boolean"}
-    elif isinstance(value, int):
-        kinds = {"integer", "number"}
-    elif isinstance(value, float):
-        kinds = {"number"}
-    elif isinstance(value, str):
-        kinds = {"string"}
-    elif isinstance(value, (list, tuple)):
-        kinds = {"array"}
-    else:
-        kinds = {"object"}
-    return bool(kinds & set(names))
-
-
-def check_fields(obj: Any) -> list[str]:
-    """Every limit that a field value of the dataclass instance ``obj`` breaks, one message each.
-
-    The type of each value counts too where the type hint leaves it open (the values of a mapping).
-    """
-    hints = typing.get_type_hints(type(obj))
-    problems = []
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            continue
-        problems += violations(value, _merge(schema_of(hints[f.name]), keywords(f)), f.name)
-    return problems
-
-
-def schema_of(hint: Any) -> dict[str, Any]:
-    """The JSON schema of a type hint: builtins, ``X | None``, ``tuple[X, ...]``, ``tuple[X, Y]``,
-    ``dict[str, X]`` and settings dataclasses (``Any``: no constraint)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if hint in _TYPES:
-        return {"type": _TYPES[hint]}
-    if origin in (typing.Union, types.UnionType):
-        options = [a for a in args if a is not type(None)]
-        schema = schema_of(options[0]) if len(options) == 1 else {"anyOf": [schema_of(a) for a in options]}
-        if type(None) in args and "type" in schema:
-            schema["type"] = [schema["type"], "null"]
-        return schema
-    if origin is tuple:
-        if len(args) == 2 and args[1] is Ellipsis:
-            return {"type": "array", "items": schema_of(args[0])}
-        return {"type": "array", "items": schema_of(args[0]), "minItems": len(args), "maxItems": len(args)}
-    if origin is dict:
-        return {"type": "object", "additionalProperties": schema_of(args[1])}
-    if dataclasses.is_dataclass(hint):
-        return json_schema(hint)
-    return {}
-
-
-def json_schema(cls: type) -> dict[str, Any]:
-    """The JSON schema of a settings dataclass: one property per config field (types, limits, defaults),
+def json_schema(cls: type, defaults: bool = True) -> dict[str, Any]:
+    """The JSON schema of a settings class: one property per config field (types, limits, doc, default),
     no other keys allowed, the fields without a default required, described by the docstring's first line.
-    """
-    hints = typing.get_type_hints(cls)
+    With ``defaults`` false it gives neither defaults nor required keys (a model's settings: the plans and
+    the class fill what a config leaves out)."""
     properties, required = {}, []
     for f in dataclasses.fields(cls):
         if not in_config(f):
             continue
-        schema = _merge(schema_of(hints[f.name]), keywords(f))
-        default = _default(f)
-        if default is not _MISSING and "default" not in schema:
-            schema["default"] = default
-        if "default" not in schema and not f.metadata.get("optional"):
+        schema = _property(cls, f, defaults)
+        if doc(f):
+            schema = {"description": doc(f), **schema}
+        default = default_of(f)
+        optional = f.metadata.get("optional")
+        if defaults and default is not MISSING and not optional and not callable(default):
+            schema["default"] = _config_value(default)
+        if defaults and default is MISSING:
             required.append(f.name)
         properties[f.name] = schema
     out: dict[str, Any] = {"type": "object"}
@@ -162,33 +70,108 @@ def json_schema(cls: type) -> dict[str, Any]:
     return out
 
 
-def _default(f: dataclasses.Field) -> Any:
-    """A field's default as plain JSON (a settings dataclass as its config mapping), or ``_MISSING``."""
-    if f.default is not _MISSING:
-        value = f.default
-    elif f.default_factory is not _MISSING:
-        value = f.default_factory()
-    else:
-        return _MISSING
-    return _plain(value)
+def _property(cls: type, f: dataclasses.Field, defaults: bool) -> dict[str, Any]:
+    """A field's schema; a nested settings class written out (``null`` allowed where its hint is
+    optional), its field keywords laid over it."""
+    nested = field_class(cls, f.name)
+    if nested is None:
+        return field_schema(cls, f)
+    schema = json_schema(nested, defaults)
+    schema.pop("description", None)
+    if type(None) in typing.get_args(hints(cls)[f.name]):
+        schema["type"] = ["object", "null"]
+    return merged(schema, keywords(f))
 
 
-def _plain(value: Any) -> Any:
-    """``value`` as JSON builtins: dataclasses as mappings of their config fields, tuples as lists."""
+def _config_value(value: Any) -> Any:
+    """A value as a config writes it: plain builtins, settings as mappings of their config fields."""
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value) if in_config(f)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
+        fields = dataclasses.fields(value)
+        return {f.name: _config_value(getattr(value, f.name)) for f in fields if in_config(f)}
+    return plain(value)
 
 
-def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``extra``, nested mappings (``items``, ``additionalProperties``) merged."""
-    out = dict(base)
-    for key, value in extra.items():
-        out[key] = (
-            _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-        )
+def settings_rows(
+    cls: type, set_values: Mapping[str, Any] | None = None, prefix: str = "", instance: Any = None
+) -> list[list[str]]:
+    """``[key, default, set value, doc]`` of every config field of ``cls``, a nested section's fields with
+    dotted keys (``train.augment.dphi``) and the section's default instance's values as their defaults;
+    ``set_values`` is a config mapping of ``cls`` (e.g. the demo's) whose values fill the third column."""
+    set_values = set_values or {}
+    rows = []
+    for f in dataclasses.fields(cls):
+        if not in_config(f):
+            continue
+        key, given = f"{prefix}{f.name}", set_values.get(f.name, MISSING)
+        nested = field_class(cls, f.name)
+        default = default_of(f) if instance is None else getattr(instance, f.name)
+        inner = given if isinstance(given, Mapping) else {}
+        if nested is not None and default is not None:  # a section: each of its keys has a row
+            rows += settings_rows(nested, inner, f"{key}.", default)
+            continue
+        shown = "`{}`" if f.metadata.get("optional") else _cell(default)
+        rows.append([f"`{key}`", shown, "" if given is MISSING else _cell(given), doc(f)])
+        if nested is not None:  # an optional section (null by default): its keys when given
+            rows += settings_rows(nested, inner, f"{key}.")
+    return rows
+
+
+class Several(list):
+    """The values several configs (the demo's models of one type) give one key, shown side by side."""
+
+
+def shared(mappings: list[Mapping[str, Any]]) -> dict[str, Any]:
+    """The keys of ``mappings`` (each a config mapping of one settings class) with their value where all
+    that set it agree, nested mappings merged, else :class:`Several` values."""
+    out: dict[str, Any] = {}
+    for key in dict.fromkeys(k for m in mappings for k in m):
+        values = [m[key] for m in mappings if key in m]
+        if all(isinstance(v, Mapping) for v in values):
+            out[key] = shared(values)
+        elif all(v == values[0] for v in values):
+            out[key] = values[0]
+        else:
+            out[key] = Several(values)
     return out
+
+
+def _cell(value: Any) -> str:
+    """A value in a table cell, as JSON (``null``, ``true``, numbers, ``[...]``, ``{...}``); several
+    values separated by ``/``; none (a required key): ``(required)``."""
+    if value is MISSING:
+        return "(required)"
+    if isinstance(value, Several):
+        return " / ".join(_cell(v) for v in value)
+    return f"`{json.dumps(plain(value), ensure_ascii=False)}`"
+
+
+def markdown_table(rows: list[list[str]], set_header: str | None = "demo") -> str:
+    """Rows of :func:`settings_rows` as a markdown table (the third column headed ``set_header``; none
+    without a header)."""
+    header = ["key", "default", *([set_header] if set_header else []), "what it does"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = row if set_header else [*row[:2], row[3]]
+        lines.append("| " + " | ".join(cell.replace("\n", " ").replace("|", "\\|") for cell in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def replace_tables(text: str, tables: Mapping[str, str]) -> str:
+    """``text`` with the body between each ``<!-- generated: NAME -->`` marker and the next
+    ``<!-- end generated -->`` replaced by ``tables[NAME]`` (an unknown name is an error)."""
+
+    def body(match: re.Match[str]) -> str:
+        name = match["name"]
+        if name not in tables:
+            raise PatchworkError(f"generated table {name!r} unknown (known: {', '.join(tables)})")
+        return match.group(1) + tables[name] + match.group(4)
+
+    return MARKER.sub(body, text)
+
+
+def tables_of(sections: Mapping[str, tuple[type, Mapping[str, Any] | None]]) -> dict[str, str]:
+    """A markdown table per name: ``{name: (settings class, values a config sets)}``."""
+    return {
+        name: markdown_table(settings_rows(cls, given), "demo" if given is not None else None)
+        for name, (cls, given) in sections.items()
+    }

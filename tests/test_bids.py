@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_submission import demo_cohort
+from test_entry_package import demo_cohort
 
 from patchwork.cli import main
 from patchwork.config import BidsSettings, IngestSettings, SplitSettings
@@ -18,7 +18,7 @@ from patchwork.data.ingest import ingest
 from patchwork.errors import PatchworkError
 from patchwork.stages import data
 
-# test_submission's session fixture `demo_cohort`, imported so that the demo is generated once for both.
+# test_entry_package's session fixture `demo_cohort`, imported so that the demo is generated once for both.
 SHARED_FIXTURES = (demo_cohort,)
 SPACE = "space-MNI152NLin2009aSym"
 MASK = "label-L_desc-T1lesion_mask.nii.gz"

@@ -11,12 +11,12 @@ import torch
 
 from patchwork import cli
 from patchwork.cli import main
-from patchwork.config import schema_yaml
 from patchwork.data.cohort import Subject, write_subjects
 from patchwork.io import read_image, read_json, save_image, write_json
+from patchwork.models.unet.modelfile import build_network, save_model
+from patchwork.models.unet.settings import UNetParams
 from patchwork.networks import init_weights
-from patchwork.unet.modelfile import build_network, save_model
-from patchwork.unet.params import UNetParams
+from patchwork.workflow_config import schema_yaml
 
 
 def test_missing_input_gives_one_error_line_and_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -134,21 +134,24 @@ def test_predict_applies_the_apply_settings_and_refuses_a_spread_the_model_lacks
     save_model(model, params, 1, 0, net)
     write_json(model.parent / "spec.json", {"name": "u", "type": "unet", "params": params.to_dict()})
 
+    write_json(tmp_path / "splits.json", [{"train": [], "val": ["s1"]}])
+    out = tmp_path / "batch"
+
     def predict(*extra: str) -> int:
-        return main(["predict", "--model", str(model), "--preprocessed", str(pre), "--subject", "s1",
-                     "--out-prob", str(tmp_path / "p.nii.gz"), "--out-seg", str(tmp_path / "s.nii.gz"),
-                     *extra])  # fmt: skip
+        return main(["predict", "--model", str(model), "--preprocessed", str(pre), "--batch", "fold_0",
+                     "--subjects", str(subjects), "--splits", str(tmp_path / "splits.json"),
+                     "--out-dir", str(out), *extra])  # fmt: skip
 
     assert predict("--threshold", "0.0") == 0
-    prob, affine = read_image(tmp_path / "p.nii.gz")
+    prob, affine = read_image(out / "s1_prob.nii.gz")
     assert prob.shape == (20, 20, 20) and np.allclose(affine, np.diag([2.0, 2.0, 2.0, 1.0]))
-    assert read_image(tmp_path / "s.nii.gz")[0].all()  # threshold 0: every voxel
+    assert read_image(out / "s1_seg.nii.gz")[0].all()  # threshold 0: every voxel
     assert predict("--apply", '{"test_time_mirroring": true, "overlap": 0}') == 0
-    assert not np.array_equal(read_image(tmp_path / "p.nii.gz")[0], prob)
+    assert not np.array_equal(read_image(out / "s1_prob.nii.gz")[0], prob)
     capsys.readouterr()
     assert predict("--apply", '{"overlap": 1}') == 1
     assert capsys.readouterr().err.strip() == "error: unet apply: overlap=1.0: must be < 1"
-    assert predict("--out-std", str(tmp_path / "d.nii.gz")) == 1
+    assert predict("--std") == 1
     assert "gives no uncertainty map" in capsys.readouterr().err
 
 
@@ -156,17 +159,18 @@ def test_ensemble_takes_named_maps_one_settings_object_and_tuned_settings(tmp_pa
     a = np.zeros((4, 4, 4), dtype=np.float32)
     a[1:3, 1:3, 1:3] = 0.8
     b = np.full_like(a, 0.3)
-    save_image(a, np.eye(4), tmp_path / "a.nii.gz")
-    save_image(b, np.eye(4), tmp_path / "b.nii.gz")
-    out = ["--out-prob", str(tmp_path / "p.nii.gz"), "--out-seg", str(tmp_path / "s.nii.gz")]
-    probs = ["--probs", f"a={tmp_path / 'a.nii.gz'}", f"b={tmp_path / 'b.nii.gz'}"]
+    save_image(a, np.eye(4), tmp_path / "a" / "x_prob.nii.gz")
+    save_image(b, np.eye(4), tmp_path / "b" / "x_prob.nii.gz")
+    out = ["--out-dir", str(tmp_path / "ensemble")]
+    probs = ["--probs", f"a={tmp_path / 'a'}", f"b={tmp_path / 'b'}"]
     settings = {"mode": "vote", "weights": {"a": 1, "b": 3}, "model_thresholds": {"a": 0.5, "b": 0.25}}
     assert main(["ensemble", *probs, "--settings", json.dumps(settings), *out]) == 0
-    assert read_image(tmp_path / "s.nii.gz")[0].all()  # b (weight 3) votes everywhere at its 0.25
+    seg = tmp_path / "ensemble" / "x_seg.nii.gz"
+    assert read_image(seg)[0].all()  # b (weight 3) votes everywhere at its 0.25
     tuned = {"settings": {"mode": "mean", "weights": {"a": 1, "b": 0}, "threshold": 0.5}}
     write_json(tmp_path / "ensemble_params.json", tuned)
     assert main(["ensemble", *probs, "--tuned", str(tmp_path / "ensemble_params.json"), *out]) == 0
-    assert read_image(tmp_path / "s.nii.gz")[0].sum() == 8  # a alone
+    assert read_image(seg)[0].sum() == 8  # a alone
 
 
 def test_batch_commands_name_a_missing_batch_folder(tmp_path: Path, capsys) -> None:

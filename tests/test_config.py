@@ -10,30 +10,16 @@ import jsonschema
 import pytest
 import yaml
 
-from patchwork.config import (
-    EnsembleSettings,
-    PreprocessSettings,
-    Section,
-    WorkflowConfig,
-    config_schema,
-    schema_yaml,
-)
+from patchwork.config import EnsembleSettings, PreprocessSettings
 from patchwork.errors import PatchworkError
+from patchwork.settings import Settings, default_of, merged
+from patchwork.workflow_config import WorkflowConfig, config_schema, documented_readme, schema_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load(name: str) -> dict[str, Any]:
     return yaml.safe_load((ROOT / "config" / name).read_text())
-
-
-def _merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    """Snakemake's config update: mappings merged key by key, anything else (lists: ``models``) replaced."""
-    out = dict(base)
-    for key, value in overlay.items():
-        both = isinstance(value, dict) and isinstance(out.get(key), dict)
-        out[key] = _merge(out[key], value) if both else value
-    return out
 
 
 def test_committed_schema_is_the_generated_one() -> None:
@@ -43,14 +29,24 @@ def test_committed_schema_is_the_generated_one() -> None:
     )
 
 
+def test_config_readme_tables_are_the_generated_ones() -> None:
+    """Every key of every settings class (each model type's params and apply included) is in
+    config/README.md with its default, the demo's value and its doc, as the classes say."""
+    readme = (ROOT / "config" / "README.md").read_text()
+    assert readme == documented_readme(readme, _load("demo.yaml")), (
+        "regenerate with: patchwork schema --readme config/README.md"
+    )
+    assert "| `explore` | `1.0` |" in readme and "| `max_trees` | `null` |" in readme
+    assert "| `train.num_its` | `30` | `14` |" in readme  # the demo DNP's outer iterations, from demo.yaml
+
+
 def test_every_value_in_config_yaml_is_the_settings_default() -> None:
     raw = _load("config.yaml")
-    default = WorkflowConfig(models=())
     for f in dataclasses.fields(WorkflowConfig):
         if f.name in ("dataset", "models"):
             continue
-        value = getattr(default, f.name)
-        expected = value.to_dict() if isinstance(value, Section) else value
+        value = default_of(f)
+        expected = value.to_dict() if isinstance(value, Settings) else value
         expected = (
             {k: v for k, v in expected.items() if k != "model_thresholds"}
             if f.name == "ensemble"
@@ -66,14 +62,14 @@ def test_every_value_in_config_yaml_is_the_settings_default() -> None:
 def test_shipped_configs_parse_and_pass_the_schema(overlays: list[str]) -> None:
     raw: dict[str, Any] = {}
     for name in overlays:
-        raw = _merge(raw, _load(name))
+        raw = merged(raw, _load(name))
     jsonschema.validate(raw, config_schema())
     config = WorkflowConfig.from_dict(raw, "+".join(overlays))
     assert config.models and config.models[0].name == "unet_sigmoid"
 
 
 def test_demo_overlay_holds_the_small_budgets() -> None:
-    demo = WorkflowConfig.from_dict(_merge(_load("config.yaml"), _load("demo.yaml")), "demo")
+    demo = WorkflowConfig.from_dict(merged(_load("config.yaml"), _load("demo.yaml")), "demo")
     assert demo.splits.n_folds == 3 and demo.preprocess.target_spacing == (3.0, 3.0, 3.0)
     assert demo.ensemble.min_component_voxels == 27
     assert demo.ensemble.mode == "vote" and demo.ensemble.weight("dnp") == 2.0  # ATLAS R2.0's ensemble
@@ -82,7 +78,7 @@ def test_demo_overlay_holds_the_small_budgets() -> None:
 
 
 def test_atlas2_moves_application_settings_to_the_model_level() -> None:
-    raw = _merge(_load("config.yaml"), _load("atlas2.yaml"))
+    raw = merged(_load("config.yaml"), _load("atlas2.yaml"))
     dnp = next(m for m in raw["models"] if m["type"] == "dnp")
     assert "apply" in dnp and "apply" not in dnp["params"]
     jsonschema.validate(raw, config_schema())
@@ -93,7 +89,7 @@ def test_atlas2_moves_application_settings_to_the_model_level() -> None:
     [
         ({"models": [{"name": "a", "type": "unet"}] * 2}, "cfg: models: the name(s) a appear more than once"),
         ({"models": [{"name": "ensemble", "type": "unet"}]}, "cfg: models: model ensemble: name='ensemble'"),
-        ({"models": []}, "cfg: models: expected a non-empty list"),
+        ({"models": []}, "cfg: models: needs at least 1 entries"),
         ({"ensemble": {"model_thresholds": {"a": 0.5}}}, "cfg: ensemble: model_thresholds: not a config key"),
         ({"ensemble": {"weights": {"b": 1.0}}}, "cfg: ensemble.weights: no model named b"),
         ({"ensemble": {"threshold": 2}}, "cfg: ensemble: threshold=2.0: must be <= 1"),

@@ -1,4 +1,4 @@
-"""Tests of patchwork.ensemble: weighted mean, vote, 26-connected component removal, file I/O."""
+"""Tests of patchwork.ensembling.combine: weighted mean, vote, 26-connected component removal, file I/O."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from patchwork.config import EnsembleSettings
-from patchwork.ensemble import combine, ensemble_files, label_components, remove_small_components
+from patchwork.ensembling.combine import combine, ensemble_files
 from patchwork.errors import PatchworkError
 from patchwork.io import save_image
+from patchwork.postprocessing.components import label_components, remove_small_components
 
 
 def mix(probs, weights, model_thresholds=None, **settings):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from patchwork.config import EnsembleSettings
-from patchwork.ensemble_tuning import Case, load_case, read_tuned, tune_ensemble, weight_grid
+from patchwork.ensembling.tuning import Case, load_case, read_tuned, tune_ensemble, weight_grid
 from patchwork.errors import PatchworkError
 from patchwork.io import save_image, write_json
 
@@ -80,7 +80,7 @@ def test_no_cases_is_an_error() -> None:
 
 
 def test_threshold_counts_and_bound_match_thresholding_each_time() -> None:
-    from patchwork.ensemble_tuning import THRESHOLDS, dice_bound_per_threshold, threshold_counts
+    from patchwork.ensembling.tuning import THRESHOLDS, dice_bound_per_threshold, threshold_counts
 
     rng = np.random.default_rng(1)
     prob = rng.uniform(0, 1, (12, 13, 14))
@@ -95,19 +95,47 @@ def test_threshold_counts_and_bound_match_thresholding_each_time() -> None:
     assert empty.tolist() == [1.0] * 17
 
 
+# The reference search, written from the definitions (not from the implementation's helpers): every
+# weight ratio over {0, 1, 2}, thresholds 0.10 ... 0.90, minimum sizes 0 ... 100 voxels; the weighted mean of
+# the probabilities, 26-connected components of its mask under the minimum size removed, Dice against the
+# reference (both empty: 1), averaged over the cases.
+REFERENCE_THRESHOLDS = [round(0.10 + 0.05 * k, 2) for k in range(17)]
+REFERENCE_MIN_SIZES = [0, 5, 10, 27, 50, 100]
+
+
+def _dice(mask: np.ndarray, reference: np.ndarray) -> float:
+    total = int(mask.sum()) + int(reference.sum())
+    return 1.0 if total == 0 else 2.0 * int((mask & reference).sum()) / total
+
+
+def _without_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
+    from scipy import ndimage
+
+    labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
+    sizes = ndimage.sum(mask, labels, index=range(1, n + 1))
+    return np.isin(labels, [k + 1 for k, size in enumerate(sizes) if size >= min_size])
+
+
 def _exhaustive(cases: list[Case]) -> tuple[tuple[float, ...], float, int, float]:
     """The best (weights, threshold, min size, mean Dice) of the whole grid, every pair labelled."""
-    from patchwork.ensemble_tuning import MIN_SIZES, THRESHOLDS, _dice_per_min_size, _fused
+    import itertools
 
+    n_models = cases[0].probs.shape[0]
+    ratios = {}
+    for weights in itertools.product((0.0, 1.0, 2.0), repeat=n_models):
+        if sum(weights):
+            ratios.setdefault(tuple(round(w / sum(weights), 9) for w in weights), weights)
     best = ((), 0.0, 0, -1.0)
-    for weights in weight_grid(cases[0].probs.shape[0]):
-        for t in THRESHOLDS:
-            scores = np.mean(
-                [_dice_per_min_size(_fused(weights, c.probs), c.reference, t, MIN_SIZES) for c in cases],
-                axis=0,
-            )
-            if scores.max() > best[3] + 1e-12:
-                best = (weights, t, MIN_SIZES[int(np.argmax(scores))], float(scores.max()))
+    for weights in ratios.values():
+        fused = [
+            sum(w * p.astype(np.float64) for w, p in zip(weights, c.probs)) / sum(weights) for c in cases
+        ]
+        for t in REFERENCE_THRESHOLDS:
+            for size in REFERENCE_MIN_SIZES:
+                masks = [_without_small_components(f >= t, size) for f in fused]
+                score = float(np.mean([_dice(m, c.reference) for m, c in zip(masks, cases)]))
+                if score > best[3] + 1e-12:
+                    best = (weights, t, size, score)
     return best
 
 
@@ -183,3 +211,25 @@ def test_tuning_reads_one_subject_at_a_time_in_whole_passes() -> None:
     streamed = tune_ensemble(Mapped(range(3), make), ["good", "noise"], HAND_SET)
     assert len(reads) >= 6 and reads == [0, 1, 2] * (len(reads) // 3)
     assert streamed == tune_ensemble(made, ["good", "noise"], HAND_SET)
+
+
+def test_tuned_mean_dice_is_what_combine_then_gives() -> None:
+    """The score the search reports for its choice is the mean Dice of the masks that
+    :func:`~patchwork.ensembling.combine.combine` makes with the tuned settings."""
+    from scipy import ndimage
+
+    from patchwork.ensembling.combine import combine
+
+    rng = np.random.default_rng(3)
+    cases = []
+    for _ in range(3):
+        ref = ndimage.gaussian_filter(rng.normal(size=(20, 20, 20)), 2.0) > 0.15
+        probs = [np.clip(q * ref + 0.4 * ndimage.gaussian_filter(rng.normal(size=ref.shape), 1.0) + 0.2, 0, 1)
+                 for q in (0.8, 0.4)]  # fmt: skip
+        cases.append(Case(np.stack(probs).astype(np.float32), ref))
+    result = tune_ensemble(cases, ["a", "b"], HAND_SET)
+    tuned = EnsembleSettings.from_dict(result["settings"])
+    masks = [combine(dict(zip(["a", "b"], c.probs, strict=True)), tuned)[1].astype(bool) for c in cases]
+    assert result["mean_dice"] == pytest.approx(
+        np.mean([_dice(m, c.reference) for m, c in zip(masks, cases)])
+    )

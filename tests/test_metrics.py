@@ -1,4 +1,4 @@
-"""Tests of patchwork.metrics, .surface and .lesions on shapes with known answers, in mm."""
+"""Tests of patchwork.evaluation.metrics, .surface and .lesions on shapes with known answers, in mm."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ from scipy import ndimage
 from scipy.spatial.distance import cdist
 
 from patchwork.errors import PatchworkError
-from patchwork.io import save_image
-from patchwork.lesions import LesionMatch
-from patchwork.metrics import (
+from patchwork.evaluation.lesions import LesionMatch
+from patchwork.evaluation.metrics import (
     DISTANCE_METRICS,
     METRICS,
     OVERLAP_METRICS,
@@ -24,7 +23,8 @@ from patchwork.metrics import (
     mask_metrics,
     summarise,
 )
-from patchwork.surface import SurfaceDistances, bounding_box, surface
+from patchwork.evaluation.surface import SurfaceDistances, bounding_box, surface
+from patchwork.io import save_image
 
 
 def ball(

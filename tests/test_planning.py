@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from patchwork.errors import PatchworkError
-from patchwork.planning import merge_plans, plan
+from patchwork.models.plans import merge_plans, plan
 from patchwork.planning.memory import CPU_OVERHEAD
 
 
@@ -106,16 +106,16 @@ def test_two_dimensional_cohort(cohort: dict[str, Any]) -> None:
 
 
 def test_merge_plans_config_wins() -> None:
-    from patchwork.dnp.settings import DNPParams
-    from patchwork.unet.params import UNetParams
+    from patchwork.models.dnp.settings import DNPParams
+    from patchwork.models.unet.settings import UNetParams
 
     plans = plan(BRAIN, CPU_SMALL)
     before = json.dumps(plans)
-    unet = merge_plans({"head": "softmax", "batch_size": 7}, plans["models"]["unet"])
+    unet = merge_plans({"head": "softmax", "batch_size": 7}, plans["models"]["unet"], UNetParams)
     assert unet["batch_size"] == 7 and unet["patch_size"] == plans["models"]["unet"]["params"]["patch_size"]
     UNetParams.from_dict(unet)
     spec = {"crop": {"scheme": {"fov_rel": [0.7], "patch_size": [32, 32, 32]}}, "train": {"num_its": 5}}
-    dnp = merge_plans(spec, plans["models"]["dnp"])
+    dnp = merge_plans(spec, plans["models"]["dnp"], DNPParams)
     assert dnp["crop"]["scheme"] == {"patch_size": [32, 32, 32], "fov_rel": [0.7], "destvox_mm": [1.0] * 3}
     assert dnp["crop"]["depth"] == plans["models"]["dnp"]["params"]["crop"]["depth"]
     planned_batch = plans["models"]["dnp"]["params"]["train"]["batch_size"]
@@ -140,7 +140,7 @@ STEP = textwrap.dedent(
     import torch
     import torch.nn.functional as F
     from patchwork.networks import UNet3D, init_weights
-    from patchwork.unet.params import UNetParams
+    from patchwork.models.unet.settings import UNetParams
 
     torch.set_num_threads(1)
     p = UNetParams.from_dict(json.loads(sys.argv[1]))
@@ -165,7 +165,9 @@ STEP = textwrap.dedent(
 
 def test_budget_never_exceeded_by_one_training_step() -> None:
     plans = plan(BRAIN, CPU_SMALL)
-    params = merge_plans({"head": "softmax"}, plans["models"]["unet"])
+    from patchwork.models.unet.settings import UNetParams
+
+    params = merge_plans({"head": "softmax"}, plans["models"]["unet"], UNetParams)
     out = subprocess.run(
         [sys.executable, "-c", STEP, json.dumps(params)], capture_output=True, text=True, check=True
     )
@@ -177,7 +179,7 @@ def test_budget_never_exceeded_by_one_training_step() -> None:
 
 def test_planned_spec_fills_what_the_config_leaves_out_and_parses() -> None:
     from patchwork.models import parse_spec
-    from patchwork.planning import planned_spec
+    from patchwork.models.plans import planned_spec
 
     plans = plan(BRAIN, CPU_SMALL)
     written = {"name": "u", "type": "unet", "params": {"head": "softmax", "batch_size": 7}}

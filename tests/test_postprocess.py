@@ -10,7 +10,7 @@ import pytest
 from patchwork.cli import main
 from patchwork.errors import PatchworkError
 from patchwork.io import read_image, save_image, write_json
-from patchwork.postprocess import (
+from patchwork.postprocessing.components import (
     Case,
     ComponentTable,
     Postprocessing,
@@ -101,13 +101,13 @@ def test_postprocess_command_writes_a_mask_in_the_grid_of_the_probability(tmp_pa
     prob, _ = scene()
     affine = np.diag([-2.0, 2.0, 3.0, 1.0])
     affine[:3, 3] = [40.0, -20.0, 5.0]
-    save_image(prob, affine, tmp_path / "prob.nii.gz", dtype=np.float32)
+    save_image(prob, affine, tmp_path / "batch" / "s_prob.nii.gz", dtype=np.float32)
     settings = {"threshold": 0.5, "min_volume_mm3": 13.0, "min_peak": 0.0}
     write_json(tmp_path / "pp.json", {"settings": settings})
     assert voxel_volume(affine) == pytest.approx(12.0)
-    out = tmp_path / "seg.nii.gz"
-    argv = ["postprocess", "--prob", str(tmp_path / "prob.nii.gz"), "--tuned", str(tmp_path / "pp.json")]
-    assert main([*argv, "--out-seg", str(out)]) == 0
+    out = tmp_path / "out" / "s_seg.nii.gz"
+    argv = ["postprocess", "--prob-dir", str(tmp_path / "batch"), "--tuned", str(tmp_path / "pp.json")]
+    assert main([*argv, "--out-dir", str(out.parent)]) == 0
     seg, seg_affine = read_image(out)
     np.testing.assert_allclose(seg_affine, affine)
     assert seg.sum() == 64 + 27  # the 12 mm³ speck is under 13 mm³
@@ -116,7 +116,7 @@ def test_postprocess_command_writes_a_mask_in_the_grid_of_the_probability(tmp_pa
 def test_component_peaks_equal_scipy_maximum() -> None:
     from scipy import ndimage
 
-    from patchwork.postprocess import component_peaks, label_components
+    from patchwork.postprocessing.components import component_peaks, label_components
 
     rng = np.random.default_rng(3)
     prob = rng.uniform(0, 1, (15, 16, 17))

@@ -12,14 +12,13 @@ from scipy import ndimage
 
 from patchwork.config import PreprocessSettings
 from patchwork.data.cohort import Subject
+from patchwork.data.itk import to_sitk, voxel_spacing
 from patchwork.data.preprocess import (
     load_preprocessed,
     open_preprocessed,
     preprocess_image,
     preprocess_subject,
     to_original,
-    to_sitk,
-    voxel_spacing,
 )
 from patchwork.errors import PatchworkError
 from patchwork.io import read_json, save_image, write_json

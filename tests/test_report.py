@@ -1,9 +1,10 @@
-"""Tests of patchwork.report: self-contained HTML pages whose images and links all resolve."""
+"""Tests of patchwork.evaluation.report: self-contained HTML pages whose images and links all resolve."""
 
 from __future__ import annotations
 
 import base64
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,10 +12,10 @@ import pandas as pd
 import pytest
 
 from patchwork.cli import main
+from patchwork.data.cohort import Subject, write_subjects
 from patchwork.errors import PatchworkError
-from patchwork.io import save_image, write_json
-from patchwork.metrics import EMPTY_MASK_CONVENTION, evaluate_subject, summarise
-from patchwork.report import (
+from patchwork.evaluation.metrics import EMPTY_MASK_CONVENTION, evaluate_subject, summarise
+from patchwork.evaluation.report import (
     PNG_SIGNATURE,
     cohort_report,
     convergence_rows,
@@ -22,6 +23,7 @@ from patchwork.report import (
     subject_report,
     unresolved_links,
 )
+from patchwork.io import save_image, write_json
 
 SHAPE = (24, 28, 20)
 
@@ -215,18 +217,24 @@ def test_unresolved_links_finds_every_kind_of_broken_target(tmp_path):
 
 
 def test_command_line_writes_pages_whose_links_resolve(tmp_path):
-    """`patchwork evaluate`, `summarise` and `report` as the workflow calls them."""
+    """`patchwork evaluate` (a batch), `summarise` and `report` as the workflow calls them."""
     paths = write_case(tmp_path / "data", np.diag([1.0, 1.0, 2.0, 1.0]))
     write_json(tmp_path / "fingerprint.json", {"labels": {"background": 0, "lesion": 1}})
-    tsvs, pages = [], []
-    for subject in ("a", "b"):
-        tsvs.append(tmp_path / "metrics" / f"{subject}.tsv")
-        pages.append(tmp_path / "reports" / f"{subject}.html")
-        argv = ["evaluate", "--subject", subject, "--image", str(paths["image"]), "--reference"]
-        argv += [str(paths["reference"]), "--fingerprint", str(tmp_path / "fingerprint.json")]
-        argv += ["--seg", f"unet={paths['unet']}", f"dnp={paths['dnp']}", "--std", f"dnp={paths['dnp_std']}"]
-        argv += ["--surface-tolerance", "1.0", "--out-tsv", str(tsvs[-1]), "--out-html", str(pages[-1])]
-        assert main(argv) == 0
+    cohort = [Subject(s, "train", (paths["image"],), paths["reference"]) for s in ("a", "b")]
+    write_subjects(cohort, tmp_path / "subjects.tsv")
+    write_json(tmp_path / "splits.json", [{"train": [], "val": ["a", "b"]}])
+    for subject in ("a", "b"):  # the batch folders of every model's segmentations and spreads
+        for name, kind in (("unet", "seg"), ("dnp", "seg"), ("dnp_std", "std")):
+            folder = tmp_path / "predictions" / name.removesuffix("_std")
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copy(paths[name], folder / f"{subject}_{kind}.nii.gz")
+    folders = {name: tmp_path / "predictions" / name for name in ("unet", "dnp")}
+    tsvs, pages = [tmp_path / "metrics" / "fold_0.tsv"], [tmp_path / "reports" / "fold_0"]
+    argv = ["evaluate", "--batch", "fold_0", "--subjects", str(tmp_path / "subjects.tsv")]
+    argv += ["--splits", str(tmp_path / "splits.json"), "--fingerprint", str(tmp_path / "fingerprint.json")]
+    argv += ["--seg", *(f"{n}={f}" for n, f in folders.items()), "--std", f"dnp={folders['dnp']}"]
+    argv += ["--surface-tolerance", "1.0", "--out-tsv", str(tsvs[0]), "--out-html-dir", str(pages[0])]
+    assert main(argv) == 0
     metrics, summary = tmp_path / "metrics.tsv", tmp_path / "summary.tsv"
     argv = [
         "summarise",
@@ -252,14 +260,16 @@ def test_command_line_writes_pages_whose_links_resolve(tmp_path):
     argv += ["--train-logs", str(log), "--out-html", str(out)]
     argv += ["--out-metrics-png", str(tmp_path / "m.png"), "--out-curves-png", str(tmp_path / "c.png")]
     assert main(argv) == 0
-    for page in (out, *pages):
+    subject_pages = sorted(pages[0].glob("*.html"))
+    assert [page.name for page in subject_pages] == ["a.html", "b.html"]
+    for page in (out, *subject_pages):
         assert unresolved_links(page) == []
-    assert '<a href="reports/a.html">a</a>' in out.read_text()
-    assert "surface Dice at 1 mm" in pages[0].read_text()
+    assert '<a href="reports/fold_0/a.html">a</a>' in out.read_text()
+    assert "surface Dice at 1 mm" in subject_pages[0].read_text()
 
 
 def test_plans_show_each_planned_key_with_its_source() -> None:
-    from patchwork.report import plan_rows
+    from patchwork.evaluation.report import plan_rows
 
     plans = {
         "models": {

@@ -35,7 +35,7 @@ def test_two_runs_with_the_same_seed_give_the_same_bytes(repo: Path, tmp_path: P
     for run in ("first", "second"):
         workdir.mkdir()
         demo = {"n_train": 2, "n_test": 0, "spacing": 4.0}
-        config = tiny_config(workdir, demo=demo, models=MODELS, ensemble={}, submission={"enabled": False})
+        config = tiny_config(workdir, demo=demo, models=MODELS, ensemble={}, entry={"enabled": False})
         done = snakemake(repo, workdir, "--cores", "2", "--configfile", str(config))
         assert done.returncode == 0, done.stderr[-5000:]
         if run == "first":

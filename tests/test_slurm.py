@@ -1,7 +1,7 @@
 """The workflow on a real single-node SLURM cluster (the kit in ../shared/slurm): every job goes through
 ``sbatch``/``srun`` with ``--profile profiles/slurm``, and its predictions are byte-identical to a local run
-of the same workflow. Skipped, with the reason, only where the cluster cannot start (no kit, not root, no
-SLURM executor plugin)."""
+of the same workflow. Skipped, with the reason, only where the cluster cannot be started (no kit, not root,
+no SLURM executor plugin); with all three present, a cluster that fails to start fails the test."""
 
 from __future__ import annotations
 
@@ -46,7 +46,8 @@ def slurm_env() -> Iterator[dict[str, str]]:
     if run.returncode != 0:
         if ours:
             subprocess.run(["bash", str(stop)], capture_output=True, timeout=120)
-        pytest.skip(f"SLURM did not start: {(run.stderr.strip().splitlines() or ['?'])[-1]}")
+        # the kit is here and may run: a cluster that does not start is a failure, not a skip
+        pytest.fail(f"SLURM did not start: {(run.stderr.strip().splitlines() or ['?'])[-1]}")
     try:
         yield {**os.environ, **_exports(run.stdout)}
     finally:
@@ -98,7 +99,7 @@ def test_workflow_on_slurm_matches_local_run(repo: Path, tmp_path: Path, slurm_e
         models=[{"name": "unet", "type": "unet", "params": {"head": "sigmoid", **TINY_UNET}}],
         ensemble={"tune": False},
         postprocessing={"tune": False},
-        submission={"enabled": False},
+        entry={"enabled": False},
     )
     local, cluster = tmp_path / "local", tmp_path / "slurm"
     run = snakemake(repo, local, "--cores", "2", "--configfile", str(config))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 from scipy import ndimage
 
 from patchwork.data.preprocess import preprocess_image
@@ -79,3 +80,19 @@ def test_preprocessing_appends_one_symmetry_channel_per_image_channel():
     np.testing.assert_array_equal(out[:2], plain)
     np.testing.assert_allclose(out[2:], symmetry_channels(list(plain), np.asarray(record["affine"]))[0])
     assert "symmetry" in record and "symmetry" not in plain_record
+
+
+def test_the_channel_does_not_depend_on_the_machine_s_thread_count():
+    """A job on a 1-CPU cluster slot and one on a workstation preprocess the same subject alike."""
+    affine = _affine(3.0, rotate_deg=7.0)
+    image = _head(affine, tilt_deg=6.0)[0]
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    results = []
+    try:
+        for count in (1, 3):
+            sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(count)
+            results.append(symmetry_channels([image], affine))
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+    np.testing.assert_array_equal(results[0][0][0], results[1][0][0])
+    assert results[0][1]["rigid"] == results[1][1]["rigid"]

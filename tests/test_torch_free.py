@@ -17,16 +17,17 @@ CHECKS = {
         "    patchwork.models.parse_spec({'name': 'm', 'type': t}, 'test')\n"
     ),
     "DNP settings, application and the lazy package": (
-        "from patchwork.dnp.settings import ApplyConfig, DNPParams\n"
+        "from patchwork.models.dnp.apply_settings import DNPApply\n"
+        "from patchwork.models.dnp.settings import DNPParams\n"
         "DNPParams.from_dict({'crop': {'depth': 2}, 'train': {'augment': {'dphi': 0.1}}})\n"
-        "ApplyConfig.from_dict({'lazyEval': {'fraction': 0.5}, 'out_typ': 'mask:0.4'})\n"
-        "import patchwork.dnp, patchwork.unet, patchwork.unet.params\n"
+        "DNPApply.from_dict({'lazyEval': {'fraction': 0.5}, 'out_typ': 'mask:0.4'})\n"
+        "import patchwork.models.dnp, patchwork.models.unet, patchwork.models.unet.settings\n"
     ),
     "stages (the heavy modules load inside each function)": (
         "import patchwork.stages.data, patchwork.stages.models, patchwork.stages.ensemble\n"
         "import patchwork.stages.evaluation\n"
     ),
-    "planning": "import patchwork.planning\n",
+    "planning": "import patchwork.models.plans\n",
     "the Snakefile's input functions": "import workflow.inputs\n",
 }
 

@@ -7,7 +7,7 @@ import itertools
 import numpy as np
 import torch
 
-from patchwork.unet.augment import (
+from patchwork.models.unet.augment import (
     Augmenter,
     affine_theta,
     intensity_transform,

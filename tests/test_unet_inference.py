@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from patchwork.errors import PatchworkError
-from patchwork.networks import init_weights
-from patchwork.unet import (
+from patchwork.models.unet import (
     UNetApply,
     UNetParams,
     gaussian_weight,
@@ -18,8 +17,9 @@ from patchwork.unet import (
     predict_unet,
     sliding_window_inference,
 )
-from patchwork.unet.inference import foreground_probability, window_starts
-from patchwork.unet.modelfile import build_network, save_model
+from patchwork.models.unet.modelfile import build_network, save_model
+from patchwork.models.unet.predict import foreground_probability, window_starts
+from patchwork.networks import init_weights
 
 
 class Identity(torch.nn.Module):

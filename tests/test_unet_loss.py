@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from patchwork.unet.loss import deep_supervision_loss, dice_ce_loss, soft_dice
+from patchwork.models.unet.loss import deep_supervision_loss, dice_ce_loss, soft_dice
 
 
 def _labels() -> torch.Tensor:

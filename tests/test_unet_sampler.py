@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from patchwork.errors import PatchworkError
-from patchwork.unet.sampler import PatchSampler, crop
+from patchwork.models.unet.sampler import PatchSampler, crop
 
 
 def _tiny_foreground(n: int = 4) -> tuple[list[np.ndarray], list[np.ndarray]]:

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from patchwork.errors import PatchworkError
+from patchwork.models.unet import UNetParams, predict_unet, train_unet
+from patchwork.models.unet.sampler import PatchSampler
 from patchwork.training.schedule import learning_rate
-from patchwork.unet import UNetParams, predict_unet, train_unet
-from patchwork.unet.sampler import PatchSampler
 
 TINY = {"patch_size": [16, 16, 16], "n_stages": 3, "base_features": 8, "max_features": 16, "batch_size": 2}
 
@@ -115,7 +115,7 @@ def test_other_seed_gives_other_weights_and_finished_model_returns_at_once(tmp_p
     def fail(*args, **kwargs):
         raise AssertionError("trained again")
 
-    monkeypatch.setattr("patchwork.unet.train.TrainingRun.step", fail)
+    monkeypatch.setattr("patchwork.models.unet.train.TrainingRun.step", fail)
     stamp = path.stat().st_mtime_ns
     assert _run(tmp_path / "a", seed=3) == path and path.stat().st_mtime_ns == stamp
     with pytest.raises(PatchworkError, match="other params or seed"):

@@ -19,9 +19,9 @@ import yaml
 
 from patchwork.cli import main
 from patchwork.data.cohort import read_subjects
+from patchwork.evaluation.report import unresolved_links
 from patchwork.models import parse_spec
-from patchwork.planning import planned_spec
-from patchwork.report import unresolved_links
+from patchwork.models.plans import planned_spec
 
 TINY_UNET = {"patch_size": [16, 16, 16], "base_features": 4, "n_stages": 3, "batch_size": 2, "iterations": 6}
 TINY_DNP = {
@@ -278,6 +278,25 @@ def test_requests_follow_cohort_and_settings(repo: Path, tmp_path: Path) -> None
     assert min(int(r["runtime"]) for r in cpu["train"]) > max(int(r["runtime"]) for r in small["train"])
 
 
+def test_training_requests_follow_the_plans(repo: Path, tmp_path: Path) -> None:
+    """A model that leaves its sizes to the plan is costed with the planned ones once plans.json exists
+    (a job's resources are evaluated again when it is ready to run, after the plan)."""
+    fake_finished_ingest(tmp_path)
+    models = [{"name": "u", "type": "unet", "params": {"head": "sigmoid", "iterations": 2000}}]
+    config = tiny_config(tmp_path, device="cpu", models=models, ensemble={})
+
+    def train_request() -> tuple[int, int]:
+        target = "results/models/u/fold_0/model.pt"
+        dry = snakemake(repo, tmp_path, target, "-n", "--cores", "2", "--configfile", str(config))
+        job = planned_resources(dry, "train")[0]
+        return int(job["mem_mb"]), int(job["runtime"])
+
+    unplanned = train_request()  # before planning: the class defaults (48^3 patches, batch 2)
+    planned = {"patch_size": [96, 96, 96], "batch_size": 8, "n_stages": 4, "base_features": 8}
+    (tmp_path / "results" / "plans.json").write_text(json.dumps({"models": {"unet": {"params": planned}}}))
+    assert train_request()[1] > 10 * unplanned[1]
+
+
 @pytest.mark.parametrize("overlay", ["atlas2.yaml", "demo_dnp.yaml"])
 def test_shipped_overlay_configs_plan(repo: Path, tmp_path: Path, overlay: str) -> None:
     """Every model of a shipped config parses (the Snakefile parses them all) and the DAG builds."""
@@ -435,7 +454,7 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     assert rules == {
         "demo", "ingest", "preprocess", "plan", "splits", "train", "predict", "predict_test", "ensemble",
         "ensemble_test", "tune_ensemble", "ensemble_tuned", "tune_postprocessing", "postprocess", "evaluate",
-        "summarise", "report", "package_submission",
+        "summarise", "report", "package_entry",
     }  # fmt: skip
 
     subjects = read_subjects(results / "subjects.tsv")
@@ -486,10 +505,10 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
     for s in test:
         for model in [*MODELS, "ensemble"]:
             for kind in ("prob", "seg"):
-                path = results / "submission" / "predictions" / model / f"{s.subject}_{kind}.nii.gz"
+                path = results / "entry" / "predictions" / model / f"{s.subject}_{kind}.nii.gz"
                 assert_same_grid(path, s.images[0])
         assert_same_grid(
-            results / "submission" / "predictions" / "ensemble" / f"{s.subject}_seg.nii.gz", s.images[0]
+            results / "entry" / "predictions" / "ensemble" / f"{s.subject}_seg.nii.gz", s.images[0]
         )
 
     summary = pd.read_csv(results / "summary.tsv", sep="\t")
@@ -504,7 +523,7 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
         for s in train:
             path = results / "predictions" / f"{model}_pp" / batch[s.subject] / f"{s.subject}_seg.nii.gz"
             assert_same_grid(path, s.images[0])
-        shipped = results / "submission" / "models" / model / "postprocessing.json"
+        shipped = results / "entry" / "models" / model / "postprocessing.json"
         assert json.loads(shipped.read_text()) == chosen
     tuned = json.loads((results / "ensemble_params.json").read_text())
     assert tuned["mean_dice"] >= tuned["hand_set"]["mean_dice"] - 1e-9
@@ -531,15 +550,16 @@ def test_whole_workflow_on_tiny_cohort(repo: Path, tmp_path: Path) -> None:
         results / "plots" / "learning_curves.png"
     ).is_file()
 
-    manifest = json.loads((results / "submission" / "manifest.json").read_text())
+    manifest = json.loads((results / "entry" / "manifest.json").read_text())
     assert manifest["models"] == sorted(MODELS)
     packaged = {f"models/{m}/model.pt" for m in MODELS}
     assert packaged <= set(manifest["files"])
     assert all(len(v["sha256"]) == 64 for v in manifest["files"].values())
-    # The entry is complete: its checksums hold and it re-predicts its example case byte for byte, with
+    # The entry is complete: its checksums hold and, at its default thread count (the one the workflow
+    # predicted with, recorded in the entry), it re-predicts its example case byte for byte, with
     # the tuned ensemble the workflow used for the test images.
     assert "ensemble_params.json" in manifest["files"]
-    assert main(["verify", str(results / "submission"), "--threads", "1"]) == 0
+    assert main(["verify", str(results / "entry")]) == 0
 
     again = snakemake(repo, tmp_path, "-n", "--cores", str(CORES), "--configfile", str(config))
     assert planned_jobs(again) == {}

@@ -6,13 +6,13 @@ each request follows what the job holds and does:
 * the cohort's size, from ``fingerprint.json`` (written by ingest): the voxels of every subject's original
   grid (``shapes``) and, after resampling to the target spacing, ``V' = V * prod(spacing / target)``;
 * how many subjects a job handles (a fold's training subjects, a prediction batch, the whole cohort);
-* the model's settings: training steps and the voxels one step sees (U-Net ``iterations x batch_size x
-  patch``, DNP ``epochs x num_its x batch_size x patch``), on a CPU or a GPU.
+* a training's cost, which each model type estimates from its planned settings (the registry's ``cost``,
+  :class:`patchwork.training.cost.TrainingCost`): optimiser steps, the voxels one step sees, the bytes it
+  holds, on a CPU or a GPU.
 
 Every estimate is multiplied by the retry ``attempt`` (Snakemake's ``--retries``): a job killed for memory
 or time comes back with twice, then three times, the request. The constants below are generous round
-numbers (bytes per voxel of what a job keeps, throughput of a CPU or GPU), not fitted: the training bytes
-per voxel are the issue's measurement of today's trainers, the rest are upper guesses; a run's
+numbers (bytes per voxel of what a job keeps, seconds per voxel), not fitted, upper guesses; a run's
 ``results/benchmarks/{rule}/*.tsv`` (``max_rss``, ``s``) are what to calibrate them against. Before ingest
 has run there is no fingerprint; the jobs that exist then (demo, ingest) do not depend on the cohort.
 
@@ -33,6 +33,9 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from patchwork.models import model_type as registry
+from patchwork.training.cost import TrainingCost
+
 # Bytes a job keeps per voxel of one subject (a few float32 copies of the image channels and maps).
 BYTES_PER_VOXEL = {
     "preprocess": 40,  # channels + label read, resampled (SimpleITK float64 copies), cropped, written
@@ -41,15 +44,7 @@ BYTES_PER_VOXEL = {
     "evaluate": 24,  # reference, every model's mask and spread, the image for the report's figures
     "tune": 24,  # one subject's probabilities (float32) and the fused map, labels, masks of the search
 }
-# Bytes per voxel of a preprocessed training case in use by the trainer (U-Net ~5 B/voxel, DNP ~17-25
-# B/voxel, the upper end). Training reads its cases from disk, memory-mapped, and holds at most
-# TRAIN_CASES_HELD of them at once (patchwork.training.cases); the DNP keeps prepared images up to its
-# `volume_cache_mb` (twice with `parallel` cropping) and the trees of an outer iteration.
-TRAIN_BYTES_PER_VOXEL = {"unet": 5, "dnp": 25}
-TRAIN_CASES_HELD = 8
 BASE_MB = {"default": 1000, "train": 2000, "predict": 2000}  # interpreter, torch and the libraries
-# Throughput of a training step, in voxels of input patches per second (forward + backward).
-TRAIN_VOXELS_PER_S = {"cpu": 2e5, "gpu": 2e7}
 # Seconds per subject of the batched per-subject work, per million voxels of the original grid, and a
 # fixed part (reading, writing, process start-up in loops of the command line).
 SECONDS_PER_MVOXEL = {"preprocess": 4.0, "predict": 20.0, "ensemble": 1.0, "evaluate": 3.0, "tune": 0.5}
@@ -112,40 +107,31 @@ def minutes(seconds: float) -> int:
     return max(MIN_RUNTIME, math.ceil(seconds / 60))
 
 
-def training_steps(model_type: str, params: Any) -> tuple[int, int]:
-    """Optimizer steps of a training run and the input voxels one step sees (batch x patch)."""
-    if model_type == "unet":
-        return params.iterations, params.batch_size * math.prod(params.patch_size)
-    # DNP: a patch per level of the tree (one size for every level, or one per level).
-    crop = params.crop
-    sizes = crop.scheme.patch_size or ((32,) * crop.ndim,)
-    sizes = (sizes,) if isinstance(sizes[0], int) else sizes
-    tree = sum(math.prod(sizes[min(level, len(sizes) - 1)]) for level in range(crop.depth))
-    return params.train.epochs * params.train.num_its, params.train.batch_size * tree
+def training_cost(
+    cohort: Cohort | None, model_type: str, params: Any, n_subjects_fraction: float
+) -> TrainingCost:
+    """The :class:`~patchwork.training.cost.TrainingCost` of a model of ``model_type`` trained with
+    ``params`` on ``n_subjects_fraction`` of the training subjects (before ingest: one case of no voxels, so
+    only the steps count)."""
+    n_cases = max(1, round(cohort.n_train * n_subjects_fraction)) if cohort else 1
+    voxels, channels = (cohort.max_resampled, cohort.channels) if cohort else (0, 1)
+    return registry(model_type).cost_function(params, n_cases, voxels, channels)
 
 
 def train_mem_mb(cohort: Cohort | None, model_type: str, params: Any, n_subjects_fraction: float) -> int:
-    """Training: the cases in use (at most TRAIN_CASES_HELD), the DNP's prepared images and the trees of an
-    outer iteration, plus 2 GiB for the step's tensors. Flat in the cohort's size but for the DNP's trees
-    when it draws from every image (``cases_per_iteration`` unset)."""
+    """Training: what the model type's cost says it holds (the cases in use, its caches) and one step's
+    tensors; flat in the cohort's size but for what a type holds per image."""
     if cohort is None:
         return BASE_MB["train"]
-    n_cases = max(1, round(cohort.n_train * n_subjects_fraction))
-    held = TRAIN_BYTES_PER_VOXEL[model_type] * cohort.max_resampled * min(n_cases, TRAIN_CASES_HELD)
-    if model_type == "dnp":
-        train = params.train
-        held += train.volume_cache_mb * 1e6 * (2 if train.parallel else 1)
-        tree_voxels = training_steps(model_type, params)[1] / train.batch_size
-        images = min(n_cases, train.cases_per_iteration or n_cases)
-        channels = cohort.channels + 2  # image channels, a label channel and a prediction channel per level
-        held += 2 * images * train.num_patches * tree_voxels * channels * 4  # fresh trees + hard-mined pool
-    return megabytes(held + 2 * 2**30, BASE_MB["train"])
+    cost = training_cost(cohort, model_type, params, n_subjects_fraction)
+    return megabytes(cost.memory_bytes(), BASE_MB["train"])
 
 
-def train_minutes(model_type: str, params: Any, on_gpu: bool) -> int:
-    """Training: steps x voxels per step at the device's throughput, + 25 % (validation, checkpoints)."""
-    steps, voxels = training_steps(model_type, params)
-    return minutes(1.25 * steps * voxels / TRAIN_VOXELS_PER_S["gpu" if on_gpu else "cpu"] + 120)
+def train_minutes(
+    cohort: Cohort | None, model_type: str, params: Any, n_subjects_fraction: float, on_gpu: bool
+) -> int:
+    """Training: the model type's steps x voxels per step at the device's throughput (its cost)."""
+    return minutes(training_cost(cohort, model_type, params, n_subjects_fraction).seconds(on_gpu))
 
 
 def per_subject_mem_mb(cohort: Cohort | None, job: str, held_subjects: int = 1) -> int:

@@ -33,6 +33,7 @@ import SimpleITK as sitk
 
 from patchwork.config import NORMALIZATIONS, PreprocessSettings
 from patchwork.data.cohort import Subject
+from patchwork.data.itk import itk_geometry, to_sitk, voxel_spacing
 from patchwork.errors import PatchworkError
 from patchwork.io import atomic_path, read_image, read_json, read_volume, save_image, write_json
 
@@ -44,39 +45,6 @@ INTERPOLATORS = {
     "linear": sitk.sitkLinear,
     "bspline": sitk.sitkBSpline,
 }
-_RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0, 1.0])
-
-
-def voxel_spacing(affine: np.ndarray) -> np.ndarray:
-    """Voxel size in mm along each array axis: the column norms of the affine's 3x3 part."""
-    return np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
-
-
-def _itk_geometry(affine: np.ndarray) -> tuple[list[float], list[float], list[float]]:
-    """Return ITK ``(origin, spacing, direction)`` (LPS, row-major direction) of a NIfTI affine."""
-    lps = _RAS_TO_LPS @ np.asarray(affine, dtype=np.float64)
-    spacing = voxel_spacing(affine)
-    direction = lps[:3, :3] / spacing
-    return lps[:3, 3].tolist(), spacing.tolist(), direction.ravel().tolist()
-
-
-def to_sitk(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
-    """A SimpleITK image of the ``[X, Y, Z]`` array with the geometry of the NIfTI ``affine``.
-
-    The same image SimpleITK's own NIfTI reader would give for the file. Booleans become uint8
-    and float16 becomes float32, the nearest types SimpleITK holds.
-    """
-    array = np.asarray(array)
-    if array.dtype == np.bool_:
-        array = array.astype(np.uint8)
-    elif array.dtype == np.float16:
-        array = array.astype(np.float32)
-    image = sitk.GetImageFromArray(np.ascontiguousarray(array.transpose(2, 1, 0)))
-    origin, spacing, direction = _itk_geometry(affine)
-    image.SetOrigin(origin)
-    image.SetSpacing(spacing)
-    image.SetDirection(direction)
-    return image
 
 
 def _resample(
@@ -97,7 +65,7 @@ def _resample(
     if array.shape == target_shape and np.allclose(affine, target_affine, rtol=0.0, atol=1e-9):
         return array.copy()
     source = to_sitk(array if interpolation == "nearest" else array.astype(np.float32), affine)
-    origin, spacing, direction = _itk_geometry(target_affine)
+    origin, spacing, direction = itk_geometry(target_affine)
     resampler = sitk.ResampleImageFilter()
     resampler.SetSize(list(target_shape))
     resampler.SetOutputOrigin(origin)

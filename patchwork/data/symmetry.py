@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 import SimpleITK as sitk
 
+from patchwork.data.itk import to_sitk
+
 log = logging.getLogger(__name__)
 
 _SHRINK = (2, 1)  # resolution levels of the registration (voxel shrink factors)
@@ -48,8 +50,6 @@ _SAMPLING_SEED = 1  # ITK jitters its regular sampling grid at random: a fixed s
 
 def _itk_image(array: np.ndarray, affine: np.ndarray) -> sitk.Image:
     """``array`` as a float32 SimpleITK image on the grid of the NIfTI ``affine``."""
-    from patchwork.data.preprocess import to_sitk
-
     return to_sitk(np.asarray(array, dtype=np.float32), affine)
 
 
@@ -105,7 +105,14 @@ def register_mirror(
     method.SmoothingSigmasAreSpecifiedInPhysicalUnitsOff()
     method.SetInitialTransform(transform, inPlace=True)
     method.SetNumberOfThreads(1)
-    method.Execute(fixed, mirrored)
+    # Parts of ITK's registration (the optimiser's scale estimation) follow the global thread count, and
+    # their sums change in the last bits with it: one thread here, whatever the machine or the job has.
+    threads = sitk.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+    try:
+        method.Execute(fixed, mirrored)
+    finally:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
     return transform
 
 

@@ -1,6 +1,6 @@
 """The challenge entry: a folder that holds everything needed to segment new scans, and proves what it is.
 
-Layout of ``results/submission/`` (written by ``patchwork package``, the workflow's last step)::
+Layout of ``results/entry/`` (written by ``patchwork package``, the workflow's last step)::
 
     entry.json              what `patchwork infer` needs: channels, label names, the input checks, the
                             preprocessing (target spacing resolved), each model's type, application

@@ -7,9 +7,9 @@ workflow's byte for byte (on the same device):
    (:func:`patchwork.data.preprocess.preprocess_image`);
 2. every packaged model in the entry's order, through the model registry with its own application
    settings and seed, its probability mapped back to the original grid
-   (:func:`patchwork.stages.models.to_original_probability`);
+   (:func:`patchwork.entry.prediction.predict_case`, as the workflow's prediction stage);
 3. the ensemble of those maps with the settings the workflow's test predictions used
-   (:func:`patchwork.ensemble.combine`).
+   (:func:`patchwork.ensembling.combine.combine`).
 
 Outputs, in each input's original grid: ``{case}.nii.gz`` (the mask, uint8), with
 ``save_probabilities`` ``{case}_prob.nii.gz`` (the ensemble's probability or vote fraction) and with
@@ -60,7 +60,7 @@ class Prediction:
 def model_mask(model: EntryModel, prob: np.ndarray, affine: np.ndarray) -> np.ndarray:
     """A model's own mask of its probability in the original grid: its tuned post-processing when the
     entry ships one, else ``prob >= threshold``."""
-    from patchwork.postprocess import postprocess, voxel_volume
+    from patchwork.postprocessing.components import postprocess, voxel_volume
 
     if model.postprocessing is None:
         return prob >= model.threshold
@@ -72,10 +72,10 @@ def predict_case(
 ) -> Prediction:
     """Preprocess ``case``, apply every model of ``entry`` and combine them (see the module docstring);
     ``model_masks``: also each model's own mask (:func:`model_mask`)."""
-    from patchwork.data.preprocess import preprocess_image, to_original
-    from patchwork.ensemble import combine
+    from patchwork.data.preprocess import preprocess_image
+    from patchwork.ensembling.combine import combine
+    from patchwork.entry.prediction import predict_case
     from patchwork.models import model_type
-    from patchwork.stages.models import to_original_probability
 
     volumes = [read_volume(path) for path in case.images]
     settings = entry.preprocess
@@ -87,17 +87,16 @@ def predict_case(
         settings.crop_nonzero,
         symmetry=settings.symmetry,
     )
-    grid = np.asarray(record["affine"])
     probs, spreads, masks = {}, {}, {}
     affine = np.asarray(record["original_affine"])
     for model in entry.models:
-        predict = model_type(model.type).predict_function
-        prob, spread = predict(model.path, image, grid, model.apply, device=device, seed=model.seed)
-        probs[model.name], affine = to_original_probability(prob, record)
+        row = model_type(model.type)
+        result = predict_case(row, model.path, image, record, model.apply, device, model.seed)
+        probs[model.name], affine = result.probability, result.affine
         if model_masks:
             masks[model.name] = model_mask(model, probs[model.name], affine)
-        if model.gives_spread:
-            spreads[model.name] = to_original(spread, record, interpolation="linear", fill=0.0)[0]
+        if result.spread is not None:
+            spreads[model.name] = result.spread
     probability, mask = combine(probs, entry.ensemble)
     return Prediction(mask, probability, spreads, affine, masks)
 
@@ -139,8 +138,9 @@ def infer(
     """Segment every case of ``input_dir`` into ``output_dir``; return each case's time and peak memory.
 
     Every input is checked before the first model runs (:func:`patchwork.entry.cases.find_cases`).
-    ``threads`` (default: every available core) caps torch's CPU threads; ``device`` None means CUDA
-    when present.
+    ``threads`` caps torch's CPU threads (default: the entry's, those the workflow predicted its test
+    subjects with, so the outputs are the workflow's byte for byte; an entry without them: every available
+    core); ``device`` None means CUDA when present.
     """
     import torch
     from tqdm import tqdm
@@ -156,7 +156,7 @@ def infer(
     if entry.version != __version__:
         log.warning("the entry was packaged by patchwork %s, this is %s", entry.version, __version__)
     cases = find_cases(Path(input_dir), entry)
-    torch.set_num_threads(threads or available_cores())
+    torch.set_num_threads(threads or entry.threads or available_cores())
     usage = {}
     for case in tqdm(cases, desc="infer", unit="case", disable=None):
         with measure(device) as usage[case.subject]:

@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from patchwork.config import EnsembleSettings, IngestSettings, PreprocessSettings
-from patchwork.ensemble_tuning import read_tuned
+from patchwork.ensembling.tuning import read_tuned
 from patchwork.errors import PatchworkError
 from patchwork.io import read_json
 from patchwork.models import Settings, model_type
-from patchwork.postprocess import Postprocessing
+from patchwork.postprocessing.components import Postprocessing
 
 ENTRY_FORMAT = 1
 ENTRY_JSON = "entry.json"
@@ -65,11 +65,6 @@ class EntryModel:
     seed: int
     postprocessing: Postprocessing | None = None
 
-    @property
-    def gives_spread(self) -> bool:
-        """Whether the model's type also gives a per-voxel spread (the DNP's uncertainty map)."""
-        return "std" in model_type(self.type).outputs
-
 
 @dataclass(frozen=True)
 class Entry:
@@ -85,6 +80,7 @@ class Entry:
     ensemble: EnsembleSettings
     tuned: bool
     example: str | None
+    threads: int | None = None  # the CPU threads of the workflow's predictions (None: an older entry)
 
     @classmethod
     def load(cls, root: Path) -> Entry:
@@ -131,4 +127,5 @@ class Entry:
             ensemble=read_tuned(ensemble_json),  # {"settings": ...}, as tune-ensemble writes it
             tuned=bool(read_json(ensemble_json).get("tuned")),
             example=raw.get("example"),
+            threads=raw.get("threads"),
         )

@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from patchwork import __version__
-from patchwork.config import EnsembleSettings, PreprocessSettings, WorkflowConfig
+from patchwork.config import EnsembleSettings, PreprocessSettings
 from patchwork.data.cohort import read_subjects
 from patchwork.entry import layout
 from patchwork.errors import PatchworkError
 from patchwork.io import atomic_path, is_partial, read_json, write_json, write_text
-from patchwork.postprocess import Postprocessing, read_postprocessing
+from patchwork.postprocessing.components import Postprocessing, read_postprocessing
+from patchwork.workflow_config import WorkflowConfig
 
 REQUIREMENT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -104,7 +105,9 @@ def entry_settings(
     postprocessing: Mapping[str, Postprocessing] | None = None,
 ) -> dict[str, Any]:
     """The contents of ``entry.json`` (see :class:`patchwork.entry.layout.Entry`); ``postprocessing``: the
-    tuned post-processing of the models that have one (``infer --save-models`` applies it)."""
+    tuned post-processing of the models that have one (``infer --save-models`` applies it). ``threads``:
+    the CPU threads the workflow predicted the test subjects with, which ``infer`` uses by default (torch's
+    results depend on its thread count, so the entry then reproduces them byte for byte)."""
     postprocessing = postprocessing or {}
     return {
         "format": layout.ENTRY_FORMAT,
@@ -127,6 +130,7 @@ def entry_settings(
             for spec in config.models
         ],
         "example": example,
+        "threads": config.threads.predict,
     }
 
 
@@ -171,7 +175,7 @@ def package_entry(
     copy_file(Path(license_file), out_dir / layout.LICENSE)
     if tuned is not None:
         copy_file(Path(tuned), out_dir / layout.TUNED_JSON)
-    from patchwork.ensemble_tuning import read_tuned
+    from patchwork.ensembling.tuning import read_tuned
 
     used = read_tuned(Path(tuned)) if tuned is not None else ensemble
     write_json(out_dir / layout.ENSEMBLE_JSON, {"tuned": tuned is not None, "settings": used.to_dict()})

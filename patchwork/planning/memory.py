@@ -36,13 +36,16 @@ the float32 formula is an over-estimate there (not measured in this session: no 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from math import prod
 
 BYTES_PER_VALUE = 4
 CPU_OVERHEAD = 64 * 2**20
 GPU_RESERVE = 2**30
 GPU_RESERVE_FRACTION = 0.1
+MIN_FEATURE_MAP = 4  # nnU-Net: the bottleneck keeps at least 4 voxels along a pooled axis
+MIN_BATCH = 2  # nnU-Net: a step trains at least 2 samples
+MAX_DATASET_FRACTION = 0.05  # nnU-Net: a step sees at most 5 % of the dataset's voxels
 
 
 def stage_features(base: int, maximum: int, n_stages: int) -> list[int]:
@@ -109,3 +112,16 @@ def usable_bytes(device: str, memory_gb: float) -> int:
     if device == "cuda":
         return int(budget * (1 - GPU_RESERVE_FRACTION) - GPU_RESERVE)
     return int(budget - CPU_OVERHEAD)
+
+
+def largest_batch(
+    step_bytes: Callable[[int], int], usable: int, dataset_voxels: float, sample_voxels: int
+) -> int:
+    """nnU-Net's batch rule: as large as ``usable`` bytes allow (``step_bytes(batch)``), but a step sees at
+    most :data:`MAX_DATASET_FRACTION` of the dataset's voxels (``sample_voxels`` a sample), and at least
+    :data:`MIN_BATCH`."""
+    cap = max(MIN_BATCH, int(MAX_DATASET_FRACTION * dataset_voxels / sample_voxels))
+    batch = MIN_BATCH
+    while batch < cap and step_bytes(batch + 1) <= usable:
+        batch += 1
+    return batch

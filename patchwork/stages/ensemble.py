@@ -49,10 +49,11 @@ def ensemble(
 ) -> None:
     """Combine one subject's model probabilities (model name -> NIfTI) and write the probability and mask.
 
-    ``tuned``: an ``ensemble_params.json`` of :func:`tune`, whose settings replace ``settings``.
+    ``tuned``: an ``ensemble_params.json`` of :func:`tune`, whose settings replace ``settings``. Library API
+    for one subject; the workflow combines a batch (:func:`ensemble_batch`).
     """
-    from patchwork.ensemble import ensemble_files
-    from patchwork.ensemble_tuning import read_tuned
+    from patchwork.ensembling.combine import ensemble_files
+    from patchwork.ensembling.tuning import read_tuned
 
     ensemble_files(probs, read_tuned(tuned) if tuned else settings, Path(out_prob), Path(out_seg))
 
@@ -63,8 +64,8 @@ def ensemble_batch(
     """:func:`ensemble` for every subject of a batch in one process: ``folders`` maps each model to its
     batch folder; the subjects are those of the first model's folder, and every model must have them.
     Writes ``{subject}_prob.nii.gz`` and ``{subject}_seg.nii.gz`` into ``out_dir``."""
-    from patchwork.ensemble import ensemble_files
-    from patchwork.ensemble_tuning import read_tuned
+    from patchwork.ensembling.combine import ensemble_files
+    from patchwork.ensembling.tuning import read_tuned
 
     chosen = read_tuned(tuned) if tuned else settings
     subjects = batch_subjects(next(iter(folders.values())))
@@ -84,7 +85,7 @@ def tune(
     model (in order) to its batch folders; one subject at a time is read. Write and return
     ``ensemble_params.json``'s contents."""
     from patchwork.data.cohort import read_subjects
-    from patchwork.ensemble_tuning import THRESHOLDS, load_case, tune_ensemble
+    from patchwork.ensembling.tuning import THRESHOLDS, load_case, tune_ensemble
     from patchwork.ondemand import Mapped
 
     subjects = read_subjects(subjects_tsv, role="train")
@@ -112,7 +113,7 @@ def tune_postprocessing(
     contents. ``threshold`` is the model's own, scored as the untouched baseline."""
     from patchwork.data.cohort import read_subjects
     from patchwork.ondemand import Mapped
-    from patchwork.postprocess import load_case, tune_postprocessing
+    from patchwork.postprocessing.components import load_case, tune_postprocessing
 
     subjects = read_subjects(subjects_tsv, role="train")
     paths = find_probabilities(folders, [s.subject for s in subjects], model)
@@ -129,17 +130,10 @@ def tune_postprocessing(
     return result
 
 
-def postprocess(prob: Path, tuned: Path, out_seg: Path) -> None:
-    """Write the mask of one probability map post-processed with a ``postprocessing.json``'s settings."""
-    from patchwork.postprocess import postprocess_file, read_postprocessing
-
-    postprocess_file(Path(prob), read_postprocessing(Path(tuned)), Path(out_seg))
-
-
 def postprocess_batch(prob_dir: Path, tuned: Path, out_dir: Path) -> None:
-    """:func:`postprocess` for every ``{subject}_prob.nii.gz`` of a batch folder, into
-    ``out_dir/{subject}_seg.nii.gz``, in one process."""
-    from patchwork.postprocess import postprocess_file, read_postprocessing
+    """Every ``{subject}_prob.nii.gz`` of a batch folder post-processed with a ``postprocessing.json``'s
+    settings into ``out_dir/{subject}_seg.nii.gz``, in one process."""
+    from patchwork.postprocessing.components import postprocess_file, read_postprocessing
 
     settings = read_postprocessing(Path(tuned))
     subjects = batch_subjects(Path(prob_dir))

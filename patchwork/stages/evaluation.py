@@ -27,24 +27,14 @@ def evaluate(
     stds: Mapping[str, Path] | None = None,
 ) -> None:
     """Score every segmentation (model name -> NIfTI) of one subject against its reference, for every
-    foreground label of the fingerprint; write the metrics table and the subject's HTML report."""
-    from patchwork.metrics import evaluate_subject
-    from patchwork.report import subject_report
+    foreground label of the fingerprint; write the metrics table and the subject's HTML report.
 
-    labels = {k: v for k, v in read_json(fingerprint_json)["labels"].items() if v != 0}
-    tolerance = settings.surface_tolerance_mm
-    metrics = evaluate_subject(subject, Path(reference), dict(segs), labels=labels, tolerance_mm=tolerance)
-    write_text(out_tsv, metrics.to_csv(sep="\t", index=False))
-    subject_report(
-        subject,
-        Path(image),
-        Path(reference),
-        dict(segs),
-        metrics,
-        Path(out_html),
-        uncertainty=dict(stds or {}),
-        tolerance_mm=tolerance,
+    Library API for one subject; the workflow evaluates a batch (:func:`evaluate_batch`)."""
+    labels = foreground_labels(fingerprint_json)
+    metrics = _score(
+        subject, Path(image), Path(reference), segs, stds or {}, labels, settings, Path(out_html)
     )
+    write_text(out_tsv, metrics.to_csv(sep="\t", index=False))
 
 
 def evaluate_batch(
@@ -64,12 +54,9 @@ def evaluate_batch(
 
     from patchwork.data.cohort import find_subject, read_subjects
     from patchwork.errors import PatchworkError
-    from patchwork.metrics import evaluate_subject
-    from patchwork.report import subject_report
 
     cohort = read_subjects(subjects_tsv)
-    labels = {k: v for k, v in read_json(fingerprint_json)["labels"].items() if v != 0}
-    tolerance = settings.surface_tolerance_mm
+    labels = foreground_labels(fingerprint_json)
     tables = []
     for subject in subjects:
         row = find_subject(cohort, subject, subjects_tsv)
@@ -77,30 +64,53 @@ def evaluate_batch(
             raise PatchworkError(f"{subjects_tsv}: subject {subject!r} has no reference label to evaluate")
         segs = {name: Path(d) / f"{subject}_seg.nii.gz" for name, d in seg_dirs.items()}
         stds = {name: Path(d) / f"{subject}_std.nii.gz" for name, d in (std_dirs or {}).items()}
-        metrics = evaluate_subject(subject, row.label, segs, labels=labels, tolerance_mm=tolerance)
-        tables.append(metrics)
         out_html = Path(out_html_dir) / f"{subject}.html"
-        subject_report(
-            subject,
-            row.images[0],
-            row.label,
-            segs,
-            metrics,
-            out_html,
-            uncertainty=stds,
-            tolerance_mm=tolerance,
-        )
+        tables.append(_score(subject, row.images[0], row.label, segs, stds, labels, settings, out_html))
     if not tables:
         raise PatchworkError(f"{out_tsv}: the batch has no subjects")
     write_text(out_tsv, pd.concat(tables, ignore_index=True).to_csv(sep="\t", index=False))
+
+
+def foreground_labels(fingerprint_json: Path) -> dict[str, int]:
+    """The fingerprint's labels but the background."""
+    return {k: v for k, v in read_json(fingerprint_json)["labels"].items() if v != 0}
+
+
+def _score(
+    subject: str,
+    image: Path,
+    reference: Path,
+    segs: Mapping[str, Path],
+    stds: Mapping[str, Path],
+    labels: Mapping[str, int],
+    settings: EvaluateSettings,
+    out_html: Path,
+) -> Any:
+    """One subject's metrics table (every segmentation against the reference), and its report page."""
+    from patchwork.evaluation.metrics import evaluate_subject
+    from patchwork.evaluation.report import subject_report
+
+    tolerance = settings.surface_tolerance_mm
+    metrics = evaluate_subject(subject, reference, dict(segs), labels=dict(labels), tolerance_mm=tolerance)
+    subject_report(
+        subject,
+        image,
+        reference,
+        dict(segs),
+        metrics,
+        out_html,
+        uncertainty=dict(stds),
+        tolerance_mm=tolerance,
+    )
+    return metrics
 
 
 def summarise(metrics_tsvs: Sequence[Path], out_metrics: Path, out_summary: Path) -> None:
     """Concatenate the subjects' metrics tables and write the per-model summary."""
     import pandas as pd
 
-    from patchwork.metrics import COLUMNS
-    from patchwork.metrics import summarise as summary_of
+    from patchwork.evaluation.metrics import COLUMNS
+    from patchwork.evaluation.metrics import summarise as summary_of
 
     metrics = pd.concat([read_table(p, COLUMNS) for p in metrics_tsvs], ignore_index=True)
     write_text(out_metrics, metrics.to_csv(sep="\t", index=False))
@@ -121,8 +131,8 @@ def report(
     links to the subject pages (``{subject}.html``, or folders of them: a batch's pages); ``figure_paths``
     also writes the plots as PNG; ``plans`` (plans.json) adds the plans and, from the ``spec.json`` beside
     each model's first training log, the planned settings each model trained with."""
-    from patchwork.metrics import COLUMNS, SUMMARY_COLUMNS
-    from patchwork.report import cohort_report, read_train_logs
+    from patchwork.evaluation.metrics import COLUMNS, SUMMARY_COLUMNS
+    from patchwork.evaluation.report import cohort_report, read_train_logs
 
     out = Path(out_html)
     pages = [

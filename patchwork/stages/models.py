@@ -25,9 +25,12 @@ def load_cases(preprocessed: Path, subjects: Sequence[str]) -> tuple[Sequence, S
     """Images ``[C, X, Y, Z]``, label maps and grid affines of preprocessed subjects, as sequences that
     open each subject when it is used (:class:`patchwork.training.cases.LazyCases`): a training holds a
     few subjects at a time, never the whole fold."""
+    from functools import partial
+
+    from patchwork.data.preprocess import open_preprocessed
     from patchwork.training.cases import LazyCases
 
-    cases = LazyCases(Path(preprocessed), subjects)
+    cases = LazyCases(partial(open_preprocessed, Path(preprocessed)), subjects)
     return cases.images, cases.labels, cases.affines
 
 
@@ -69,17 +72,6 @@ def train(
         )
 
 
-def to_original_probability(prob: Any, record: Mapping[str, Any]) -> tuple[Any, Any]:
-    """A probability map on the preprocessed grid mapped back to the original grid (linear, 0 outside the
-    crop, clipped to [0, 1], float32), and the original affine."""
-    import numpy as np
-
-    from patchwork.data.preprocess import to_original
-
-    original, affine = to_original(prob, dict(record), interpolation="linear", fill=0.0)
-    return np.clip(original, 0.0, 1.0).astype(np.float32), affine
-
-
 def batch_subjects(subjects_tsv: Path, splits_json: Path | None, batch: str) -> list[str]:
     """Subjects of a workflow batch: ``fold_K`` = the validation subjects of fold K (predicted out of fold by
     fold K's model), ``test`` = every test subject (predicted by the final all-data model)."""
@@ -110,7 +102,8 @@ def predict(
 ) -> None:
     """Predict one preprocessed subject with a trained model; write the probability, the mask
     ``prob >= threshold`` and, for model types that give one, the per-voxel spread, all in the subject's
-    original grid. ``apply`` is the spec's application settings (checked by the model type)."""
+    original grid. ``apply`` is the spec's application settings (checked by the model type). Library API for
+    one subject; the workflow predicts a batch (:func:`predict_batch`)."""
     predictor = _Predictor(Path(model_path), apply, threshold, std=out_std is not None)
     with job_device(device) as device:
         predictor(Path(preprocessed), subject, Path(out_prob), Path(out_seg), out_std, seed, device)
@@ -165,18 +158,15 @@ class _Predictor:
     ) -> None:
         import numpy as np
 
-        from patchwork.data.preprocess import load_preprocessed, to_original
+        from patchwork.data.preprocess import load_preprocessed
+        from patchwork.entry.prediction import predict_case
         from patchwork.io import save_image
 
         image, _, record = load_preprocessed(preprocessed, subject)
-        affine = np.asarray(record["affine"])
-        predict_function = self.row.predict_function
-        prob, spread = predict_function(
-            self.model_path, image, affine, self.settings, device=device, seed=seed
+        result = predict_case(
+            self.row, self.model_path, image, record, self.settings, device, seed, spread=out_std is not None
         )
-        prob_orig, original_affine = to_original_probability(prob, record)
-        save_image(prob_orig, original_affine, out_prob, dtype=np.float32)
-        save_image(prob_orig >= self.threshold, original_affine, out_seg, dtype=np.uint8)
+        save_image(result.probability, result.affine, out_prob, dtype=np.float32)
+        save_image(result.probability >= self.threshold, result.affine, out_seg, dtype=np.uint8)
         if out_std is not None:
-            spread_orig = to_original(spread, record, interpolation="linear", fill=0.0)[0]
-            save_image(spread_orig, original_affine, out_std, dtype=np.float32)
+            save_image(result.spread, result.affine, out_std, dtype=np.float32)

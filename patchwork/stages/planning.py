@@ -37,7 +37,7 @@ def plan(
 ) -> dict[str, Any]:
     """Write and return the plans of every model type for the cohort of ``fingerprint_json``, at the
     target spacing preprocessing uses (the config's, else nnU-Net's rule)."""
-    from patchwork.planning import plan as make_plans
+    from patchwork.models.plans import plan as make_plans
 
     fingerprint = read_json(Path(fingerprint_json))
     spacing = preprocess.resolved(fingerprint).target_spacing

@@ -2,6 +2,6 @@
 bounded caches (:mod:`.cases`), model and checkpoint files,
 the training log and its learning curve, and the soft Dice both losses build on.
 
-Neither model package (:mod:`patchwork.unet`, :mod:`patchwork.dnp`) imports the other; both import this one
-and :mod:`patchwork.networks`.
+Neither model package (:mod:`patchwork.models.unet`, :mod:`patchwork.models.dnp`) imports the other; both
+import this one and :mod:`patchwork.networks`.
 """

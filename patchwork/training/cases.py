@@ -1,17 +1,17 @@
 """Training cases read when they are used, and the bounded caches that keep training memory flat.
 
 A training job must not hold its whole fold in memory: at 1 mm, ATLAS alone is tens of GB. Preprocessing
-writes each labelled subject's arrays uncompressed (:func:`patchwork.data.preprocess.open_preprocessed`),
-and :class:`LazyCases` holds only the subjects' names: case ``k`` is memory-mapped when it is used, and
+writes each labelled subject's arrays uncompressed (:func:`patchwork.data.preprocess.open_preprocessed` maps
+them), and :class:`LazyCases` holds only the subjects' names: case ``k`` is memory-mapped when it is used, and
 only the ``open_cases`` most recently used cases stay mapped, so the pages a training touched are released
 when their case leaves the cache. Its :attr:`~LazyCases.images`, :attr:`~LazyCases.labels` and
-:attr:`~LazyCases.affines` are read-only sequences that the trainers take wherever they take lists of
-arrays; a trainer that needs something costly per case (the DNP's prepared volumes, the U-Net's
-foreground voxels) keeps it in a :class:`BoundedCache` and computes it again, identically, after eviction.
+:attr:`~LazyCases.affines` are read-only sequences that the trainers take wherever they take lists of arrays;
+a trainer that needs something costly per case (the DNP's prepared volumes, the U-Net's foreground voxels)
+keeps it in a :class:`BoundedCache` and computes it again, identically, after eviction.
 
 Example::
 
-    cases = LazyCases(Path("results/preprocessed"), ["sub-01", "sub-02"])
+    cases = LazyCases(partial(open_preprocessed, Path("results/preprocessed")), ["sub-01", "sub-02"])
     image, label, affine = cases[0]  # image [C, X, Y, Z] float32 and label uint8, memory-mapped
     train_unet(params, cases.images, cases.labels, cases.affines, out_dir, seed)
 """
@@ -19,9 +19,8 @@ Example::
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from operator import itemgetter
-from pathlib import Path
 from typing import Any, Generic, TypeVar, overload
 
 import numpy as np
@@ -88,14 +87,20 @@ class BoundedCache(Generic[Key, Value]):
 
 
 class LazyCases(Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray]]):
-    """The preprocessed ``subjects`` under ``root``, opened on use: item ``k`` is ``(image [C, X, Y, Z],
-    label [X, Y, Z] or None, affine [4, 4])``, memory-mapped read-only where the folder has its arrays.
+    """The ``subjects``, opened on use by ``open_case(subject) -> (image, label, record)`` (e.g.
+    ``partial(open_preprocessed, root)``): item ``k`` is ``(image [C, X, Y, Z], label [X, Y, Z] or None,
+    affine [4, 4])``, memory-mapped read-only where the opener maps its arrays.
 
-    Pickles as its folder and names (a worker process opens the cases itself).
+    Pickles as its opener and names (a worker process opens the cases itself).
     """
 
-    def __init__(self, root: Path, subjects: Sequence[str], open_cases: int = OPEN_CASES) -> None:
-        self.root = Path(root)
+    def __init__(
+        self,
+        open_case: Callable[[str], tuple[np.ndarray, np.ndarray | None, Mapping[str, Any]]],
+        subjects: Sequence[str],
+        open_cases: int = OPEN_CASES,
+    ) -> None:
+        self.open_case = open_case
         self.subjects = list(subjects)
         self.open_cases = open_cases
         self.cache: BoundedCache[int, tuple[np.ndarray, np.ndarray | None, np.ndarray]] = BoundedCache(
@@ -103,9 +108,7 @@ class LazyCases(Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray]]):
         )
 
     def _open(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        from patchwork.data.preprocess import open_preprocessed
-
-        image, label, record = open_preprocessed(self.root, self.subjects[index])
+        image, label, record = self.open_case(self.subjects[index])
         return image, label, np.asarray(record["affine"], dtype=np.float64)
 
     def __len__(self) -> int:
@@ -117,14 +120,14 @@ class LazyCases(Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray]]):
     def __getitem__(self, index: slice) -> Sequence[tuple[np.ndarray, np.ndarray | None, np.ndarray]]: ...
     def __getitem__(self, index: int | slice) -> Any:
         if isinstance(index, slice):
-            return LazyCases(self.root, self.subjects[index], self.open_cases)
+            return LazyCases(self.open_case, self.subjects[index], self.open_cases)
         return self.cache[position(index, len(self))]
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"root": self.root, "subjects": self.subjects, "open_cases": self.open_cases}
+        return {"open_case": self.open_case, "subjects": self.subjects, "open_cases": self.open_cases}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["root"], state["subjects"], state["open_cases"])  # type: ignore[misc]
+        self.__init__(state["open_case"], state["subjects"], state["open_cases"])  # type: ignore[misc]
 
     @property
     def images(self) -> Mapped[Any]:

@@ -11,17 +11,18 @@ import torch
 from dnp_images import ball
 from torch import nn
 
-import patchwork.dnp.stitch as stitch
-from patchwork.dnp import CropGenerator
-from patchwork.dnp.apply import DNPResult, apply_dnp
-from patchwork.dnp.blocks import UNetBlocks
-from patchwork.dnp.labeltable import NIFTI_ECODE_CARET, add_label_table, read_label_table
-from patchwork.dnp.lazy import NAMED_ATTENTION, attention_function
-from patchwork.dnp.model import PatchWorkModel, build_model
-from patchwork.dnp.settings import ATTENTION_NAMES, ApplyConfig, Augment, DNPParams
-from patchwork.dnp.stitch import OutputGrid, Stitcher
+import patchwork.models.dnp.stitch as stitch
 from patchwork.errors import PatchworkError
 from patchwork.io import read_label_names, save_image
+from patchwork.models.dnp import CropGenerator
+from patchwork.models.dnp.apply import DNPResult, apply_dnp
+from patchwork.models.dnp.apply_settings import ATTENTION_NAMES, DNPApply
+from patchwork.models.dnp.blocks import UNetBlocks
+from patchwork.models.dnp.labeltable import NIFTI_ECODE_CARET, add_label_table, read_label_table
+from patchwork.models.dnp.lazy import NAMED_ATTENTION, attention_function
+from patchwork.models.dnp.model import PatchWorkModel, build_model
+from patchwork.models.dnp.settings import Augment, DNPParams
+from patchwork.models.dnp.stitch import OutputGrid, Stitcher
 
 SHAPE = {2: (40, 36), 3: (24, 22, 20)}
 PLAIN = {"num_patches": 1, "augment": {}, "window": None}
@@ -411,22 +412,20 @@ def test_bad_settings_name_the_setting(settings: dict, name: str) -> None:
 
 
 def test_settings_from_a_mapping_with_keyword_overrides() -> None:
-    config = ApplyConfig.from_value(
-        {"lazyEval": {"fraction": 0.5, "attentionFun": "identity"}}, window="cos2"
-    )
-    assert config.window == "cos2" and config.num_patches == ApplyConfig().num_patches
+    config = DNPApply.from_value({"lazyEval": {"fraction": 0.5, "attentionFun": "identity"}}, window="cos2")
+    assert config.window == "cos2" and config.num_patches == DNPApply().num_patches
     logits = torch.tensor([[-3.0], [2.0]])
     assert torch.equal(attention_function(config.lazyEval)(logits), logits)  # type: ignore[arg-type, misc]
-    assert ApplyConfig.from_value(config) is config and ApplyConfig.from_dict(config.to_dict()) == config
-    assert ApplyConfig.from_value(augment={}).augment == Augment()  # an empty dictionary switches it off
+    assert DNPApply.from_value(config) is config and DNPApply.from_dict(config.to_dict()) == config
+    assert DNPApply.from_value(augment={}).augment == Augment()  # an empty dictionary switches it off
     assert set(NAMED_ATTENTION) == set(ATTENTION_NAMES)  # the names the settings accept all resolve
 
 
 def test_defaults_average_trees_with_the_training_augmentation_and_cosine_windows() -> None:
-    config = ApplyConfig()
+    config = DNPApply()
     assert (config.num_patches, config.augment, config.window, config.num_chunks) == (4, None, "cos", 1)
     assert config.augmentation(Augment(dphi=0.2), True) == (Augment(dphi=0.2), True)
-    assert ApplyConfig(augment={}).augmentation(Augment(dphi=0.2), True) == (None, True)
+    assert DNPApply(augment={}).augmentation(Augment(dphi=0.2), True) == (None, True)
 
 
 def test_label_names_round_trip_through_the_header(tmp_path) -> None:

@@ -8,9 +8,9 @@ import pytest
 import torch
 from dnp_images import ball
 
-from patchwork.dnp import Augment, CropGenerator
-from patchwork.dnp.augment import draw, rotation_angle, rotations
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp import Augment, CropGenerator
+from patchwork.models.dnp.augment import draw, rotation_angle, rotations
 
 
 def full_view(size: int, ndim: int) -> CropGenerator:

@@ -10,9 +10,9 @@ import pytest
 import torch
 from dnp_images import smooth, voxel_indices
 
-from patchwork.dnp import CropGenerator, Scheme
-from patchwork.dnp.geometry import apply, patch_matrix, resize_matrix
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp import CropGenerator, Scheme
+from patchwork.models.dnp.geometry import apply, patch_matrix, resize_matrix
 
 
 def full_image_generator(shape: tuple[int, ...], **kwargs: object) -> CropGenerator:
@@ -203,7 +203,7 @@ def test_nibabel_input_brings_its_affine_and_channels() -> None:
         ({"scheme": {"patch_size": (8, 8), "fov_rel": 0.5, "size": 1}}, "unknown key"),
         ({"system": "voxel"}, "system='voxel'"),
         ({"interp_type": "cubic"}, "interp_type='cubic'"),
-        ({"smoothfac_data": "median"}, "smoothfac_data must be"),
+        ({"smoothfac_data": "median"}, "smoothfac_data='median': expected number or one of boxcar"),
         ({"normalize_input": "z"}, "normalize_input='z'"),
         ({"snapper": (1, 1)}, "snapper needs 1 entries"),
         ({"categorial_label": [1, 1]}, "distinct ints"),

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from dnp_images import smooth, voxel_indices
 
-from patchwork.dnp import CropGenerator
-from patchwork.dnp.geometry import apply
+from patchwork.models.dnp import CropGenerator
+from patchwork.models.dnp.geometry import apply
 
 
 def test_linear_beats_nearest_on_a_smooth_image(ndim: int, shape: tuple[int, ...]) -> None:

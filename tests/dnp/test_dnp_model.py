@@ -7,11 +7,11 @@ import torch
 from dnp_images import SHAPES, ball, smooth, voxel_indices
 from torch import nn
 
-from patchwork.dnp import CropGenerator, PatchWorkModel, UNetBlocks
-from patchwork.dnp.geometry import patch_coordinates
-from patchwork.dnp.model import build_model
-from patchwork.dnp.settings import DNPParams
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp import CropGenerator, PatchWorkModel, UNetBlocks
+from patchwork.models.dnp.geometry import patch_coordinates
+from patchwork.models.dnp.model import build_model
+from patchwork.models.dnp.settings import DNPParams
 
 BLOCKS = UNetBlocks(features=4, max_features=8, stages=2)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from patchwork.dnp import CropGenerator
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp import CropGenerator
 
 
 def two_channel_image(shape: tuple[int, ...]) -> torch.Tensor:

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from patchwork.dnp.predict import apply_to_file, predict_dnp
-from patchwork.dnp.settings import ApplyConfig, DNPParams
-from patchwork.dnp.train import train_dnp
+from patchwork.evaluation.metrics import dice
 from patchwork.io import read_image, read_label_names, save_image
-from patchwork.metrics import dice
+from patchwork.models.dnp.apply_settings import DNPApply
+from patchwork.models.dnp.predict import apply_to_file, predict_dnp
+from patchwork.models.dnp.settings import DNPParams
+from patchwork.models.dnp.train import train_dnp
 
 SETUP = {  # ndim: (image shape, patch size, U-Net stages per level, outer iterations)
     2: ((64, 64), 32, 3, 10),
@@ -58,7 +59,7 @@ def train(ndim: int, out_dir: Path) -> tuple[Path, np.ndarray, np.ndarray]:
 
 def test_overfit_2d_disk(tmp_path: Path) -> None:
     model_path, image, label = train(2, tmp_path)
-    probability, spread = predict_dnp(model_path, image, np.eye(4), ApplyConfig(), device="cpu")
+    probability, spread = predict_dnp(model_path, image, np.eye(4), DNPApply(), device="cpu")
     assert probability.shape == label.shape and spread.shape == label.shape
     assert dice(probability > 0.5, label > 0) > 0.9
     assert dice(probability > 0.5, label > 0) > plain_threshold_dice(image, label) + 0.1

@@ -7,9 +7,9 @@ import math
 import pytest
 import torch
 
-from patchwork.dnp import CropGenerator, resample, scatter, window_weights
-from patchwork.dnp.geometry import patch_matrix
-from patchwork.dnp.resample import crop
+from patchwork.models.dnp import CropGenerator, resample, scatter, window_weights
+from patchwork.models.dnp.geometry import patch_matrix
+from patchwork.models.dnp.resample import crop
 
 
 def test_windows_are_positive_and_peak_in_the_middle() -> None:

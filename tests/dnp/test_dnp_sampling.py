@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from patchwork.dnp import CropGenerator, PatchSet
-from patchwork.dnp.geometry import apply, invert
+from patchwork.models.dnp import CropGenerator, PatchSet
+from patchwork.models.dnp.geometry import apply, invert
 
 
 def covered(gen: CropGenerator, patches: PatchSet) -> torch.Tensor:

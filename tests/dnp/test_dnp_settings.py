@@ -4,16 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from patchwork.dnp.settings import (
-    ApplyConfig,
-    Augment,
-    Balance,
-    CropConfig,
-    DNPParams,
-    TrainParams,
-    check_spec,
-)
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp.apply_settings import DNPApply, check_spec
+from patchwork.models.dnp.settings import Augment, Balance, CropConfig, DNPParams, TrainParams
 
 
 def test_every_problem_is_one_line_naming_its_section_and_key() -> None:
@@ -26,15 +19,15 @@ def test_every_problem_is_one_line_naming_its_section_and_key() -> None:
         DNPParams.from_dict(bad)
     problems = info.value.problems
     assert len(problems) == 3 and all("\n" not in p for p in problems)
-    assert problems[0].startswith("dnp crop: unknown key(s) colour")
-    assert problems[1].startswith("dnp model: forward_type='sum'")
-    assert problems[2].startswith("dnp train.balance: unknown key(s) weight")
-    with pytest.raises(PatchworkError, match="dnp train: lr='fast': expected a finite number"):
+    assert problems[0].startswith("dnp params: crop: unknown key(s) colour")
+    assert problems[1].startswith("dnp params: model: forward_type='sum'")
+    assert problems[2].startswith("dnp params: train: balance: unknown key(s) weight")
+    with pytest.raises(PatchworkError, match="dnp params: train: lr='fast': expected a finite number"):
         DNPParams.from_dict({"train": {"lr": "fast"}})
     with pytest.raises(PatchworkError, match="dnp apply: unknown key\\(s\\) windows"):
-        ApplyConfig.from_dict({"windows": "cos"})
-    with pytest.raises(PatchworkError, match="dnp apply: level must be an int or 'mix'"):
-        ApplyConfig.from_dict({"level": "coarse"})
+        DNPApply.from_dict({"windows": "cos"})
+    with pytest.raises(PatchworkError, match="dnp apply: level='coarse': expected integer or one of mix"):
+        DNPApply.from_dict({"level": "coarse"})
 
 
 def test_nested_settings_are_typed_objects_parsed_once() -> None:
@@ -54,25 +47,25 @@ def test_application_settings_are_no_training_settings() -> None:
     """Only ``params`` identify a training (``model.pt``); the application is parsed on its own."""
     params = DNPParams.from_dict({"train": {"num_its": 3}})
     assert "apply" not in params.to_dict()
-    with pytest.raises(PatchworkError, match="dnp params: apply is no training setting"):
+    with pytest.raises(PatchworkError, match=r"dnp params: unknown key\(s\) apply \(known: crop, model"):
         DNPParams.from_dict({"apply": {"num_patches": 2}})
-    config = ApplyConfig.from_dict({"num_patches": 8, "window": "cos2"})
-    assert ApplyConfig.from_dict(config.to_dict()) == config
+    config = DNPApply.from_dict({"num_patches": 8, "window": "cos2"})
+    assert DNPApply.from_dict(config.to_dict()) == config
 
 
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"sampling_factor": 0.0}, "sampling_factor must be a number > 0"),
-        ({"explore": -0.5}, "explore must be a number >= 0"),
-        ({"max_trees": 0}, "max_trees=0: must be an int >= 1"),
+        ({"sampling_factor": 0.0}, "sampling_factor=0.0: must be > 0"),
+        ({"explore": -0.5}, "explore=-0.5: must be >= 0"),
+        ({"max_trees": 0}, "max_trees=0: must be >= 1"),
         ({"out_typ": "mask:0.2,x"}, "out_typ thresholds"),
-        ({"ce_threshold": 1.5}, "ce_threshold must be in"),
+        ({"ce_threshold": 1.5}, "ce_threshold=1.5: must be <= 1"),
     ],
 )
 def test_application_options_are_checked(settings: dict, message: str) -> None:
     with pytest.raises(PatchworkError, match=message):
-        ApplyConfig.from_dict(settings)
+        DNPApply.from_dict(settings)
 
 
 @pytest.mark.parametrize(
@@ -86,17 +79,17 @@ def test_application_options_are_checked(settings: dict, message: str) -> None:
 )
 def test_a_probability_map_rejects_what_it_cannot_honour(settings: dict, message: str) -> None:
     """``predict_dnp`` (the workflow's prediction) writes a probability in the image's grid."""
-    config = ApplyConfig.from_dict(settings)
+    config = DNPApply.from_dict(settings)
     with pytest.raises(PatchworkError, match=message) as info:
         config.check_prediction()
     assert len(info.value.problems) == 1
-    ApplyConfig.from_dict({"num_patches": 2, "lazyEval": {"fraction": 0.5}}).check_prediction()
+    DNPApply.from_dict({"num_patches": 2, "lazyEval": {"fraction": 0.5}}).check_prediction()
 
 
 def test_coarse_predictions_are_refused_for_a_model_without_intermediate_losses() -> None:
     params = DNPParams.from_dict({"model": {"intermediate_loss": False}})
     for settings, name in (({"lazyEval": {"fraction": 0.5}}, "lazyEval"), ({"level": "mix"}, "level='mix'")):
         with pytest.raises(PatchworkError, match=f"dnp apply: {name}.*intermediate_loss"):
-            check_spec(params, ApplyConfig.from_dict(settings))
-    check_spec(params, ApplyConfig.from_dict({"level": -1}))
-    check_spec(DNPParams(), ApplyConfig.from_dict({"level": "mix", "lazyEval": {"fraction": 0.5}}))
+            check_spec(params, DNPApply.from_dict(settings))
+    check_spec(params, DNPApply.from_dict({"level": -1}))
+    check_spec(DNPParams(), DNPApply.from_dict({"level": "mix", "lazyEval": {"fraction": 0.5}}))

@@ -6,7 +6,7 @@ import pytest
 import torch
 from dnp_images import voxel_indices
 
-from patchwork.dnp import CropGenerator
+from patchwork.models.dnp import CropGenerator
 
 SIZE = {2: 64, 3: 32}
 

@@ -9,22 +9,17 @@ import pytest
 import torch
 from dnp_images import SHAPES, ball
 
-from patchwork.dnp.hardmining import hardness, select_hard
-from patchwork.dnp.loss import level_loss, patch_losses
-from patchwork.dnp.model import build_model, check_model
-from patchwork.dnp.predict import predict_dnp
-from patchwork.dnp.settings import ApplyConfig, DNPParams
-from patchwork.dnp.train import (
-    Drawer,
-    TreeSet,
-    check_cases,
-    label_targets,
-    load_dnp,
-    next_pool,
-    train_dnp,
-    train_on_set,
-)
 from patchwork.errors import PatchworkError
+from patchwork.models.dnp.apply_settings import DNPApply
+from patchwork.models.dnp.cases import check_cases, label_targets
+from patchwork.models.dnp.hardmining import hardness, select_hard
+from patchwork.models.dnp.loss import level_loss, patch_losses
+from patchwork.models.dnp.model import build_model, check_model
+from patchwork.models.dnp.modelfile import load_dnp
+from patchwork.models.dnp.predict import predict_dnp
+from patchwork.models.dnp.settings import DNPParams
+from patchwork.models.dnp.train import next_pool, train_dnp, train_on_set
+from patchwork.models.dnp.trees import Drawer, TreeSet
 
 
 def settings(ndim: int, **train) -> DNPParams:
@@ -152,7 +147,7 @@ class Interrupted(Exception):
 
 def crash_in_outer_iteration(monkeypatch: pytest.MonkeyPatch, k: int) -> None:
     """Make the next DNP training raise :class:`Interrupted` as it starts outer iteration ``k`` (from 1)."""
-    import patchwork.dnp.train as module
+    import patchwork.models.dnp.train as module
 
     real, calls = module.train_on_set, []
 
@@ -207,19 +202,27 @@ def test_parallel_cropping_draws_the_serial_trees():
 @pytest.mark.parametrize(
     ("section", "values", "message"),
     [
-        ("train", {"num_its": 0}, "dnp train: num_its"),
+        ("train", {"num_its": 0}, "dnp params: train: num_its"),
         ("train", {"loss": ["dice"]}, "1 entries for depth 3"),
         ("train", {"hard_mining": 1.5}, "hard_mining"),
         ("train", {"hard_mining_order": "size"}, "hard_mining_order"),
-        ("train", {"lr_schedule": "step"}, "dnp train: lr_schedule"),
-        ("train", {"num_its": 4, "warmup_its": 4}, "dnp train: warmup_its=4: must be in \\[0, num_its\\)"),
-        ("train", {"balance": {"ratio": 2}}, "dnp train: balance.ratio"),
-        ("train", {"augment": {"dphi": [0.1, 0.2]}}, "dnp train: augment.dphi"),
-        ("train", {"epoch": 2}, "dnp train: unknown key\\(s\\) epoch"),
-        ("model", {"forward_type": "sum"}, "dnp model: forward_type"),
-        ("crop", {"depth": 0}, "dnp crop: depth"),
-        ("crop", {"scheme": {"patch_size": [8, 8, 8], "fov_rel": "all"}}, "dnp crop.scheme: fov_rel"),
-        ("apply", {"window": "cos"}, "dnp params: apply is no training setting"),
+        ("train", {"lr_schedule": "step"}, "dnp params: train: lr_schedule"),
+        (
+            "train",
+            {"num_its": 4, "warmup_its": 4},
+            "dnp params: train: warmup_its=4: must be in \\[0, num_its\\)",
+        ),
+        ("train", {"balance": {"ratio": 2}}, "dnp params: train: balance: ratio"),
+        ("train", {"augment": {"dphi": [0.1, 0.2]}}, "dnp params: train: augment.dphi"),
+        ("train", {"epoch": 2}, "dnp params: train: unknown key\\(s\\) epoch"),
+        ("model", {"forward_type": "sum"}, "dnp params: model: forward_type"),
+        ("crop", {"depth": 0}, "dnp params: crop: depth"),
+        (
+            "crop",
+            {"scheme": {"patch_size": [8, 8, 8], "fov_rel": "all"}},
+            "dnp params: crop: scheme: fov_rel",
+        ),
+        ("apply", {"window": "cos"}, "dnp params: unknown key\\(s\\) apply"),
     ],
 )
 def test_bad_params_are_named(section, values, message):
@@ -260,11 +263,9 @@ def test_application_settings_change_without_retraining(tmp_path):
     path = train_dnp(params, *data, tmp_path, seed=0)
     stored = path.read_bytes()
     image, affine = data[0][0], data[2][0]
-    one = predict_dnp(path, image, affine, ApplyConfig(num_patches=1, augment=None, window=None), seed=0)
-    many = predict_dnp(
-        path, image, affine, ApplyConfig.from_dict({"num_patches": 3, "window": "cos2"}), seed=0
-    )
+    one = predict_dnp(path, image, affine, DNPApply(num_patches=1, augment=None, window=None), seed=0)
+    many = predict_dnp(path, image, affine, DNPApply.from_dict({"num_patches": 3, "window": "cos2"}), seed=0)
     assert one[0].shape == many[0].shape == image.shape[1:] and not np.array_equal(one[0], many[0])
     assert train_dnp(params, *data, tmp_path, seed=0) == path and path.read_bytes() == stored
     with pytest.raises(PatchworkError, match="out_typ='mask'"):
-        predict_dnp(path, image, affine, ApplyConfig(out_typ="mask"))
+        predict_dnp(path, image, affine, DNPApply(out_typ="mask"))

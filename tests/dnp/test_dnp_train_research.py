@@ -11,14 +11,18 @@ import torch
 from dnp_blocks import ConvBlock, Scale, conv_block
 from test_dnp_train import Interrupted, cases, crash_in_outer_iteration, settings
 
-from patchwork.dnp.apply import apply_dnp
-from patchwork.dnp.crop import CropGenerator
-from patchwork.dnp.loss import level_loss
-from patchwork.dnp.model import check_model
-from patchwork.dnp.settings import CallableRef, DNPParams, ModelParams
-from patchwork.dnp.train import Drawer, check_cases, label_targets, load_dnp, train_dnp
 from patchwork.errors import PatchworkError
-from patchwork.metrics import dice
+from patchwork.evaluation.metrics import dice
+from patchwork.models.dnp.apply import apply_dnp
+from patchwork.models.dnp.callableref import CallableRef
+from patchwork.models.dnp.cases import check_cases, label_targets
+from patchwork.models.dnp.crop import CropGenerator
+from patchwork.models.dnp.loss import level_loss
+from patchwork.models.dnp.model import check_model
+from patchwork.models.dnp.modelfile import load_dnp
+from patchwork.models.dnp.settings import DNPParams, ModelParams
+from patchwork.models.dnp.train import train_dnp
+from patchwork.models.dnp.trees import Drawer
 from patchwork.training.seeding import STREAM_PATCHES, torch_generator
 
 

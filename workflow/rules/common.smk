@@ -11,14 +11,15 @@ import json
 import re
 import shlex
 
-from patchwork.config import WorkflowConfig
-from patchwork.models import MODEL_TYPES
+from patchwork.workflow_config import WorkflowConfig
+from patchwork.models import MODEL_TYPES, parse_spec
+from patchwork.models.plans import planned_spec
 from workflow import inputs, resources
 
 R = config["results"]
 PREPROCESSED = f"{R}/preprocessed"
 PREDICTIONS = f"{R}/predictions"
-SUBMISSION = f"{R}/submission"
+ENTRY = f"{R}/entry"
 ENV = "../../envs/patchwork.yaml"
 
 # The whole config, every model spec included, is parsed and checked here by the package's torch-free
@@ -78,13 +79,13 @@ def validation_ids(fold):
 
 def all_outputs(wildcards):
     """Targets of the default rule: evaluation of every batch and the summary, plus the packaged challenge
-    entry when `submission.enabled`."""
+    entry when `entry.enabled`."""
     # Resolving the splits checkpoint here, at the root of the DAG, lets every input function that asks
     # for a fold's subjects find it; the file itself is a target anyway.
     outputs = [splits_json(), f"{R}/summary.tsv", f"{R}/metrics.tsv", f"{R}/report.html"]
     outputs += expand(f"{R}/reports/fold_{{fold}}", fold=folds())
-    if config["submission"]["enabled"]:
-        outputs.append(f"{SUBMISSION}/manifest.json")
+    if config["entry"]["enabled"]:
+        outputs.append(f"{ENTRY}/manifest.json")
     return outputs
 
 
@@ -125,12 +126,34 @@ def written_training_spec(name):
     return {"name": name, "type": written["type"], "params": written.get("params") or {}}
 
 
+def planned_params(model):
+    """A model's params as its training will use them: the config's laid over results/plans.json once the
+    plan exists (a job's resources are evaluated again when it is ready to run), else the config's."""
+    plans = f"{R}/plans.json"
+    if not os.path.exists(plans):
+        return MODELS[model].params
+    written = next(m for m in config["models"] if m["name"] == model)
+    return parse_spec(planned_spec(written, inputs.read_json(plans)), plans).params
+
+
+def training_share(wildcards):
+    """The share of the training subjects a fold's model trains on: (K-1)/K, all for `all`."""
+    return 1.0 if wildcards.fold == "all" else 1 - 1 / len(folds())
+
+
 def train_mem_mb(wildcards):
-    """Training memory: the cases in use of the fold's share of the training subjects ((K-1)/K; all for
-    `all`) and the step (workflow/resources.py)."""
-    share = 1.0 if wildcards.fold == "all" else 1 - 1 / len(folds())
+    """Training memory: what the model type's cost says its planned params hold on the fold's training
+    subjects, and one step (workflow/resources.py)."""
     spec = MODELS[wildcards.model]
-    return resources.train_mem_mb(cohort(), spec.type, spec.params, share)
+    return resources.train_mem_mb(cohort(), spec.type, planned_params(spec.name), training_share(wildcards))
+
+
+def train_minutes(wildcards):
+    """Training time: the model type's steps of its planned params at the device's throughput."""
+    spec = MODELS[wildcards.model]
+    return resources.train_minutes(
+        cohort(), spec.type, planned_params(spec.name), training_share(wildcards), GPUS
+    )
 
 
 def tuned_settings():
@@ -140,7 +163,7 @@ def tuned_settings():
 
 def test_ensemble_inputs(wildcards):
     """Every model's test predictions and, with `ensemble.tune`, the tuned settings."""
-    return {"probs": expand(f"{SUBMISSION}/predictions/{{model}}", model=MODELS), **tuned_settings()}
+    return {"probs": expand(f"{ENTRY}/predictions/{{model}}", model=MODELS), **tuned_settings()}
 
 
 def postprocessing_files():
@@ -156,7 +179,7 @@ def package_inputs(wildcards):
     post-processing."""
     return {
         "models": expand(f"{R}/models/{{model}}/fold_all/model.pt", model=MODELS),
-        "predictions": f"{SUBMISSION}/predictions/ensemble",
+        "predictions": f"{ENTRY}/predictions/ensemble",
         "fingerprint": f"{R}/fingerprint.json",
         "subjects": f"{R}/subjects.tsv",
         "license": os.path.join(workflow.basedir, "LICENSE"),

@@ -40,7 +40,7 @@ use rule ensemble as ensemble_test with:
     input:
         unpack(test_ensemble_inputs),
     output:
-        directory(f"{SUBMISSION}/predictions/ensemble"),
+        directory(f"{ENTRY}/predictions/ensemble"),
     log:
         "logs/ensemble_test/ensemble.log",
     benchmark:

@@ -1,7 +1,7 @@
 # Evaluation of every model and the ensemble against the reference, one job per batch (fold_K: the
 # validation subjects of fold K) in one process: the batch's metrics table and a report page per subject.
 # Then the cohort: metrics tables, the per-model summary and the HTML reports. The learning curves cover
-# the cross-validation folds, and the final all-data models when the submission builds them.
+# the cross-validation folds, and the final all-data models when the entry is built.
 
 SURFACE_TOLERANCE_MM = config["evaluate"]["surface_tolerance_mm"]
 
@@ -79,7 +79,7 @@ rule report:
         train_logs=lambda wc: expand(
             f"{R}/models/{{model}}/fold_{{fold}}/train_log.tsv",
             model=MODELS,
-            fold=[*folds(), *(["all"] if config["submission"]["enabled"] else [])],
+            fold=[*folds(), *(["all"] if config["entry"]["enabled"] else [])],
         ),
     output:
         html=report(f"{R}/report.html", caption="../report/report.rst", category="Summary"),

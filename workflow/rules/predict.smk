@@ -1,7 +1,7 @@
 # Prediction in batches, one job per (model, batch), every subject written in its ORIGINAL image grid:
 # batch fold_K = the validation subjects of fold K, predicted out of fold by that fold's model
 # (predictions/{model}/fold_K/); the test batch = every test subject, predicted by the final all-data
-# model (submission/predictions/{model}/). A job loads its model once and writes {subject}_prob.nii.gz,
+# model (entry/predictions/{model}/). A job loads its model once and writes {subject}_prob.nii.gz,
 # {subject}_seg.nii.gz and, for model types that give one (registry: outputs hold "std"), the per-voxel
 # spread {subject}_std.nii.gz. Its params are how a trained model is applied (threshold, `apply`, seed):
 # changing them re-predicts, never retrains.
@@ -51,7 +51,7 @@ use rule predict as predict_test with:
         splits=f"{R}/splits.json",
         preprocessed=f"{R}/stamps/preprocessed_test.done",
     output:
-        directory(f"{SUBMISSION}/predictions/{{model}}"),
+        directory(f"{ENTRY}/predictions/{{model}}"),
     log:
         "logs/predict_test/{model}.log",
     benchmark:

@@ -3,8 +3,8 @@
 # Its params are what training depends on (name, type, params as the config writes them, seed) and the
 # plans, which fill every param the config leaves out (spec.json records what was used): a model's
 # threshold and `apply` settings are prediction's, so changing them never retrains.
-# Memory: training reads its cases memory-mapped from preprocessed/{subject}/*.npy, a bounded number at
-# once (train_mem_mb, workflow/resources.py).
+# Memory and time follow the model type's cost of its planned params (train_mem_mb, train_minutes): training
+# reads its cases memory-mapped from preprocessed/{subject}/*.npy, a bounded number at once.
 
 
 rule train:
@@ -27,8 +27,7 @@ rule train:
     threads: config["threads"]["train"]
     resources:
         mem_mb=lambda wc, attempt: attempt * train_mem_mb(wc),
-        runtime=lambda wc, attempt: attempt
-        * resources.train_minutes(MODELS[wc.model].type, MODELS[wc.model].params, GPUS),
+        runtime=lambda wc, attempt: attempt * train_minutes(wc),
         gpu=GPUS,
         device=DEVICE,
     params:
