@@ -29,20 +29,23 @@ envvars:
 configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
-# The demo's small budgets; --config and --configfile given on the command line still win.
+# The demo runs the CPU preset; --config and --configfile given on the command line still win.
 if config.get("dataset") == "demo":
 
-    configfile: os.path.join(workflow.basedir, "config", "demo.yaml")
+    configfile: os.path.join(workflow.basedir, "config", "cpu.yaml")
 
-    # demo.yaml weighs its own DNP in the ensemble: a config that brings other models drops the weights
-    # of demo models it does not have (any other unknown name is still an error)
-    with open(os.path.join(workflow.basedir, "config", "demo.yaml"), encoding="utf-8") as fh:
-        DEMO_MODELS = {m["name"] for m in yaml.safe_load(fh)["models"]}
-    config["ensemble"]["weights"] = {
-        name: weight
-        for name, weight in config["ensemble"].get("weights", {}).items()
-        if name not in DEMO_MODELS or name in {m["name"] for m in config["models"]}
-    }
+
+# The shipped configs weigh their own DNP in the ensemble: a config that brings other models drops the
+# weights of shipped models it does not have (any other unknown name is still an error).
+SHIPPED_MODELS = set()
+for shipped in ("config.yaml", "cpu.yaml"):
+    with open(os.path.join(workflow.basedir, "config", shipped), encoding="utf-8") as fh:
+        SHIPPED_MODELS |= {m["name"] for m in yaml.safe_load(fh)["models"]}
+config["ensemble"]["weights"] = {
+    name: weight
+    for name, weight in config["ensemble"].get("weights", {}).items()
+    if name not in SHIPPED_MODELS or name in {m["name"] for m in config["models"]}
+}
 
 
 # Checked against the schema; its defaults fill the keys a config leaves out.

@@ -24,7 +24,7 @@ section of ``--config``), for each CPU budget of ``--budgets`` (or once at the c
 With ``--monai-python PY`` (a Python that has MONAI; never a dependency of patchwork) a plain MONAI U-Net
 (``UNet`` 16-32-64-128, 2 residual units, 64³ patches, ``DiceCELoss``, Adam, positive/negative crops 1:1,
 random flips) trains on the same preprocessed arrays (the same channels) for the same CPU budget (the mean
-of our models' training CPU seconds at the config's own lengths), with Gaussian sliding-window inference.
+of our models' measured training CPU seconds at that budget), with Gaussian sliding-window inference.
 It gets the care ours got: one training per learning rate of ``--monai-lrs`` (the grid our U-Nets' rate was
 chosen from), the one with the best Dice on the tuning subjects is scored. Budgets are process CPU seconds
 (all threads), not wall-clock time, so a busy machine does not shrink them. The last lines check the goals
@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 
 MONAI_PATCH = (64, 64, 64)
-MONAI_LRS = (3e-3, 1e-2, 2e-2)  # the grid the demo U-Nets' learning rate was chosen from (config/demo.yaml)
+MONAI_LRS = (3e-3, 1e-2, 2e-2)  # the grid the demo U-Nets' learning rate was chosen from (config/cpu.yaml)
 VOLUME_BINS_ML = (0.0, 0.2, 1.0, 5.0, float("inf"))  # lesions found, by reference volume
 
 
@@ -117,13 +117,13 @@ def calibrated(spec: Any, out: Path, seed: int, threads: int) -> float:
 def seconds_per_step(spec: Any, out: Path, seed: int) -> float:
     """CPU seconds one more training step costs (U-Net iteration, DNP outer iteration), everything a real
     training does included (validation, checkpoints, logging): after an untimed warm-up training (the first
-    one in a process pays one-time set-up), two short trainings of ``n`` and ``2 n`` steps in a scratch
-    folder, the difference of their CPU times divided by ``n``."""
+    one in a process pays one-time set-up), two short trainings of ``n`` and ``3 n`` steps in a scratch
+    folder, the difference of their CPU times divided by ``2 n``."""
     from patchwork.stages.models import train
 
-    n = 10 if spec.type == "unet" else 2
+    n = 20 if spec.type == "unet" else 3
     seconds = []
-    for k, length in enumerate((n, n, 2 * n)):
+    for k, length in enumerate((n, n, 3 * n)):
         folder = out / "calibration" / spec.name / str(k)
         shutil.rmtree(folder, ignore_errors=True)
         start = time.process_time()
@@ -133,7 +133,7 @@ def seconds_per_step(spec: Any, out: Path, seed: int) -> float:
         )  # fmt: skip
         seconds.append(time.process_time() - start)
     shutil.rmtree(out / "calibration" / spec.name)
-    return max(seconds[2] - seconds[1], 1e-3) / n
+    return max(seconds[2] - seconds[1], 1e-3) / (2 * n)
 
 
 def train_models(out: Path, run: Path, specs: list, budget: float | None, args: argparse.Namespace) -> dict:
@@ -395,10 +395,11 @@ def score(out: Path, run: Path, name: str, ids: tuple[list, list, list]) -> dict
 
 
 def goals(results: dict[str, dict], specs: list) -> list[str]:
-    """The goals of issue 21 at one budget. The tuned ensemble (its own mask, as the entry ships it): Dice and
-    lesion F1 >= 0.60, a median of at most 1 false-positive lesion per scan, HD95 <= 20 mm; on post-processed
-    scores: the best DNP >= the best U-Net + 0.03, every model >= the tuned MONAI U-Net; the better ensemble
-    >= the best single model + 0.02."""
+    """The goals of issue 21 at one budget, on each model's and ensemble's own mask (raw: post-processing
+    tuned on the 6 tuning subjects alone is noisier than the models' differences). The tuned ensemble (as the
+    entry ships it): Dice and lesion F1 >= 0.60, a median of at most 1 false-positive lesion per scan, HD95
+    <= 20 mm; the best DNP >= the best U-Net + 0.03, every model >= the tuned MONAI U-Net; the better
+    ensemble >= the best single model + 0.02."""
     lines = []
 
     def check(ok: bool, text: str) -> None:
@@ -412,13 +413,13 @@ def goals(results: dict[str, dict], specs: list) -> list[str]:
         )
         check(tuned["fp_raw"] <= 1, f"tuned ensemble median false-positive lesions <= 1: {tuned['fp_raw']:g}")
         check(tuned["hd95_raw"] <= 20, f"tuned ensemble HD95 <= 20 mm: {tuned['hd95_raw']:.1f}")
-    scores = [(results[s.name]["dice_pp"], s.name, s.type) for s in specs]
+    scores = [(results[s.name]["dice_raw"], s.name, s.type) for s in specs]
     best = {kind: max((d, n) for d, n, t in scores if t == kind) for kind in {t for *_, t in scores}}
     if "unet" in best and "dnp" in best:
         (d, dn), (u, un) = best["dnp"], best["unet"]
         check(d >= u + 0.03, f"DNP >= best U-Net + 0.03: {dn} {d:.3f} vs {un} {u:.3f}")
     if "monai_unet" in results:
-        monai = results["monai_unet"]["dice_pp"]
+        monai = results["monai_unet"]["dice_raw"]
         for d, n, _ in scores:
             check(d >= monai, f"{n} >= tuned MONAI U-Net: {d:.3f} vs {monai:.3f}")
     combined = [(results[n]["dice_raw"], n) for n in ("ensemble", "ensemble_tuned") if n in results]
@@ -437,8 +438,8 @@ def evaluate_budget(
     predict_models(out, run, specs, trained, ids[1] + ids[2], args.seed)
     names = [s.name for s in specs]
     rows = {name: trained[name] for name in names}
-    if args.monai_python:
-        monai_budget = budget or float(np.mean([t["seconds"] for t in trained.values()]))
+    if args.monai_python:  # the CPU seconds our models took on average (a calibration is never exact)
+        monai_budget = float(np.mean([t["seconds"] for t in trained.values()]))
         rows["monai_unet"] = run_monai(out, run, ids, monai_budget, args)
     combined = ensembles(out, run, config, names, ids) if len(names) > 1 else []
     n_train, n_val, n_test = (len(i) for i in ids)
@@ -462,7 +463,7 @@ def evaluate_budget(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="work folder (cohort and models are reused)")
-    parser.add_argument("--config", type=Path, default=Path(__file__).parents[1] / "config" / "demo.yaml")
+    parser.add_argument("--config", type=Path, default=Path(__file__).parents[1] / "config" / "cpu.yaml")
     parser.add_argument("--models", nargs="*", default=None, help="model names of --config (default: all)")
     parser.add_argument("--appearance", default="t1", help="the demo cohort's lesion appearance: t1 or flair")
     parser.add_argument("--n-train", type=int, default=12)

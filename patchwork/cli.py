@@ -229,9 +229,9 @@ def cmd_schema(args: argparse.Namespace) -> None:
 
     from patchwork.io import write_text
 
-    readme = Path(args.readme)  # config/README.md, with the demo overlay beside it
-    demo = yaml.safe_load((readme.parent / "demo.yaml").read_text(encoding="utf-8"))
-    write_text(readme, documented_readme(readme.read_text(encoding="utf-8"), demo))
+    readme = Path(args.readme)  # config/README.md, with the CPU preset beside it
+    preset = yaml.safe_load((readme.parent / "cpu.yaml").read_text(encoding="utf-8"))
+    write_text(readme, documented_readme(readme.read_text(encoding="utf-8"), preset))
 
 
 # --- parser ---------------------------------------------------------------------------------------

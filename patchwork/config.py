@@ -194,11 +194,12 @@ class SplitSettings(Settings):
 
 @dataclass(frozen=True)
 class EnsembleSettings(Settings):
-    """How the models' probabilities are combined (see :mod:`patchwork.ensembling.combine`)."""
+    """How the models' probabilities are combined (see :mod:`patchwork.ensembling.combine`); the defaults are
+    ATLAS R2.0's vote (components under 27 voxels removed; the config weighs its DNP twice)."""
 
     what: ClassVar[str] = "ensemble"
     mode: str = setting(
-        "mean",
+        "vote",
         enum=list(ENSEMBLE_MODES),
         doc="`mean`: weighted mean of the probabilities, then `threshold`; `vote`: each model thresholded at "
         "its own `threshold`, weighted mean of the masks >= `threshold` (ATLAS R2.0)",
@@ -210,7 +211,7 @@ class EnsembleSettings(Settings):
     )
     threshold: float = setting(0.5, minimum=0, maximum=1, doc="threshold of the ensemble")
     min_component_voxels: int = setting(
-        0,
+        27,
         minimum=0,
         doc="26-connected components smaller than this are removed from the ensemble segmentation (and, in "
         "`vote`, from each model's mask)",

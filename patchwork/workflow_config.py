@@ -118,23 +118,23 @@ def schema_yaml() -> str:
     return header + yaml.safe_dump(config_schema(), sort_keys=False, width=110, allow_unicode=True)
 
 
-def config_tables(demo: Mapping[str, Any]) -> dict[str, str]:
+def config_tables(preset: Mapping[str, Any]) -> dict[str, str]:
     """The tables of ``config/README.md``: the config's keys, a model's, and each model type's ``params``
-    and ``apply`` (``{type}.params``, ``{type}.apply``), with their defaults, the values the ``demo``
-    overlay (``config/demo.yaml``) sets, and their docs."""
-    demo_models = demo.get("models") or []
+    and ``apply`` (``{type}.params``, ``{type}.apply``), with their defaults, the values the CPU ``preset``
+    (``config/cpu.yaml``, what the demo runs) sets, and their docs."""
+    preset_models = preset.get("models") or []
     sections: dict[str, tuple[type, Mapping[str, Any] | None]] = {
-        "config": (WorkflowConfig, {k: v for k, v in demo.items() if k != "models"}),
+        "config": (WorkflowConfig, {k: v for k, v in preset.items() if k != "models"}),
         "model": (ModelSpec, None),
     }
     for name, row in MODEL_TYPES.items():
-        of_type = [m for m in demo_models if m.get("type") == name]
+        of_type = [m for m in preset_models if m.get("type") == name]
         sections[f"{name}.params"] = (row.params_class, shared([m.get("params") or {} for m in of_type]))
         sections[f"{name}.apply"] = (row.apply_class, shared([m.get("apply") or {} for m in of_type]))
     return tables_of(sections)
 
 
-def documented_readme(text: str, demo: Mapping[str, Any]) -> str:
+def documented_readme(text: str, preset: Mapping[str, Any]) -> str:
     """``config/README.md``'s ``text`` with its generated tables (:func:`config_tables`) made anew from the
-    settings classes and the ``demo`` overlay (``patchwork schema --readme config/README.md``)."""
-    return replace_tables(text, config_tables(demo))
+    settings classes and the CPU ``preset`` (``patchwork schema --readme config/README.md``)."""
+    return replace_tables(text, config_tables(preset))

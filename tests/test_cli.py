@@ -167,7 +167,8 @@ def test_ensemble_takes_named_maps_one_settings_object_and_tuned_settings(tmp_pa
     assert main(["ensemble", *probs, "--settings", json.dumps(settings), *out]) == 0
     seg = tmp_path / "ensemble" / "x_seg.nii.gz"
     assert read_image(seg)[0].all()  # b (weight 3) votes everywhere at its 0.25
-    tuned = {"settings": {"mode": "mean", "weights": {"a": 1, "b": 0}, "threshold": 0.5}}
+    settings = {"mode": "mean", "weights": {"a": 1, "b": 0}, "threshold": 0.5, "min_component_voxels": 0}
+    tuned = {"settings": settings}
     write_json(tmp_path / "ensemble_params.json", tuned)
     assert main(["ensemble", *probs, "--tuned", str(tmp_path / "ensemble_params.json"), *out]) == 0
     assert read_image(seg)[0].sum() == 8  # a alone

@@ -33,11 +33,11 @@ def test_config_readme_tables_are_the_generated_ones() -> None:
     """Every key of every settings class (each model type's params and apply included) is in
     config/README.md with its default, the demo's value and its doc, as the classes say."""
     readme = (ROOT / "config" / "README.md").read_text()
-    assert readme == documented_readme(readme, _load("demo.yaml")), (
+    assert readme == documented_readme(readme, _load("cpu.yaml")), (
         "regenerate with: patchwork schema --readme config/README.md"
     )
     assert "| `explore` | `1.0` |" in readme and "| `max_trees` | `null` |" in readme
-    assert "| `train.num_its` | `30` | `14` |" in readme  # the demo DNP's outer iterations, from demo.yaml
+    assert "| `train.num_its` | `30` | `14` |" in readme  # the demo DNP's outer iterations, from cpu.yaml
 
 
 def test_every_value_in_config_yaml_is_the_settings_default() -> None:
@@ -47,17 +47,25 @@ def test_every_value_in_config_yaml_is_the_settings_default() -> None:
             continue
         value = default_of(f)
         expected = value.to_dict() if isinstance(value, Settings) else value
-        expected = (
-            {k: v for k, v in expected.items() if k != "model_thresholds"}
-            if f.name == "ensemble"
-            else expected
-        )
+        if f.name == "ensemble":  # the weights name the config's models, as the models list does
+            expected = {k: v for k, v in expected.items() if k != "model_thresholds"}
+            expected["weights"] = raw["ensemble"]["weights"]
         assert raw[f.name] == expected, f.name
     assert set(raw) == {f.name for f in dataclasses.fields(WorkflowConfig)}
 
 
+def test_the_default_config_trains_the_dnp_beside_the_u_nets_as_atlas_r2() -> None:
+    """Real data gets the demo's three-model ensemble: a DNP whose sizes the plans fill in (no crop or model
+    section, no batch size written), voted with weight 2 as in ATLAS R2.0."""
+    config = WorkflowConfig.from_dict(_load("config.yaml"), "config.yaml")
+    assert sorted(m.type for m in config.models) == ["dnp", "unet", "unet"]
+    raw_dnp = next(m for m in _load("config.yaml")["models"] if m["type"] == "dnp")
+    assert set(raw_dnp["params"]) == {"train"} and "batch_size" not in raw_dnp["params"]["train"]
+    assert config.ensemble.mode == "vote" and config.ensemble.weight("dnp") == 2.0
+
+
 @pytest.mark.parametrize(
-    "overlays", [["config.yaml"], ["config.yaml", "demo.yaml"], ["config.yaml", "demo.yaml", "demo_dnp.yaml"]]
+    "overlays", [["config.yaml"], ["config.yaml", "cpu.yaml"], ["config.yaml", "cpu.yaml", "demo_dnp.yaml"]]
 )
 def test_shipped_configs_parse_and_pass_the_schema(overlays: list[str]) -> None:
     raw: dict[str, Any] = {}
@@ -69,7 +77,7 @@ def test_shipped_configs_parse_and_pass_the_schema(overlays: list[str]) -> None:
 
 
 def test_demo_overlay_holds_the_small_budgets() -> None:
-    demo = WorkflowConfig.from_dict(merged(_load("config.yaml"), _load("demo.yaml")), "demo")
+    demo = WorkflowConfig.from_dict(merged(_load("config.yaml"), _load("cpu.yaml")), "demo")
     assert demo.splits.n_folds == 3 and demo.preprocess.target_spacing == (3.0, 3.0, 3.0)
     assert demo.ensemble.min_component_voxels == 27
     assert demo.ensemble.mode == "vote" and demo.ensemble.weight("dnp") == 2.0  # ATLAS R2.0's ensemble

@@ -16,7 +16,9 @@ from patchwork.postprocessing.components import label_components, remove_small_c
 
 
 def mix(probs, weights, model_thresholds=None, **settings):
-    """``combine`` of maps named m0, m1, ... with these weights (and model thresholds, in order)."""
+    """``combine`` of maps named m0, m1, ... with these weights (and model thresholds, in order); the weighted
+    mean without component removal unless the settings say otherwise (the defaults are ATLAS R2.0's vote)."""
+    settings = {"mode": "mean", "min_component_voxels": 0, **settings}
     names = [f"m{i}" for i in range(len(probs))]
     cuts = dict(zip(names, model_thresholds or [], strict=False))
     ensemble = EnsembleSettings(
@@ -117,9 +119,11 @@ def test_combine_rejects_bad_input(probs, weights, kwargs, message):
 
 def test_missing_weight_is_one_and_missing_model_threshold_is_the_default():
     a, b = np.full((1, 1, 2), 0.9), np.array([[[0.0, 0.6]]])
-    prob = combine({"a": a, "b": b}, EnsembleSettings(weights={"a": 3.0}))[0]
+    prob = combine({"a": a, "b": b}, EnsembleSettings(mode="mean", weights={"a": 3.0}))[0]
     np.testing.assert_allclose(prob, 0.75 * a + 0.25 * b, atol=1e-7)
-    vote = combine({"a": a, "b": b}, EnsembleSettings(mode="vote", model_thresholds={"a": 0.95}))[0]
+    vote = combine(
+        {"a": a, "b": b}, EnsembleSettings(mode="vote", min_component_voxels=0, model_thresholds={"a": 0.95})
+    )[0]
     np.testing.assert_allclose(vote, [[[0.0, 0.5]]])  # a below its own 0.95; b cut at 0.5
 
 
@@ -133,7 +137,8 @@ def test_ensemble_files_round_trip(tmp_path):
     save_image(a, affine, paths["a"])
     save_image(b, affine, paths["b"])
     out_prob, out_seg = tmp_path / "out" / "prob.nii.gz", tmp_path / "out" / "seg.nii.gz"
-    ensemble_files(paths, EnsembleSettings(weights={"a": 3, "b": 1}), out_prob, out_seg)
+    mean = EnsembleSettings(mode="mean", weights={"a": 3, "b": 1}, min_component_voxels=0)
+    ensemble_files(paths, mean, out_prob, out_seg)
     prob_img, seg_img = nib.load(out_prob), nib.load(out_seg)
     assert prob_img.get_data_dtype() == np.float32 and seg_img.get_data_dtype() == np.uint8
     np.testing.assert_allclose(prob_img.affine, affine)

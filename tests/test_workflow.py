@@ -68,7 +68,7 @@ def tiny_config(workdir: Path, **overrides: object) -> Path:
     config = {
         "dataset": "demo",
         "demo": {"n_train": N_TRAIN, "n_test": N_TEST, "spacing": 4.0},
-        # the cohort's own 4 mm (config/demo.yaml says 3 mm); the symmetry channel as the demo has it, so
+        # the cohort's own 4 mm (config/cpu.yaml says 3 mm); the symmetry channel as the demo has it, so
         # training, prediction and the entry's infer/verify all see a second channel made the same way
         "preprocess": {"target_spacing": None, "symmetry": True},
         "splits": {"n_folds": 2},
@@ -297,14 +297,31 @@ def test_training_requests_follow_the_plans(repo: Path, tmp_path: Path) -> None:
     assert train_request()[1] > 10 * unplanned[1]
 
 
-@pytest.mark.parametrize("overlay", ["atlas2.yaml", "demo_dnp.yaml"])
-def test_shipped_overlay_configs_plan(repo: Path, tmp_path: Path, overlay: str) -> None:
-    """Every model of a shipped config parses (the Snakefile parses them all) and the DAG builds."""
-    config = repo / "config" / overlay
-    dry = snakemake(
-        repo, tmp_path, "-n", "--cores", "1", "--configfile", str(config), "--config", "dataset=demo"
-    )
+@pytest.mark.parametrize("overlay", [None, "atlas2.yaml", "demo_dnp.yaml"])
+def test_shipped_configs_plan(repo: Path, tmp_path: Path, overlay: str | None) -> None:
+    """Every model of a shipped config (the default with the demo overlay, atlas2, demo_dnp) parses (the
+    Snakefile parses them all) and the DAG builds."""
+    extra = ["--configfile", str(repo / "config" / overlay)] if overlay else []
+    dry = snakemake(repo, tmp_path, "-n", "--cores", "1", *extra, "--config", "dataset=demo")
     assert dry.returncode == 0, dry.stdout + dry.stderr
+
+
+def test_the_default_config_on_a_dataset_plans_the_dnp_beside_the_u_nets(repo: Path, tmp_path: Path) -> None:
+    """config/config.yaml alone, on a dataset of one's own (no demo overlay): the DAG trains a DNP on every
+    fold and for the entry, beside the two U-Nets."""
+    from patchwork.data.demo import make_demo_dataset
+
+    source = make_demo_dataset(tmp_path / "raw", n_train=5, n_test=0, spacing=8.0, seed=2)
+    dataset = f"dataset={source}"
+    first = snakemake(repo, tmp_path, "--cores", "2", "--config", dataset, "--", "results/plans.json",
+                      "results/splits.json")  # fmt: skip
+    assert first.returncode == 0, first.stdout + first.stderr
+    plans = json.loads((tmp_path / "results" / "plans.json").read_text())["models"]
+    assert plans["dnp"]["params"]["crop"]["depth"] >= 1 and plans["dnp"]["params"]["train"]["batch_size"] >= 2
+    dry = snakemake(repo, tmp_path, "-n", "--cores", "1", "--config", dataset)
+    jobs = planned_jobs(dry)
+    assert jobs["train"] == 3 * (5 + 1)  # three models, five folds and the entry's final training
+    assert "results/models/dnp/fold_all/model.pt" in dry.stdout + dry.stderr
 
 
 @pytest.mark.parametrize(
