@@ -21,6 +21,7 @@ from typing import Any
 
 from patchwork import __version__
 from patchwork.config import (
+    DEFAULT_THRESHOLD,
     DemoSettings,
     EnsembleSettings,
     EvaluateSettings,
@@ -31,7 +32,7 @@ from patchwork.config import (
     ThreadSettings,
 )
 from patchwork.errors import PatchworkError
-from patchwork.models import DEFAULT_THRESHOLD, parse_spec
+from patchwork.models import parse_spec
 from patchwork.settings import Settings, default_of
 from patchwork.stages import data, ensemble, entry, evaluation, models, planning
 from patchwork.workflow_config import WorkflowConfig, documented_readme, schema_yaml

@@ -17,8 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from patchwork.models import DEFAULT_THRESHOLD
 from patchwork.settings import Settings, setting
+
+DEFAULT_THRESHOLD = 0.5  # a probability map becomes a mask where it is >= this (models and ensemble)
 
 ENSEMBLE_MODES = ("mean", "vote")
 NORMALIZATIONS = ("zscore_nonzero", "zscore", "none")

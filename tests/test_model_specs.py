@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from patchwork.config import DEFAULT_THRESHOLD
 from patchwork.errors import PatchworkError
-from patchwork.models import DEFAULT_THRESHOLD, MODEL_TYPES, ModelSpec, parse_spec
+from patchwork.models import MODEL_TYPES, ModelSpec, parse_spec
 from patchwork.models.unet.settings import UNetApply, UNetParams
 
 

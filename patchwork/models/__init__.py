@@ -35,13 +35,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from patchwork.config import DEFAULT_THRESHOLD
 from patchwork.errors import PatchworkError
 from patchwork.settings import Settings, setting
 
 if TYPE_CHECKING:
     from patchwork.training.cost import TrainingCost
 
-DEFAULT_THRESHOLD = 0.5
 RESERVED_NAMES = ("ensemble", "ensemble_tuned")
 POSTPROCESSED_SUFFIX = "_pp"
 NAME_PATTERN = rf"^(?![A-Za-z0-9_-]*{POSTPROCESSED_SUFFIX}$)[A-Za-z0-9_-]+$"
