@@ -297,6 +297,31 @@ def test_training_requests_follow_the_plans(repo: Path, tmp_path: Path) -> None:
     assert train_request()[1] > 10 * unplanned[1]
 
 
+def test_dnp_requests_follow_its_planned_sizes(repo: Path, tmp_path: Path) -> None:
+    """A DNP that leaves its sizes to the plan (as config/config.yaml's does) is costed with the planned
+    patch per level, depth, blocks and batch: larger planned sizes ask for more memory and time."""
+    fake_finished_ingest(tmp_path)
+    models = [{"name": "d", "type": "dnp", "params": {"train": {"num_its": 200}}}]
+    config = tiny_config(tmp_path, device="cpu", models=models, ensemble={})
+
+    def train_request(crop: dict, batch: int) -> tuple[int, int]:
+        blocks = {"block_features": 16, "block_max_features": 128, "block_stages": 4}
+        planned = {"crop": crop, "model": blocks, "train": {"batch_size": batch}}
+        (tmp_path / "results" / "plans.json").write_text(json.dumps({"models": {"dnp": {"params": planned}}}))
+        target = "results/models/d/fold_0/model.pt"
+        dry = snakemake(repo, tmp_path, target, "-n", "--cores", "2", "--configfile", str(config))
+        assert dry.returncode == 0, dry.stdout + dry.stderr
+        job = planned_resources(dry, "train")[0]
+        return int(job["mem_mb"]), int(job["runtime"])
+
+    def crop(patch: int, depth: int) -> dict:
+        return {"depth": depth, "scheme": {"patch_size": [patch] * 3, "fov_rel": 1.0, "destvox_rel": 1.0}}
+
+    small = train_request(crop(16, 2), 2)
+    large = train_request(crop(48, 3), 8)
+    assert large[0] > small[0] and large[1] > small[1]
+
+
 @pytest.mark.parametrize("overlay", [None, "atlas2.yaml", "demo_dnp.yaml"])
 def test_shipped_configs_plan(repo: Path, tmp_path: Path, overlay: str | None) -> None:
     """Every model of a shipped config (the default with the demo overlay, atlas2, demo_dnp) parses (the
