@@ -11,9 +11,9 @@
 import json
 import os
 
-import yaml
-
 from snakemake.utils import min_version, validate
+
+from patchwork.workflow_config import ensemble_weights_of_present_models
 
 # 9.15 and older start jobs that together need more threads than --cores (snakemake/snakemake#3913).
 min_version("9.16")
@@ -35,17 +35,10 @@ if config.get("dataset") == "demo":
     configfile: os.path.join(workflow.basedir, "config", "cpu.yaml")
 
 
-# The shipped configs weigh their own DNP in the ensemble: a config that brings other models drops the
-# weights of shipped models it does not have (any other unknown name is still an error).
-SHIPPED_MODELS = set()
-for shipped in ("config.yaml", "cpu.yaml"):
-    with open(os.path.join(workflow.basedir, "config", shipped), encoding="utf-8") as fh:
-        SHIPPED_MODELS |= {m["name"] for m in yaml.safe_load(fh)["models"]}
-config["ensemble"]["weights"] = {
-    name: weight
-    for name, weight in config["ensemble"].get("weights", {}).items()
-    if name not in SHIPPED_MODELS or name in {m["name"] for m in config["models"]}
-}
+# The shipped configs weigh their own DNP: a config with other models drops the weights it cannot use.
+config["ensemble"]["weights"] = ensemble_weights_of_present_models(
+    config, os.path.join(workflow.basedir, "config")
+)
 
 
 # Checked against the schema; its defaults fill the keys a config leaves out.

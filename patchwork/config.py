@@ -210,7 +210,7 @@ class EnsembleSettings(Settings):
         additionalProperties={"minimum": 0},
         doc="model name -> weight (missing models weigh 1; a name that is no model is an error)",
     )
-    threshold: float = setting(0.5, minimum=0, maximum=1, doc="threshold of the ensemble")
+    threshold: float = setting(DEFAULT_THRESHOLD, minimum=0, maximum=1, doc="threshold of the ensemble")
     min_component_voxels: int = setting(
         27,
         minimum=0,

@@ -145,7 +145,10 @@ def _cell(value: Any) -> str:
     return f"`{json.dumps(plain(value), ensure_ascii=False)}`"
 
 
-def markdown_table(rows: list[list[str]], set_header: str | None = "CPU preset") -> str:
+PRESET_HEADER = "CPU preset"  # the column of the values config/cpu.yaml sets
+
+
+def markdown_table(rows: list[list[str]], set_header: str | None = PRESET_HEADER) -> str:
     """Rows of :func:`settings_rows` as a markdown table (the third column headed ``set_header``; none
     without a header)."""
     header = ["key", "default", *([set_header] if set_header else []), "what it does"]
@@ -172,6 +175,6 @@ def replace_tables(text: str, tables: Mapping[str, str]) -> str:
 def tables_of(sections: Mapping[str, tuple[type, Mapping[str, Any] | None]]) -> dict[str, str]:
     """A markdown table per name: ``{name: (settings class, values a config sets)}``."""
     return {
-        name: markdown_table(settings_rows(cls, given), "CPU preset" if given is not None else None)
+        name: markdown_table(settings_rows(cls, given), PRESET_HEADER if given is not None else None)
         for name, (cls, given) in sections.items()
     }

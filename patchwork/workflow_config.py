@@ -107,6 +107,24 @@ def config_schema() -> dict[str, Any]:
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
+SHIPPED_CONFIGS = ("config.yaml", "cpu.yaml")  # config/ files that weigh their own DNP in the ensemble
+
+
+def ensemble_weights_of_present_models(config: Mapping[str, Any], config_dir: str) -> dict[str, float]:
+    """The config's ``ensemble.weights`` without the weights of shipped models (named in a
+    :data:`SHIPPED_CONFIGS` file) that its ``models:`` list does not hold: a config that brings models of its
+    own is not held to the shipped DNP's weight. Any other unknown name stays, for the check to report."""
+    import yaml
+
+    shipped: set[str] = set()
+    for name in SHIPPED_CONFIGS:
+        with open(f"{config_dir}/{name}", encoding="utf-8") as fh:
+            shipped |= {m["name"] for m in yaml.safe_load(fh)["models"]}
+    present = {m["name"] for m in config["models"]}
+    weights = config["ensemble"].get("weights", {})
+    return {name: w for name, w in weights.items() if name not in shipped or name in present}
+
+
 def schema_yaml() -> str:
     """:func:`config_schema` as the YAML text of ``workflow/schemas/config.schema.yaml``."""
     import yaml
