@@ -233,3 +233,36 @@ def test_tuned_mean_dice_is_what_combine_then_gives() -> None:
     assert result["mean_dice"] == pytest.approx(
         np.mean([_dice(m, c.reference) for m, c in zip(masks, cases)])
     )
+
+
+def test_tune_stage_decompresses_each_subject_once_and_leaves_no_scratch(tmp_path: Path, monkeypatch) -> None:
+    """The stage reads the NIfTIs of a subject once, whatever the number of rounds (later passes read the
+    spilled cases), tunes what the in-memory search tunes, and removes its scratch folder."""
+    from patchwork.ensembling import tuning
+    from patchwork.stages.ensemble import tune
+
+    rng = np.random.default_rng(0)
+    made = [cube_case(rng) for _ in range(3)]
+    rows = ["subject\trole\timage_0000\tlabel"]
+    for k, case in enumerate(made):
+        subject = f"s{k}"
+        label = tmp_path / "labels" / f"{subject}.nii.gz"
+        save_image(case.reference.astype(np.uint8), np.eye(4), label)
+        for m, name in enumerate(("good", "noise")):
+            save_image(case.probs[m], np.eye(4), tmp_path / name / "fold_0" / f"{subject}_prob.nii.gz")
+        rows.append(f"{subject}\ttrain\t{label}\t{label}")
+    (tmp_path / "subjects.tsv").write_text("\n".join(rows) + "\n")
+    loads: list[Path] = []
+    real_load_case = tuning.load_case
+
+    def counted(paths, reference, lowest_threshold):
+        loads.append(reference)
+        return real_load_case(paths, reference, lowest_threshold)
+
+    monkeypatch.setattr(tuning, "load_case", counted)
+    out = tmp_path / "results" / "ensemble_params.json"
+    folders = {name: [tmp_path / name / "fold_0"] for name in ("good", "noise")}
+    result = tune(tmp_path / "subjects.tsv", folders, HAND_SET, out)
+    assert len(loads) == 3 and len(set(loads)) == 3
+    assert [p.name for p in out.parent.iterdir()] == ["ensemble_params.json"]
+    assert result == tune_ensemble(made, ["good", "noise"], HAND_SET)

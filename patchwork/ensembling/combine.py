@@ -54,6 +54,17 @@ def _normalised_weights(weights: Sequence[float]) -> np.ndarray:
     return w / w.sum()
 
 
+def weighted_mean(layers: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
+    """``sum_m w_m layer_m / sum_m w_m`` in float64, summed in the layers' order; layers of weight 0 are
+    skipped (adding ``0 * layer`` changes no value), which is what makes the tuning's search cheap."""
+    w = _normalised_weights(weights)
+    fused = np.zeros(np.shape(layers[0]), dtype=np.float64)
+    for wm, layer in zip(w, layers, strict=True):
+        if wm:
+            fused += wm * np.asarray(layer, dtype=np.float64)
+    return fused
+
+
 def combine(probs: Mapping[str, np.ndarray], settings: EnsembleSettings) -> tuple[np.ndarray, np.ndarray]:
     """Combine the probability maps of several models (see the module docstring for the maths).
 
@@ -75,7 +86,7 @@ def combine(probs: Mapping[str, np.ndarray], settings: EnsembleSettings) -> tupl
             raise PatchworkError(
                 f"ensemble: map {name} has shape {np.shape(probs[name])}, {names[0]} has {shape}"
             )
-    w = _normalised_weights([settings.weight(name) for name in names])
+    w = [settings.weight(name) for name in names]
     min_voxels = settings.min_component_voxels
     if settings.mode == "vote":
         layers = [
@@ -85,9 +96,7 @@ def combine(probs: Mapping[str, np.ndarray], settings: EnsembleSettings) -> tupl
     else:
         layers = [probs[name] for name in names]
 
-    fused = np.zeros(shape, dtype=np.float64)
-    for wm, layer in zip(w, layers, strict=True):
-        fused += wm * np.asarray(layer, dtype=np.float64)
+    fused = weighted_mean(layers, w)
     seg = remove_small_components(fused >= settings.threshold - _TIE_TOLERANCE, min_voxels)
     return fused.astype(np.float32), seg.astype(np.uint8)
 

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from patchwork.config import EnsembleSettings
-from patchwork.ensembling.combine import combine
+from patchwork.ensembling.combine import combine, weighted_mean
 from patchwork.errors import PatchworkError
 from patchwork.io import check_same_grid, read_image
 from patchwork.postprocessing.components import ComponentTable, crop_to_support, dice_grid
@@ -117,8 +117,9 @@ def weight_grid(n_models: int) -> list[tuple[float, ...]]:
 
 
 def _fused(weights: Sequence[float], probs: np.ndarray) -> np.ndarray:
-    """The weighted mean ``sum_m w_m p_m / sum_m w_m`` of ``probs [M, *S]``."""
-    return np.tensordot(np.asarray(weights) / sum(weights), probs, axes=1)
+    """The weighted mean of ``probs [M, *S]``, exactly as :func:`~patchwork.ensembling.combine.combine`
+    fuses them."""
+    return weighted_mean(list(probs), weights)
 
 
 def _component_scores(

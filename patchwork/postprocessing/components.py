@@ -166,13 +166,15 @@ def crop_to_support(
     arrays: np.ndarray, reference: np.ndarray, lowest: float
 ) -> tuple[np.ndarray, np.ndarray]:
     """``arrays [..., *S]`` (probabilities) and ``reference [*S]`` cut to the bounding box of the reference
-    and of every voxel where any probability reaches ``lowest`` (a 1-voxel box when there is none)."""
+    and of every voxel where any probability reaches ``lowest`` (a 1-voxel box when there is none), as
+    contiguous copies (a search reads them many times; a view into the whole grid would be copied each
+    time)."""
     support = reference | (arrays >= lowest).reshape(-1, *reference.shape).any(axis=0)
     if not support.any():
         box = tuple(slice(0, 1) for _ in reference.shape)
     else:
         box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(support))
-    return arrays[(..., *box)], reference[box]
+    return np.ascontiguousarray(arrays[(..., *box)]), np.ascontiguousarray(reference[box])
 
 
 def load_case(prob_path: Path, reference_path: Path) -> Case:

@@ -8,6 +8,7 @@ tuning stages take a model's batch folders and find each training subject's map 
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -82,11 +83,13 @@ def tune(
     subjects_tsv: Path, folders: Mapping[str, Sequence[Path]], settings: EnsembleSettings, out: Path
 ) -> dict[str, Any]:
     """Tune the ensemble on the out-of-fold predictions of every training subject: ``folders`` maps each
-    model (in order) to its batch folders; one subject at a time is read. Write and return
-    ``ensemble_params.json``'s contents."""
+    model (in order) to its batch folders; one subject at a time is read. The search passes over the
+    subjects once per round: the first pass keeps each subject's cropped maps in a scratch folder beside
+    ``out`` (:class:`~patchwork.ondemand.Spilled`, removed at the end), later passes read them back instead
+    of decompressing the NIfTIs again. Write and return ``ensemble_params.json``'s contents."""
     from patchwork.data.cohort import read_subjects
     from patchwork.ensembling.tuning import THRESHOLDS, load_case, tune_ensemble
-    from patchwork.ondemand import Mapped
+    from patchwork.ondemand import Mapped, Spilled
 
     subjects = read_subjects(subjects_tsv, role="train")
     ids = [s.subject for s in subjects]
@@ -97,7 +100,9 @@ def tune(
             [p[i] for p in paths.values()], subjects[i].label, lowest_threshold=min(THRESHOLDS)
         ),
     )
-    result = tune_ensemble(cases, list(folders), settings)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".tune-ensemble-", dir=out.parent) as scratch:
+        result = tune_ensemble(Spilled(cases, Path(scratch)), list(folders), settings)
     write_json(out, result)
     log.info(
         "tuned ensemble: mean Dice %.4f (hand-set %.4f)", result["mean_dice"], result["hand_set"]["mean_dice"]
