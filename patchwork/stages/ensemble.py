@@ -86,7 +86,8 @@ def tune(
     model (in order) to its batch folders; one subject at a time is read. The search passes over the
     subjects once per round: the first pass keeps each subject's cropped maps in a scratch folder beside
     ``out`` (:class:`~patchwork.ondemand.Spilled`, removed at the end), later passes read them back instead
-    of decompressing the NIfTIs again. Write and return ``ensemble_params.json``'s contents."""
+    of decompressing the NIfTIs again (the folder holds every subject's cropped maps while the search
+    runs). Write and return ``ensemble_params.json``'s contents."""
     from patchwork.data.cohort import read_subjects
     from patchwork.ensembling.tuning import THRESHOLDS, load_case, tune_ensemble
     from patchwork.ondemand import Mapped, Spilled
