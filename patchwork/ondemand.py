@@ -66,8 +66,8 @@ class Spilled(Sequence[Item]):
         return len(self.source)
 
     def __getitem__(self, index: int | slice) -> Any:  # type: ignore[override]
-        if isinstance(index, slice):
-            return [self[k] for k in range(*index.indices(len(self)))]
+        if isinstance(index, slice):  # lazy too, and reading the same spill files
+            return Mapped(range(len(self))[index], self.__getitem__)
         k = position(index, len(self))
         path = self.folder / f"{k}.pickle"
         if path.exists():

@@ -25,4 +25,8 @@ def test_spilled_makes_each_item_once_and_gives_it_back_equal(tmp_path: Path) ->
         assert a.probs.dtype == b.probs.dtype and np.array_equal(a.probs, b.probs)
         assert np.array_equal(a.reference, b.reference)
     assert np.array_equal(cases[-1].probs, first[2].probs) and made == [0, 1, 2]
+    tail = cases[1:]
+    assert len(tail) == 2
+    assert all(np.array_equal(c.probs, f.probs) for c, f in zip(tail, first[1:], strict=True))
+    assert made == [0, 1, 2]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["0.pickle", "1.pickle", "2.pickle"]

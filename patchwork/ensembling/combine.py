@@ -55,8 +55,9 @@ def _normalised_weights(weights: Sequence[float]) -> np.ndarray:
 
 
 def weighted_mean(layers: Sequence[np.ndarray], weights: Sequence[float]) -> np.ndarray:
-    """``sum_m w_m layer_m / sum_m w_m`` in float64, summed in the layers' order; layers of weight 0 are
-    skipped (adding ``0 * layer`` changes no value), which is what makes the tuning's search cheap."""
+    """``sum_m w_m layer_m / sum_m w_m`` in float64, summed in the layers' order (``layers``: a list, or an
+    array ``[M, *S]``); layers of weight 0 are skipped, as adding ``0 * layer`` changes no value (the
+    tuning's weight grid holds many zeros). The tuning fuses with this too, so its scores are combine's."""
     w = _normalised_weights(weights)
     fused = np.zeros(np.shape(layers[0]), dtype=np.float64)
     for wm, layer in zip(w, layers, strict=True):

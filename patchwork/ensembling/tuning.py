@@ -116,12 +116,6 @@ def weight_grid(n_models: int) -> list[tuple[float, ...]]:
     return grid
 
 
-def _fused(weights: Sequence[float], probs: np.ndarray) -> np.ndarray:
-    """The weighted mean of ``probs [M, *S]``, exactly as :func:`~patchwork.ensembling.combine.combine`
-    fuses them."""
-    return weighted_mean(list(probs), weights)
-
-
 def _component_scores(
     cases: Sequence[Case], grid: Sequence[tuple[float, ...]], pairs: Sequence[tuple[int, int]]
 ) -> np.ndarray:
@@ -129,7 +123,7 @@ def _component_scores(
     index) pair after removing the components under each minimum size; one pass over the cases."""
     scores = np.zeros((len(pairs), len(MIN_SIZES)))
     for case in cases:
-        fused = {k: _fused(grid[k], case.probs) for k in dict.fromkeys(k for k, _ in pairs)}
+        fused = {k: weighted_mean(case.probs, grid[k]) for k in dict.fromkeys(k for k, _ in pairs)}
         for c, (k, j) in enumerate(pairs):
             scores[c] += _dice_per_min_size(fused[k], case.reference, THRESHOLDS[j], MIN_SIZES)
     return scores
@@ -152,7 +146,8 @@ def tune_ensemble(cases: Sequence[Case], models: Sequence[str], hand_set: Ensemb
     hand_score = 0.0
     for case in cases:
         for k, weights in enumerate(grid):
-            bound[k] += dice_bound_per_threshold(_fused(weights, case.probs), case.reference, THRESHOLDS)
+            fused = weighted_mean(case.probs, weights)
+            bound[k] += dice_bound_per_threshold(fused, case.reference, THRESHOLDS)
         hand_seg = combine(dict(zip(models, case.probs, strict=True)), hand_set)[1]
         hand_score += _dice_per_min_size(hand_seg, case.reference, 0.5, [0])[0]
     order = [np.unravel_index(int(i), bound.shape) for i in np.argsort(-bound, axis=None, kind="stable")]
