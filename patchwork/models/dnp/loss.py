@@ -9,7 +9,10 @@ class target ``y``, class 0 = no label):
   (sigmoid) or the cross-entropy of the class (softmax);
 * ``'dice'``: ``1 - mean_k Dice_k`` with the soft Dice of :func:`patchwork.training.losses.soft_dice` on
   ``(m p, m y)`` (labels for sigmoid, foreground classes for softmax), so masked voxels add nothing;
-* ``'dice+ce'``: their sum.
+* ``'dice+ce'``: their sum;
+* with ``lesion_dice_weight`` ``w > 0``, ``w (1 - lesion Dice)`` is added on every level: blob loss's
+  lesion-wise Dice (:mod:`patchwork.training.losses`) over the lesions of each patch, so a small lesion
+  counts as much as a large one.
 
 :func:`level_loss` scores a batch (Dice summed over the batch, as the U-Net baseline); :func:`patch_losses`
 scores each patch on its own (the ranking of hard mining). :func:`patch_f1` is the per-patch hard F1.
@@ -36,7 +39,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from patchwork.training.losses import soft_dice
+from patchwork.training.losses import lesion_components, lesion_dice, soft_dice
 
 Tensor = torch.Tensor
 LevelLoss = Callable[[Tensor, Tensor, int], Tensor]
@@ -80,6 +83,15 @@ def patch_losses(logits: Tensor, targets: Tensor, activation: str, kind: str) ->
     return _combine(kind, ce_mean, soft_dice(p * mask, y * mask, batch=False).mean(dim=1))
 
 
+def level_lesion_dice(logits: Tensor, targets: Tensor, activation: str) -> Tensor:
+    """Lesion-wise soft Dice (:func:`patchwork.training.losses.lesion_dice`) of a level's foreground (any
+    label) over the lesions of every patch; don't-care voxels are neither lesion nor background."""
+    p, y, mask, _ = _terms(logits.float(), targets, activation)
+    foreground = (p.sum(dim=1) if activation == "softmax" else p.amax(dim=1)) * mask[:, 0]
+    lesions = lesion_components((y.amax(dim=1) > 0.5) & (mask[:, 0] > 0))
+    return lesion_dice(foreground, lesions)
+
+
 def patch_f1(logits: Tensor, targets: Tensor, activation: str) -> Tensor:
     """Hard F1 ``2TP / (2TP + FP + FN)`` of every patch over its labels (probability >= 0.5), ``[N]``.
 
@@ -100,9 +112,13 @@ class ConfiguredLoss:
 
     activation: str
     kinds: Sequence[str]
+    lesion_dice_weight: float = 0.0
 
     def __call__(self, pred: Tensor, target: Tensor, level: int) -> Tensor:
-        return level_loss(pred, target, self.activation, self.kinds[level])
+        loss = level_loss(pred, target, self.activation, self.kinds[level])
+        if self.lesion_dice_weight > 0:
+            loss = loss + self.lesion_dice_weight * (1 - level_lesion_dice(pred, target, self.activation))
+        return loss
 
     def per_patch(self, pred: Tensor, target: Tensor, level: int) -> Tensor:
         """The loss of every patch on its own, ``[N]``."""

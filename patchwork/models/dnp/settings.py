@@ -409,6 +409,12 @@ class TrainParams(Settings):
         anyOf=[{"enum": list(LOSSES)}, {"type": "array", "items": {"enum": list(LOSSES)}, "minItems": 1}],
         doc="`dice`, `ce`, `dice+ce`, or one per level",
     )
+    lesion_dice_weight: float = setting(
+        0.0,
+        minimum=0,
+        doc="weight of blob loss's lesion-wise Dice term on every level (each lesion of a patch scored on "
+        "its own, so a small lesion counts as much as a large one); 0 = off",
+    )
     lr: float = setting(3e-3, exclusiveMinimum=0, doc="base learning rate")
     weight_decay: float = setting(1e-2, minimum=0, doc="AdamW's weight decay")
     lr_decay: float = setting(

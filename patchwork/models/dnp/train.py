@@ -106,7 +106,7 @@ def train_on_set(
     on ``loss_fn`` (default: the settings' :class:`~.loss.ConfiguredLoss`)."""
     device = next(model.parameters()).device
     depth, act = model.depth, model.activation
-    loss_fn = loss_fn or ConfiguredLoss(act, train.losses(depth))
+    loss_fn = loss_fn or ConfiguredLoss(act, train.losses(depth), train.lesion_dice_weight)
     supervised = range(depth) if model.intermediate_loss else range(depth - 1, depth)
     sums, total, steps = torch.zeros(depth, dtype=torch.float64), 0.0, 0
     tree_loss, tree_f1 = torch.zeros(len(trees)), torch.ones(len(trees))
@@ -165,7 +165,7 @@ def evaluate(
         labels.append(batch.labels[-1].to(logits[-1].device))
     model.train()
     out, target = torch.cat(logits), torch.cat(labels)
-    loss_fn = loss_fn or ConfiguredLoss(model.activation, train.losses(model.depth))
+    loss_fn = loss_fn or ConfiguredLoss(model.activation, train.losses(model.depth), train.lesion_dice_weight)
     loss = loss_fn(out, target, model.depth - 1)
     dice = patch_f1(out.movedim(0, 1)[None], target.movedim(0, 1)[None], model.activation)[0]
     return float(loss), float(dice)

@@ -82,6 +82,12 @@ class UNetParams(Settings):
         "then a voxel of it, so small lesions are not starved by large ones (nnU-Net picks a voxel "
         "uniformly)",
     )
+    lesion_dice_weight: float = setting(
+        0.0,
+        minimum=0,
+        doc="weight of blob loss's lesion-wise Dice term (every lesion of a patch scored on its own, so a "
+        "small lesion counts as much as a large one), added to Dice + CE; 0 = off",
+    )
     augment: bool = setting(True, doc="spatial and intensity augmentation")
     rotation_deg: float = setting(
         30.0, minimum=0, maximum=180, doc="max |angle| about each axis (degrees), drawn with p = 0.2"

@@ -41,6 +41,7 @@ from patchwork.models.unet.sampler import PatchSampler
 from patchwork.models.unet.settings import UNetParams
 from patchwork.networks import UNet3D, init_weights
 from patchwork.ondemand import Mapped
+from patchwork.training.losses import lesion_components, lesion_dice
 from patchwork.training.modelfile import (
     content_digest,
     finished_model,
@@ -300,6 +301,9 @@ class TrainingRun:
         with _autocast(self.device):
             outputs = self.model.forward_deep(x)
         loss = deep_supervision_loss(outputs, y, self.params.head)
+        if self.params.lesion_dice_weight > 0:
+            prob = foreground_probability(outputs[0].float(), self.params.head, dim=1)
+            loss = loss + self.params.lesion_dice_weight * (1 - lesion_dice(prob, lesion_components(y)))
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params.grad_clip)
