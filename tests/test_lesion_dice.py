@@ -119,3 +119,11 @@ def test_unet_step_with_the_lesion_term_trains_other_weights(head: str):
         assert all(np.isfinite(losses))
         weights.append(torch.cat([p.detach().flatten() for p in run.model.parameters()]))
     assert not torch.equal(weights[0], weights[1])
+
+
+def test_models_trained_before_the_setting_keep_their_identity():
+    from patchwork.models.dnp.settings import TrainParams
+
+    assert "lesion_dice_weight" not in UNetParams().to_dict()
+    assert "lesion_dice_weight" not in TrainParams().to_dict()
+    assert UNetParams.from_dict({"lesion_dice_weight": 1.0}).to_dict()["lesion_dice_weight"] == 1.0

@@ -409,9 +409,10 @@ class TrainParams(Settings):
         anyOf=[{"enum": list(LOSSES)}, {"type": "array", "items": {"enum": list(LOSSES)}, "minItems": 1}],
         doc="`dice`, `ce`, `dice+ce`, or one per level",
     )
-    lesion_dice_weight: float = setting(
+    lesion_dice_weight: float = setting(  # hidden at 0: models trained before it keep their identity
         0.0,
         minimum=0,
+        hide_default=True,
         doc="weight of blob loss's lesion-wise Dice term on every level (each lesion of a patch scored on "
         "its own, so a small lesion counts as much as a large one); 0 = off",
     )

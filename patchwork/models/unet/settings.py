@@ -82,9 +82,10 @@ class UNetParams(Settings):
         "then a voxel of it, so small lesions are not starved by large ones (nnU-Net picks a voxel "
         "uniformly)",
     )
-    lesion_dice_weight: float = setting(
+    lesion_dice_weight: float = setting(  # hidden at 0: models trained before it keep their identity
         0.0,
         minimum=0,
+        hide_default=True,
         doc="weight of blob loss's lesion-wise Dice term (every lesion of a patch scored on its own, so a "
         "small lesion counts as much as a large one), added to Dice + CE; 0 = off",
     )
