@@ -358,10 +358,16 @@ def test_workflow_killed_mid_run_redoes_only_unfinished_jobs(repo: Path, tmp_pat
             [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "-d", str(tmp_path), *command],
             stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
         )  # fmt: skip
+
+    def done(fold: Path) -> bool:
+        """Trained to the end: a training writes ``model.pt`` before it removes its checkpoint, so a fold
+        with both is still running (Snakemake has not recorded it) and would be redone."""
+        return (fold / "model.pt").exists() and not (fold / "checkpoint.pt").exists()
+
     deadline = time.monotonic() + 240
     while not (
-        any((fold / "model.pt").exists() for fold in folds)
-        and any((fold / "checkpoint.pt").exists() for fold in folds)
+        any(done(fold) for fold in folds)
+        and any((fold / "checkpoint.pt").exists() and not (fold / "model.pt").exists() for fold in folds)
     ):
         assert run.poll() is None, (tmp_path / "killed_run.log").read_text()[-3000:]
         assert time.monotonic() < deadline, "no finished and no killed training in time"
@@ -371,7 +377,7 @@ def test_workflow_killed_mid_run_redoes_only_unfinished_jobs(repo: Path, tmp_pat
     for pid in filter(alive, jobs):  # any job that left the process group
         os.kill(pid, signal.SIGKILL)
     run.wait()
-    finished = [fold for fold in folds if (fold / "model.pt").exists()]
+    finished = [fold for fold in folds if done(fold)]
     killed = [fold for fold in folds if (fold / "checkpoint.pt").exists()]
     kept = {
         p: p.stat().st_mtime_ns
