@@ -15,7 +15,8 @@ so a batch whose patches happen to hold no foreground does not produce a noisy p
 
 A perfect, confident prediction gives a loss near 0. With deep supervision the losses of the
 outputs at full, 1/2, 1/4, ... resolution are weighted ``1, 1/2, 1/4, ...`` (normalised to sum 1),
-against the label map subsampled by nearest neighbour (every ``2**i``-th voxel).
+against the label map subsampled by nearest neighbour (every ``2**i``-th voxel). With
+``lesion_dice_weight`` ``w > 0`` training adds ``w`` :func:`lesion_dice_loss` of the full-resolution output.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from patchwork.training.losses import soft_dice
+from patchwork.models.unet.predict import foreground_probability
+from patchwork.training.losses import lesion_components, lesion_dice, soft_dice
 
 
 def dice_ce_loss(logits: torch.Tensor, labels: torch.Tensor, head: str) -> torch.Tensor:
@@ -50,3 +52,10 @@ def deep_supervision_loss(outputs: Sequence[torch.Tensor], labels: torch.Tensor,
         step = 2**i
         total = total + w * dice_ce_loss(logits, labels[:, ::step, ::step, ::step], head)
     return total
+
+
+def lesion_dice_loss(logits: torch.Tensor, labels: torch.Tensor, head: str) -> torch.Tensor:
+    """``1 -`` blob loss's lesion-wise Dice (:func:`patchwork.training.losses.lesion_dice`) of the foreground
+    probability of ``logits [B, K, ...]`` over the lesions (label > 0) of ``labels [B, ...]``."""
+    prob = foreground_probability(logits.float(), head, dim=1)
+    return 1 - lesion_dice(prob, lesion_components(labels))

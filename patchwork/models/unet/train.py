@@ -34,14 +34,13 @@ from tqdm import tqdm
 
 from patchwork.errors import PatchworkError
 from patchwork.models.unet.augment import Augmenter
-from patchwork.models.unet.loss import deep_supervision_loss, dice_ce_loss
+from patchwork.models.unet.loss import deep_supervision_loss, dice_ce_loss, lesion_dice_loss
 from patchwork.models.unet.modelfile import MODEL_FORMAT, MODEL_VERSION, build_network, save_model
 from patchwork.models.unet.predict import foreground_probability
 from patchwork.models.unet.sampler import PatchSampler
 from patchwork.models.unet.settings import UNetParams
 from patchwork.networks import UNet3D, init_weights
 from patchwork.ondemand import Mapped
-from patchwork.training.losses import lesion_components, lesion_dice
 from patchwork.training.modelfile import (
     content_digest,
     finished_model,
@@ -302,8 +301,7 @@ class TrainingRun:
             outputs = self.model.forward_deep(x)
         loss = deep_supervision_loss(outputs, y, self.params.head)
         if self.params.lesion_dice_weight > 0:
-            prob = foreground_probability(outputs[0].float(), self.params.head, dim=1)
-            loss = loss + self.params.lesion_dice_weight * (1 - lesion_dice(prob, lesion_components(y)))
+            loss = loss + self.params.lesion_dice_weight * lesion_dice_loss(outputs[0], y, self.params.head)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.params.grad_clip)
