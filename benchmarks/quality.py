@@ -32,6 +32,14 @@ chosen from), the one with the best Dice on the tuning subjects is scored. Budge
 
     python benchmarks/quality.py --out /tmp/q-t1 --budgets 75 300 1200 --monai-python /tmp/vm/bin/python
     python benchmarks/quality.py --out /tmp/q-flair --appearance flair --budgets 300 --monai-python ...
+
+A single run is one draw: on 16 test subjects two seeds of the same model differ by a few hundredths of
+Dice, as much as most levers move it. ``--train-seed S`` repeats a run with the models' seed ``S`` (the
+cohort stays that of ``--seed``) into ``budget_B_seedS``; decide a lever on the mean over a few seeds::
+
+    for s in 1 2; do
+        python benchmarks/quality.py --out /tmp/q-t1 --models dnp --length dnp=56 --train-seed $s
+    done
 """
 
 from __future__ import annotations
@@ -157,8 +165,9 @@ def train_models(out: Path, run: Path, specs: list, budget: float | None, args: 
             shutil.rmtree(folder)  # another length or setting: train afresh
         start = time.process_time()
         model = train(
-            spec, out / "subjects.tsv", out / "preprocessed", out / "splits.json", "0", folder, args.seed
-        )
+            spec, out / "subjects.tsv", out / "preprocessed", out / "splits.json", "0", folder,
+            args.train_seed,
+        )  # fmt: skip
         timing = folder / "seconds.json"
         seconds = time.process_time() - start
         if seconds > 5 or not timing.exists():  # trained now, not found finished
@@ -215,7 +224,7 @@ def run_monai(
         work = run / f"monai_lr{lr:g}"
         work.mkdir(parents=True, exist_ok=True)
         job = json.dumps({"train": train_ids, "predict": val_ids + test_ids, "budget_s": budget_s,
-                          "seed": args.seed, "lr": lr, "data": str(data)})  # fmt: skip
+                          "seed": args.train_seed, "lr": lr, "data": str(data)})  # fmt: skip
         done = (work / "probs.npz").exists() and (work / "job.json").exists()
         if not done or (work / "job.json").read_text() != job:  # else: this very job ran before
             (work / "job.json").write_text(job)
@@ -434,8 +443,10 @@ def evaluate_budget(
 ) -> dict[str, dict]:
     """Train, predict, combine and score every model (and MONAI's) at one budget; print the table."""
     run = out / (f"budget_{budget:g}" if budget else "config_lengths")
+    if args.train_seed != args.seed:
+        run = run.with_name(f"{run.name}_seed{args.train_seed}")
     trained = train_models(out, run, specs, budget, args)
-    predict_models(out, run, specs, trained, ids[1] + ids[2], args.seed)
+    predict_models(out, run, specs, trained, ids[1] + ids[2], args.train_seed)
     names = [s.name for s in specs]
     rows = {name: trained[name] for name in names}
     if args.monai_python:  # the CPU seconds our models took on average (a calibration is never exact)
@@ -470,7 +481,14 @@ def main() -> None:
     parser.add_argument("--n-val", type=int, default=6)
     parser.add_argument("--n-test", type=int, default=16)
     parser.add_argument("--spacing", type=float, default=2.0)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="the cohort's seed (and the models', by default)")
+    parser.add_argument(
+        "--train-seed",
+        type=int,
+        default=None,
+        help="the models' seed (weights, patches, MONAI's too): repeat a run with other seeds to see the "
+        "spread of single runs (results under budget_B_seedS)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument(
         "--budgets", type=float, nargs="*", default=[], help="training CPU seconds per model (calibrated)"
@@ -479,6 +497,7 @@ def main() -> None:
     parser.add_argument("--monai-python", default=None, help="a Python with MONAI: adds the MONAI U-Net")
     parser.add_argument("--monai-lrs", type=float, nargs="*", default=list(MONAI_LRS))
     args = parser.parse_args()
+    args.train_seed = args.seed if args.train_seed is None else args.train_seed
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the workflow's commands (patchwork.cli.main)
     import torch
@@ -499,7 +518,8 @@ def main() -> None:
         results[f"{budget:g}" if budget else "config"] = evaluate_budget(
             args.out, budget, specs, config, ids, args
         )
-    (args.out / "quality.json").write_text(json.dumps(results, indent=2, default=str))
+    suffix = "" if args.train_seed == args.seed else f"_seed{args.train_seed}"
+    (args.out / f"quality{suffix}.json").write_text(json.dumps(results, indent=2, default=str))
 
 
 if __name__ == "__main__":
