@@ -438,13 +438,17 @@ def goals(results: dict[str, dict], specs: list) -> list[str]:
     return lines
 
 
+def seed_suffix(args: argparse.Namespace) -> str:
+    """``_seedS`` for a run with ``--train-seed S`` other than the cohort's seed (its own folders and
+    ``quality_seedS.json``), else nothing."""
+    return "" if args.train_seed == args.seed else f"_seed{args.train_seed}"
+
+
 def evaluate_budget(
     out: Path, budget: float | None, specs: list, config: dict, ids: tuple, args: argparse.Namespace
 ) -> dict[str, dict]:
     """Train, predict, combine and score every model (and MONAI's) at one budget; print the table."""
-    run = out / (f"budget_{budget:g}" if budget else "config_lengths")
-    if args.train_seed != args.seed:
-        run = run.with_name(f"{run.name}_seed{args.train_seed}")
+    run = out / ((f"budget_{budget:g}" if budget else "config_lengths") + seed_suffix(args))
     trained = train_models(out, run, specs, budget, args)
     predict_models(out, run, specs, trained, ids[1] + ids[2], args.train_seed)
     names = [s.name for s in specs]
@@ -518,8 +522,7 @@ def main() -> None:
         results[f"{budget:g}" if budget else "config"] = evaluate_budget(
             args.out, budget, specs, config, ids, args
         )
-    suffix = "" if args.train_seed == args.seed else f"_seed{args.train_seed}"
-    (args.out / f"quality{suffix}.json").write_text(json.dumps(results, indent=2, default=str))
+    (args.out / f"quality{seed_suffix(args)}.json").write_text(json.dumps(results, indent=2, default=str))
 
 
 if __name__ == "__main__":
