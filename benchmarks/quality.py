@@ -13,8 +13,8 @@ section of ``--config``), for each CPU budget of ``--budgets`` (or once at the c
    ``--length NAME=N`` (a count, not a clock, decides when training stops: the same seed gives the same
    weights on any machine);
 2. the models are combined as the config's ``ensemble`` section says (``ensemble``; the demo's is ATLAS
-   R2.0's vote) and as tuned on the tuning subjects (``ensemble_tuned``: weights, threshold and minimum
-   component size, what the workflow tunes out of fold and ships in its entry);
+   R2.0's vote) and as tuned on the tuning subjects (``ensemble_tuned``: weights, threshold, minimum
+   component size and peak, what the workflow tunes out of fold and ships in its entry);
 3. the tuning subjects choose each model's and each ensemble's post-processing
    (:mod:`patchwork.postprocessing.components`: threshold, minimum component volume and peak);
 4. the test subjects are predicted in their original grid and scored (Dice, HD95, lesion F1, false-positive

@@ -217,11 +217,19 @@ class EnsembleSettings(Settings):
         doc="26-connected components smaller than this are removed from the ensemble segmentation (and, in "
         "`vote`, from each model's mask)",
     )
+    min_peak: float = setting(
+        0.0,
+        minimum=0,
+        maximum=1,
+        hide_default=True,
+        doc="components of the ensemble segmentation whose highest ensemble probability (in `vote`, vote "
+        "fraction) is below this are removed: hesitant blobs, such as CSF spaces a model half believes",
+    )
     tune: bool = setting(
         True,
-        doc="also choose weights, threshold and minimum component size on the out-of-fold predictions (best "
-        "mean Dice), written to `results/ensemble_params.json` and evaluated as `ensemble_tuned` beside the "
-        "hand-set `ensemble` (optimistic: tuned and scored on the same subjects)",
+        doc="also choose weights, threshold, minimum component size and peak on the out-of-fold predictions "
+        "(best mean Dice), written to `results/ensemble_params.json` and evaluated as `ensemble_tuned` "
+        "beside the hand-set `ensemble` (optimistic: tuned and scored on the same subjects)",
     )
     model_thresholds: dict[str, float] = setting(
         {},

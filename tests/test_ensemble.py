@@ -12,7 +12,7 @@ from patchwork.config import EnsembleSettings
 from patchwork.ensembling.combine import combine, ensemble_files
 from patchwork.errors import PatchworkError
 from patchwork.io import save_image
-from patchwork.postprocessing.components import label_components, remove_small_components
+from patchwork.postprocessing.components import label_components, remove_components
 
 
 def mix(probs, weights, model_thresholds=None, **settings):
@@ -48,8 +48,8 @@ def test_diagonal_neighbours_form_one_component():
     mask = np.zeros((4, 4, 4), dtype=bool)
     mask[0, 0, 0] = mask[1, 1, 1] = True  # corner contact only
     assert label_components(mask)[1] == 1
-    np.testing.assert_array_equal(remove_small_components(mask, 2), mask)
-    assert not remove_small_components(mask, 3).any()
+    np.testing.assert_array_equal(remove_components(mask, 2), mask)
+    assert not remove_components(mask, 3).any()
     mask[3, 3, 3] = True  # two voxels away: a separate component
     assert label_components(mask)[1] == 2
 
@@ -59,12 +59,12 @@ def test_small_components_removed_large_kept():
     mask[0, 0, 0:3] = True  # 3 voxels
     mask[5, 5, 2:6] = True  # 4 voxels
     mask[8, 1:6, 8] = True  # 5 voxels
-    kept = remove_small_components(mask, 4)
+    kept = remove_components(mask, 4)
     assert kept.dtype == bool
     assert not kept[0, 0, 0:3].any()
     assert kept[5, 5, 2:6].all() and kept[8, 1:6, 8].all()
     assert kept.sum() == 9
-    np.testing.assert_array_equal(remove_small_components(mask, 0), mask)
+    np.testing.assert_array_equal(remove_components(mask, 0), mask)
 
 
 def test_vote_equals_dnp_or_both_unets():
@@ -98,6 +98,43 @@ def test_mean_mode_removes_small_components():
     p[4:6, 4:6, 4:6] = 0.9
     seg = mix([p], [1], min_component_voxels=2)[1]
     assert seg[0, 0, 0] == 0 and seg.sum() == 8
+
+
+def test_min_peak_removes_hesitant_components_of_any_size():
+    """A component whose highest ensemble probability stays below ``min_peak`` goes, however large; the
+    confident one stays whole, its faint border included; 0 (the default) keeps both."""
+    p = np.zeros((12, 12, 12))
+    p[1:4, 1:4, 1:4] = 0.55  # 27 voxels, never above 0.55
+    p[6:11, 6:11, 6:11] = 0.6
+    p[8, 8, 8] = 0.95  # one confident voxel makes the 125-voxel component a lesion
+    seg = mix([p, p], [1, 1], threshold=0.5, min_peak=0.9)[1]
+    assert seg[1:4, 1:4, 1:4].sum() == 0 and seg[6:11, 6:11, 6:11].all() and seg.sum() == 125
+    assert mix([p], [1], threshold=0.5)[1].sum() == 125 + 27
+    vote = mix([p, p], [1, 1], [0.5, 0.5], mode="vote", threshold=0.5, min_peak=0.9)[1]
+    assert vote.sum() == 125 + 27  # both models vote for both: a vote fraction of 1 passes any peak
+
+
+def test_min_peak_is_left_out_of_the_settings_while_it_is_zero():
+    """Files written before the setting existed (hand-set ensembles, entries) keep their contents."""
+    assert "min_peak" not in EnsembleSettings().to_dict()
+    tuned = EnsembleSettings(mode="mean", min_peak=0.8)
+    assert tuned.to_dict()["min_peak"] == 0.8 and EnsembleSettings.from_dict(tuned.to_dict()) == tuned
+    with pytest.raises(PatchworkError, match=re.escape("min_peak=1.5: must be <= 1")):
+        EnsembleSettings.from_dict({"min_peak": 1.5})
+
+
+def test_remove_components_by_volume_and_peak():
+    mask = np.zeros((10, 10, 10), dtype=bool)
+    prob = np.zeros(mask.shape)
+    mask[0, 0, 0:3] = True  # 3 voxels, peak 0.9
+    prob[0, 0, 1] = 0.9
+    mask[5, 5, 2:8] = True  # 6 voxels, peak 0.6
+    prob[5, 5, 2:8] = 0.6
+    kept = remove_components(mask, 30.0, unit=8.0)  # mm³: 3 voxels are 24 mm³, 6 are 48 mm³
+    assert kept.sum() == 6 and kept[5, 5, 2:8].all()
+    assert remove_components(mask, 0, prob, 0.7).sum() == 3
+    assert not remove_components(mask, 30.0, prob, 0.7, unit=8.0).any()
+    np.testing.assert_array_equal(remove_components(mask, 0, prob, 0.0), mask)
 
 
 @pytest.mark.parametrize(

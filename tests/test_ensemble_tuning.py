@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -96,11 +97,13 @@ def test_threshold_counts_and_bound_match_thresholding_each_time() -> None:
 
 
 # The reference search, written from the definitions (not from the implementation's helpers): every
-# weight ratio over {0, 1, 2}, thresholds 0.10 ... 0.90, minimum sizes 0 ... 100 voxels; the weighted mean of
-# the probabilities, 26-connected components of its mask under the minimum size removed, Dice against the
-# reference (both empty: 1), averaged over the cases.
+# weight ratio over {0, 1, 2}, thresholds 0.10 ... 0.90, minimum sizes 0 ... 100 voxels, minimum peaks
+# 0 ... 0.95; the weighted mean of the probabilities, 26-connected components of its mask under the minimum
+# size or with a lower highest probability removed, Dice against the reference (both empty: 1), averaged
+# over the cases.
 REFERENCE_THRESHOLDS = [round(0.10 + 0.05 * k, 2) for k in range(17)]
 REFERENCE_MIN_SIZES = [0, 5, 10, 27, 50, 100]
+REFERENCE_MIN_PEAKS = [0.0, 0.6, 0.7, 0.8, 0.9, 0.95]
 
 
 def _dice(mask: np.ndarray, reference: np.ndarray) -> float:
@@ -108,34 +111,47 @@ def _dice(mask: np.ndarray, reference: np.ndarray) -> float:
     return 1.0 if total == 0 else 2.0 * int((mask & reference).sum()) / total
 
 
-def _without_small_components(mask: np.ndarray, min_size: int) -> np.ndarray:
+def _components(prob: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels, sizes and highest probabilities of the 26-connected components of ``prob >= threshold``."""
     from scipy import ndimage
 
+    mask = prob >= threshold
     labels, n = ndimage.label(mask, structure=np.ones((3,) * mask.ndim, bool))
-    sizes = ndimage.sum(mask, labels, index=range(1, n + 1))
-    return np.isin(labels, [k + 1 for k, size in enumerate(sizes) if size >= min_size])
+    index = np.arange(1, n + 1)
+    return (
+        labels,
+        np.asarray(ndimage.sum(mask, labels, index)),
+        np.asarray(ndimage.maximum(prob, labels, index)),
+    )
 
 
-def _exhaustive(cases: list[Case]) -> tuple[tuple[float, ...], float, int, float]:
-    """The best (weights, threshold, min size, mean Dice) of the whole grid, every pair labelled."""
-    import itertools
+def _filtered(
+    components: tuple[np.ndarray, np.ndarray, np.ndarray], min_size: int, min_peak: float
+) -> np.ndarray:
+    labels, sizes, peaks = components
+    return np.isin(labels, np.flatnonzero((sizes >= min_size) & (peaks >= min_peak)) + 1)
 
+
+def _exhaustive(cases: list[Case]) -> tuple[tuple[float, ...], float, int, float, float]:
+    """The best (weights, threshold, min size, min peak, mean Dice) of the whole grid, every pair labelled;
+    ties keep the first in grid order."""
     n_models = cases[0].probs.shape[0]
     ratios = {}
     for weights in itertools.product((0.0, 1.0, 2.0), repeat=n_models):
         if sum(weights):
             ratios.setdefault(tuple(round(w / sum(weights), 9) for w in weights), weights)
-    best = ((), 0.0, 0, -1.0)
+    best = ((), 0.0, 0, 0.0, -1.0)
     for weights in ratios.values():
         fused = [
             sum(w * p.astype(np.float64) for w, p in zip(weights, c.probs)) / sum(weights) for c in cases
         ]
         for t in REFERENCE_THRESHOLDS:
-            for size in REFERENCE_MIN_SIZES:
-                masks = [_without_small_components(f >= t, size) for f in fused]
+            components = [_components(f, t) for f in fused]
+            for size, peak in itertools.product(REFERENCE_MIN_SIZES, REFERENCE_MIN_PEAKS):
+                masks = [_filtered(k, size, peak) for k in components]
                 score = float(np.mean([_dice(m, c.reference) for m, c in zip(masks, cases)]))
-                if score > best[3] + 1e-12:
-                    best = (weights, t, size, score)
+                if score > best[4] + 1e-12:
+                    best = (weights, t, size, peak, score)
     return best
 
 
@@ -165,7 +181,7 @@ def test_search_finds_the_exhaustive_optimum_where_removal_changes_the_ranking()
         b[4:12, 4:12, 4:7] = 0.0
         cases.append(Case(np.stack([a, b]).astype(np.float32), ref))
     result = tune_ensemble(cases, ["a", "b"], HAND_SET)
-    weights, threshold, min_size, score = _exhaustive(cases)
+    weights, threshold, min_size, min_peak, score = _exhaustive(cases)
     assert score == pytest.approx(1.0)
     tuned = result["settings"]
     assert result["mean_dice"] == pytest.approx(score)
@@ -174,6 +190,31 @@ def test_search_finds_the_exhaustive_optimum_where_removal_changes_the_ranking()
         threshold,
         min_size,
     )
+    assert tuned.get("min_peak", 0.0) == min_peak == 0.0  # every component peaks at 0.8: sizes decide
+
+
+def test_peak_removes_a_hesitant_blob_that_no_size_or_threshold_can() -> None:
+    """A lesion with a confident core (0.95) and a faint rim (0.4), beside a hesitant blob (0.6) larger
+    than every minimum size: a threshold that drops the blob drops the rim; keeping components that
+    peak at 0.7 or more keeps both parts of the lesion alone."""
+    cases = []
+    for shift in (0, 3):
+        ref = np.zeros((30, 30, 30), dtype=bool)
+        ref[4 + shift : 10 + shift, 4:10, 4:10] = True
+        prob = np.where(ref, 0.4, 0.0)
+        prob[5 + shift : 9 + shift, 5:9, 5:9] = 0.95
+        prob[18:26, 18:26, 18:26] = 0.6  # 512 voxels, never touching the lesion
+        cases.append(Case(prob[None].astype(np.float32), ref))
+    result = tune_ensemble(cases, ["a"], HAND_SET)
+    assert result["mean_dice"] == pytest.approx(1.0)
+    assert result["settings"]["threshold"] <= 0.4 and result["settings"]["min_peak"] == 0.7
+    assert _exhaustive(cases)[4] == pytest.approx(1.0)
+    without_peak = max(
+        np.mean([_dice(_filtered(_components(c.probs[0], t), size, 0.0), c.reference) for c in cases])
+        for t in REFERENCE_THRESHOLDS
+        for size in REFERENCE_MIN_SIZES
+    )
+    assert without_peak < 0.5
 
 
 def test_search_equals_the_exhaustive_grid_on_noisy_models() -> None:
@@ -189,7 +230,7 @@ def test_search_equals_the_exhaustive_grid_on_noisy_models() -> None:
             probs.append(np.clip(quality * ref + 0.5 * noise + 0.2, 0, 1))
         cases.append(Case(np.stack(probs).astype(np.float32), ref))
     result = tune_ensemble(cases, ["a", "b", "c"], HAND_SET)
-    weights, threshold, _, score = _exhaustive(cases)
+    weights, threshold, _, _, score = _exhaustive(cases)
     assert result["mean_dice"] == pytest.approx(score)
     assert (tuple(result["settings"]["weights"].values()), result["settings"]["threshold"]) == (
         weights,

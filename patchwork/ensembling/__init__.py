@@ -1,3 +1,3 @@
 """Ensembling (nnU-Net's ``ensembling``): several models' probabilities combined into one segmentation
-(:mod:`.combine`), and the ensemble's weights, threshold and minimum component size chosen on out-of-fold
-predictions (:mod:`.tuning`)."""
+(:mod:`.combine`), and the ensemble's weights, threshold, minimum component size and peak chosen on
+out-of-fold predictions (:mod:`.tuning`)."""

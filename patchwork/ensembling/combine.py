@@ -13,7 +13,8 @@ Two ways to combine the probability maps p_1..p_M of M models with weights w_1..
     With weights (2, 1, 1) and threshold 0.5 this is b_1 OR (b_2 AND b_3): the first model alone,
     or the other two together.
 
-In both modes the final mask loses its components smaller than ``min_component_voxels``.
+In both modes the final mask loses its components smaller than ``min_component_voxels`` and those whose
+highest value of p (or v) is below ``min_peak`` (0, the default, keeps them all).
 Components are 26-connected in 3D (voxels touching by a face, an edge or a corner belong
 together; in general the full 3^d neighbourhood), as in the ATLAS R2.0 code's 3x3x3 max-pool labelling.
 
@@ -37,7 +38,7 @@ import numpy as np
 from patchwork.config import EnsembleSettings
 from patchwork.errors import PatchworkError
 from patchwork.io import check_same_grid, read_image, save_image
-from patchwork.postprocessing.components import remove_small_components
+from patchwork.postprocessing.components import remove_components
 
 # Vote fractions are sums of normalised weights, so an exact tie (2 of 4 equal votes = 0.5) can land
 # a few ulp below the threshold; comparisons allow this much slack.
@@ -71,8 +72,8 @@ def combine(probs: Mapping[str, np.ndarray], settings: EnsembleSettings) -> tupl
 
     Args:
         probs: model name -> foreground-probability array, all of one shape.
-        settings: mode, weights (by model name, default 1), threshold, ``min_component_voxels`` and, for
-            ``vote``, each model's own threshold.
+        settings: mode, weights (by model name, default 1), threshold, ``min_component_voxels``,
+            ``min_peak`` and, for ``vote``, each model's own threshold.
 
     Returns:
         ``(probability, segmentation)``: the weighted mean probability (``mean``) or weighted vote
@@ -91,14 +92,16 @@ def combine(probs: Mapping[str, np.ndarray], settings: EnsembleSettings) -> tupl
     min_voxels = settings.min_component_voxels
     if settings.mode == "vote":
         layers = [
-            remove_small_components(np.asarray(probs[name]) >= settings.model_threshold(name), min_voxels)
+            remove_components(np.asarray(probs[name]) >= settings.model_threshold(name), min_voxels)
             for name in names
         ]
     else:
         layers = [probs[name] for name in names]
 
     fused = weighted_mean(layers, w)
-    seg = remove_small_components(fused >= settings.threshold - _TIE_TOLERANCE, min_voxels)
+    seg = remove_components(
+        fused >= settings.threshold - _TIE_TOLERANCE, min_voxels, fused, settings.min_peak
+    )
     return fused.astype(np.float32), seg.astype(np.uint8)
 
 

@@ -1,10 +1,13 @@
-"""Choose the ensemble's weights, threshold and minimum component size on out-of-fold predictions.
+"""Choose the ensemble's weights, threshold, minimum component size and peak on out-of-fold predictions.
 
 A search that maximises the mean Dice over subjects of the ``mean`` ensemble
 (:func:`patchwork.ensembling.combine.combine`): weights w in {0, 1, 2}^M (not all 0; only their ratios
-matter), thresholds 0.10, 0.15, ..., 0.90 and minimum component sizes ``MIN_SIZES``. Tuned on the
-same out-of-fold predictions it is then evaluated on, the tuned score is optimistic; the workflow
-reports it beside the hand-set ensemble for that reason.
+matter), thresholds 0.10, 0.15, ..., 0.90, minimum component sizes ``MIN_SIZES`` and minimum component
+peaks ``MIN_PEAKS`` (a component kept only when its highest fused probability reaches the peak: the
+filter each model's own post-processing has, :mod:`patchwork.postprocessing.components`, so the ensemble
+can do whatever its best member's post-processing does). Tuned on the same out-of-fold predictions it is
+then evaluated on, the tuned score is optimistic; the workflow reports it beside the hand-set ensemble
+for that reason.
 
 Exact, and far cheaper than labelling the fused mask of every (w, t) pair: the subjects are read one
 at a time (memory holds one subject, whatever the cohort's size), first once, then once per round:
@@ -15,8 +18,8 @@ at a time (memory holds one subject, whatever the cohort's size), first once, th
    ``2 I_t / (I_t + G)`` (all false positives gone, every true positive kept; ``G`` the reference's
    voxels); its mean over subjects bounds the pair.
 2. *Rounds*: the ``ROUND`` unscored pairs of highest bound are scored exactly: the fused mask labelled once
-   (26-connected) and every minimum size scored from its component sizes and their overlap with the
-   reference (:func:`patchwork.postprocessing.components.dice_grid`). The search stops when the best
+   (26-connected) and every minimum size and peak scored from its component sizes, peaks and overlap
+   with the reference (:func:`patchwork.postprocessing.components.dice_grid`). The search stops when the best
    score reached is at least the bound of every pair left (branch and bound): the result is the whole
    grid's optimum.
 
@@ -39,7 +42,7 @@ from patchwork.config import EnsembleSettings
 from patchwork.ensembling.combine import combine, weighted_mean
 from patchwork.errors import PatchworkError
 from patchwork.io import check_same_grid, read_image
-from patchwork.postprocessing.components import ComponentTable, crop_to_support, dice_grid
+from patchwork.postprocessing.components import MIN_PEAKS, ComponentTable, crop_to_support, dice_grid
 from patchwork.settings import read_tuned_settings
 
 WEIGHT_LEVELS = (0.0, 1.0, 2.0)
@@ -68,12 +71,10 @@ def load_case(prob_paths: Sequence[Path], reference_path: Path, lowest_threshold
     return Case(probs, ref)
 
 
-def _dice_per_min_size(
-    prob: np.ndarray, reference: np.ndarray, threshold: float, min_sizes: Sequence[int]
-) -> np.ndarray:
-    """Dice of ``prob >= threshold`` without its components under each of ``min_sizes`` voxels (both
-    empty: 1)."""
-    return dice_grid(ComponentTable.of(prob, reference, threshold), min_sizes, [0.0])[:, 0]
+def _dice_per_filter(prob: np.ndarray, reference: np.ndarray, threshold: float) -> np.ndarray:
+    """Dice ``[len(MIN_SIZES), len(MIN_PEAKS)]`` of ``prob >= threshold`` without its components under
+    each minimum size (voxels) or peak (both masks empty: 1)."""
+    return dice_grid(ComponentTable.of(prob, reference, threshold), MIN_SIZES, MIN_PEAKS)
 
 
 def threshold_counts(
@@ -119,23 +120,25 @@ def weight_grid(n_models: int) -> list[tuple[float, ...]]:
 def _component_scores(
     cases: Sequence[Case], grid: Sequence[tuple[float, ...]], pairs: Sequence[tuple[int, int]]
 ) -> np.ndarray:
-    """Summed Dice ``[len(pairs), len(MIN_SIZES)]`` over ``cases`` of each (weight index, threshold
-    index) pair after removing the components under each minimum size; one pass over the cases."""
-    scores = np.zeros((len(pairs), len(MIN_SIZES)))
+    """Summed Dice ``[len(pairs), len(MIN_SIZES), len(MIN_PEAKS)]`` over ``cases`` of each (weight index,
+    threshold index) pair after removing the components under each minimum size or peak; one pass over
+    the cases."""
+    scores = np.zeros((len(pairs), len(MIN_SIZES), len(MIN_PEAKS)))
     for case in cases:
         fused = {k: weighted_mean(case.probs, grid[k]) for k in dict.fromkeys(k for k, _ in pairs)}
         for c, (k, j) in enumerate(pairs):
-            scores[c] += _dice_per_min_size(fused[k], case.reference, THRESHOLDS[j], MIN_SIZES)
+            scores[c] += _dice_per_filter(fused[k], case.reference, THRESHOLDS[j])
     return scores
 
 
 def tune_ensemble(cases: Sequence[Case], models: Sequence[str], hand_set: EnsembleSettings) -> dict[str, Any]:
-    """Search weights, threshold and minimum component size for the best mean Dice (see the module).
+    """Search weights, threshold, minimum component size and peak for the best mean Dice (see the
+    module).
 
     ``cases`` are read once per pass, one at a time (a :class:`patchwork.ondemand.Mapped` streams
     them from disk); ``models`` name the probability maps of each case, in order. Returns the contents
     of ``ensemble_params.json``: ``settings`` (the hand-set :class:`EnsembleSettings` with the tuned
-    ``mean`` mode, weights, threshold and minimum size: read back with :func:`read_tuned`),
+    ``mean`` mode, weights, threshold, minimum size and peak: read back with :func:`read_tuned`),
     ``mean_dice``, ``n_subjects``, and ``hand_set`` (its settings and mean Dice on the same cases, for
     comparison).
     """
@@ -149,17 +152,18 @@ def tune_ensemble(cases: Sequence[Case], models: Sequence[str], hand_set: Ensemb
             fused = weighted_mean(case.probs, weights)
             bound[k] += dice_bound_per_threshold(fused, case.reference, THRESHOLDS)
         hand_seg = combine(dict(zip(models, case.probs, strict=True)), hand_set)[1]
-        hand_score += _dice_per_min_size(hand_seg, case.reference, 0.5, [0])[0]
+        hand_score += _dice_per_filter(hand_seg, case.reference, 0.5)[0, 0]
     order = [np.unravel_index(int(i), bound.shape) for i in np.argsort(-bound, axis=None, kind="stable")]
-    best_score, best, scored = -1.0, (0, 0, 0), 0
+    best_score, best, scored = -1.0, (0, 0, 0, 0), 0
     while scored < len(order) and bound[order[scored]] > best_score + 1e-9:
         pairs = order[scored : scored + ROUND]
         scores = _component_scores(cases, grid, pairs)
-        i, m = np.unravel_index(int(np.argmax(scores)), scores.shape)
-        if scores[i, m] > best_score + 1e-9:
-            best_score, best = float(scores[i, m]), (*pairs[i], m)
+        # the first maximum in (pair, size, peak) order: ties keep the milder filter
+        i, m, q = np.unravel_index(int(np.argmax(scores)), scores.shape)
+        if scores[i, m, q] > best_score + 1e-9:
+            best_score, best = float(scores[i, m, q]), (*pairs[i], m, q)
         scored += len(pairs)
-    k, j, m = best
+    k, j, m, q = best
     n = len(cases)
     tuned = dataclasses.replace(
         hand_set,
@@ -167,6 +171,7 @@ def tune_ensemble(cases: Sequence[Case], models: Sequence[str], hand_set: Ensemb
         weights=dict(zip(models, grid[k], strict=True)),
         threshold=THRESHOLDS[j],
         min_component_voxels=MIN_SIZES[m],
+        min_peak=MIN_PEAKS[q],
     )
     return {
         "settings": tuned.to_dict(),

@@ -68,21 +68,30 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(n)
 
 
-def remove_small_components(mask: np.ndarray, min_voxels: int) -> np.ndarray:
-    """Return a boolean copy of ``mask`` without the components of fewer than ``min_voxels`` voxels.
+def remove_components(
+    mask: np.ndarray,
+    min_size: float,
+    prob: np.ndarray | None = None,
+    min_peak: float = 0.0,
+    unit: float = 1.0,
+) -> np.ndarray:
+    """Return a boolean copy of ``mask`` without its 26-connected components C that are small,
+    ``|C| unit < min_size`` (``unit`` the volume of a voxel: 1 counts voxels, ``voxel_volume`` gives mm³),
+    or, given ``prob``, hesitant: ``max_{x in C} prob(x) < min_peak``.
 
-    Component sizes come from one ``bincount`` over the label image, and the kept set is a
-    lookup table indexed by label, so the cost does not grow with the number of components.
-    ``min_voxels <= 1`` keeps everything.
+    Sizes come from one ``bincount`` over the label image and the kept set is a lookup table indexed by
+    label, so the cost does not grow with the number of components. A filter that removes nothing
+    (``min_size <= unit`` and no peak test) skips the labelling.
     """
     mask = np.asarray(mask, dtype=bool)
-    if min_voxels <= 1:
+    test_peak = prob is not None and min_peak > 0
+    if min_size <= unit and not test_peak:
         return mask.copy()
     labels, n = label_components(mask)
-    sizes = np.bincount(labels.ravel(), minlength=n + 1)
-    keep = sizes >= min_voxels
-    keep[0] = False
-    return keep[labels]
+    keep = np.bincount(labels.ravel(), minlength=n + 1)[1:] * unit >= min_size
+    if test_peak:
+        keep &= component_peaks(prob, labels, mask, n) >= min_peak
+    return np.concatenate([[False], keep])[labels]
 
 
 def voxel_volume(affine: np.ndarray) -> float:
@@ -100,16 +109,10 @@ def component_peaks(prob: np.ndarray, labels: np.ndarray, mask: np.ndarray, n: i
 
 def postprocess(prob: np.ndarray, settings: Postprocessing, voxel_mm3: float) -> np.ndarray:
     """The mask ``prob >= threshold`` without the components under ``min_volume_mm3`` or ``min_peak``."""
-    mask = np.asarray(prob) >= settings.threshold
-    if settings.min_volume_mm3 <= 0 and settings.min_peak <= settings.threshold:
-        return mask
-    labels, n = label_components(mask)
-    if n == 0:
-        return mask
-    volume = np.bincount(labels.ravel(), minlength=n + 1)[1:] * voxel_mm3
-    peak = component_peaks(prob, labels, mask, n)
-    keep = np.concatenate([[False], (volume >= settings.min_volume_mm3) & (peak >= settings.min_peak)])
-    return keep[labels]
+    prob = np.asarray(prob)
+    return remove_components(
+        prob >= settings.threshold, settings.min_volume_mm3, prob, settings.min_peak, voxel_mm3
+    )
 
 
 @dataclass(frozen=True)

@@ -47,8 +47,8 @@ use rule ensemble as ensemble_test with:
         f"{R}/benchmarks/ensemble_test/ensemble.tsv"
 
 
-# Beyond the recipe (`ensemble.tune: true`): weights, threshold and minimum component size chosen
-# on the out-of-fold predictions for the best mean Dice, reported beside the hand-set ensemble.
+# Beyond the recipe (`ensemble.tune: true`): weights, threshold, minimum component size and peak
+# chosen on the out-of-fold predictions for the best mean Dice, reported beside the hand-set ensemble.
 # `patchwork tune-ensemble` takes every batch folder of every model and reads one subject at a time.
 
 
