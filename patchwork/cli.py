@@ -336,7 +336,9 @@ def _add_ensemble_commands(add: Any) -> None:
     p.add_argument("--tuned", default=None, help="ensemble_params.json (tune-ensemble) to use instead")
     p.add_argument("--out-dir", required=True, help="folder for {subject}_prob/_seg.nii.gz")
 
-    p = add("tune-ensemble", cmd_tune_ensemble, "choose ensemble weights/threshold out of fold")
+    p = add(
+        "tune-ensemble", cmd_tune_ensemble, "choose ensemble weights/threshold/minimum size/peak out of fold"
+    )
     p.add_argument("--subjects", required=True, help="subjects.tsv")
     p.add_argument("--probs", nargs="+", required=True, help="NAME=FOLDER, a name once per batch folder")
     _add_settings(p, EnsembleSettings)

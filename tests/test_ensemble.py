@@ -112,6 +112,17 @@ def test_min_peak_removes_hesitant_components_of_any_size():
     assert mix([p], [1], threshold=0.5)[1].sum() == 125 + 27
     vote = mix([p, p], [1, 1], [0.5, 0.5], mode="vote", threshold=0.5, min_peak=0.9)[1]
     assert vote.sum() == 125 + 27  # both models vote for both: a vote fraction of 1 passes any peak
+    half = np.where(p >= 0.9, 0.95, 0.0)  # the second model votes for the one confident voxel alone
+    vote = mix([p, half], [1, 1], [0.5, 0.5], mode="vote", threshold=0.5, min_peak=0.9)[1]
+    assert vote.sum() == 125  # the 27 voxels got half the vote (0.5 < 0.9), the large blob a full one
+
+
+def test_min_peak_allows_the_ulps_of_a_sum():
+    """Six equal votes of 1/6 sum to a hair under 1 in floating point; a peak of 1 keeps a unanimous
+    component, as the threshold allows the same slack."""
+    p = np.full((2, 2, 2), 0.9)
+    vote = mix([p] * 6, [1] * 6, [0.5] * 6, mode="vote", threshold=1.0, min_peak=1.0)[1]
+    assert vote.all()
 
 
 def test_min_peak_is_left_out_of_the_settings_while_it_is_zero():
@@ -133,8 +144,11 @@ def test_remove_components_by_volume_and_peak():
     kept = remove_components(mask, 30.0, unit=8.0)  # mm³: 3 voxels are 24 mm³, 6 are 48 mm³
     assert kept.sum() == 6 and kept[5, 5, 2:8].all()
     assert remove_components(mask, 0, prob, 0.7).sum() == 3
+    assert remove_components(mask, 0, prob, 0.6).sum() == 9  # a peak equal to the minimum is kept
     assert not remove_components(mask, 30.0, prob, 0.7, unit=8.0).any()
     np.testing.assert_array_equal(remove_components(mask, 0, prob, 0.0), mask)
+    with pytest.raises(ValueError, match="needs the probabilities"):
+        remove_components(mask, 0, min_peak=0.5)
 
 
 @pytest.mark.parametrize(

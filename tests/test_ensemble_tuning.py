@@ -215,6 +215,11 @@ def test_peak_removes_a_hesitant_blob_that_no_size_or_threshold_can() -> None:
         for size in REFERENCE_MIN_SIZES
     )
     assert without_peak < 0.5
+    from patchwork.ensembling.combine import combine
+
+    tuned = EnsembleSettings.from_dict(result["settings"])
+    masks = [combine({"a": c.probs[0]}, tuned)[1].astype(bool) for c in cases]
+    assert [_dice(m, c.reference) for m, c in zip(masks, cases)] == [1.0, 1.0]  # what combine applies
 
 
 def test_search_equals_the_exhaustive_grid_on_noisy_models() -> None:

@@ -41,7 +41,7 @@ from patchwork.io import check_same_grid, read_image, save_image
 from patchwork.postprocessing.components import remove_components
 
 # Vote fractions are sums of normalised weights, so an exact tie (2 of 4 equal votes = 0.5) can land
-# a few ulp below the threshold; comparisons allow this much slack.
+# a few ulp below the threshold or the minimum peak; comparisons with either allow this much slack.
 _TIE_TOLERANCE = 1e-9
 
 
@@ -99,9 +99,8 @@ def combine(probs: Mapping[str, np.ndarray], settings: EnsembleSettings) -> tupl
         layers = [probs[name] for name in names]
 
     fused = weighted_mean(layers, w)
-    seg = remove_components(
-        fused >= settings.threshold - _TIE_TOLERANCE, min_voxels, fused, settings.min_peak
-    )
+    mask = fused >= settings.threshold - _TIE_TOLERANCE
+    seg = remove_components(mask, min_voxels, fused, max(settings.min_peak - _TIE_TOLERANCE, 0.0))
     return fused.astype(np.float32), seg.astype(np.uint8)
 
 

@@ -4,8 +4,8 @@ A search that maximises the mean Dice over subjects of the ``mean`` ensemble
 (:func:`patchwork.ensembling.combine.combine`): weights w in {0, 1, 2}^M (not all 0; only their ratios
 matter), thresholds 0.10, 0.15, ..., 0.90, minimum component sizes ``MIN_SIZES`` and minimum component
 peaks ``MIN_PEAKS`` (a component kept only when its highest fused probability reaches the peak: the
-filter each model's own post-processing has, :mod:`patchwork.postprocessing.components`, so the ensemble
-can do whatever its best member's post-processing does). Tuned on the same out-of-fold predictions it is
+same peak filter, and the same grid, as each model's own post-processing,
+:mod:`patchwork.postprocessing.components`). Tuned on the same out-of-fold predictions it is
 then evaluated on, the tuned score is optimistic; the workflow reports it beside the hand-set ensemble
 for that reason.
 
@@ -14,7 +14,7 @@ at a time (memory holds one subject, whatever the cohort's size), first once, th
 
 1. *Screening*: for every weight vector the fused map ``p = w·p_m`` of a subject is counted once against
    all thresholds (``P_t = #{p >= t}``, ``I_t = #{p >= t, reference}`` from one ``searchsorted``). Removing
-   components can only drop voxels, so no minimum size lifts the pair's Dice above the bound
+   components can only drop voxels, so no minimum size or peak lifts the pair's Dice above the bound
    ``2 I_t / (I_t + G)`` (all false positives gone, every true positive kept; ``G`` the reference's
    voxels); its mean over subjects bounds the pair.
 2. *Rounds*: the ``ROUND`` unscored pairs of highest bound are scored exactly: the fused mask labelled once
@@ -42,11 +42,16 @@ from patchwork.config import EnsembleSettings
 from patchwork.ensembling.combine import combine, weighted_mean
 from patchwork.errors import PatchworkError
 from patchwork.io import check_same_grid, read_image
-from patchwork.postprocessing.components import MIN_PEAKS, ComponentTable, crop_to_support, dice_grid
+from patchwork.postprocessing.components import (
+    MIN_PEAKS,
+    THRESHOLDS,
+    ComponentTable,
+    crop_to_support,
+    dice_grid,
+)
 from patchwork.settings import read_tuned_settings
 
 WEIGHT_LEVELS = (0.0, 1.0, 2.0)
-THRESHOLDS = tuple(round(float(t), 2) for t in np.arange(0.10, 0.901, 0.05))
 MIN_SIZES = (0, 5, 10, 27, 50, 100)
 ROUND = 16
 
@@ -158,7 +163,7 @@ def tune_ensemble(cases: Sequence[Case], models: Sequence[str], hand_set: Ensemb
     while scored < len(order) and bound[order[scored]] > best_score + 1e-9:
         pairs = order[scored : scored + ROUND]
         scores = _component_scores(cases, grid, pairs)
-        # the first maximum in (pair, size, peak) order: ties keep the milder filter
+        # ties: within a pair the smaller size, then the smaller peak; across pairs the higher bound (earlier)
         i, m, q = np.unravel_index(int(np.argmax(scores)), scores.shape)
         if scores[i, m, q] > best_score + 1e-9:
             best_score, best = float(scores[i, m, q]), (*pairs[i], m, q)

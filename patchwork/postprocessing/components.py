@@ -84,6 +84,8 @@ def remove_components(
     (``min_size <= unit`` and no peak test) skips the labelling.
     """
     mask = np.asarray(mask, dtype=bool)
+    if prob is None and min_peak > 0:
+        raise ValueError("remove_components: a minimum peak needs the probabilities (prob)")
     test_peak = prob is not None and min_peak > 0
     if min_size <= unit and not test_peak:
         return mask.copy()

@@ -7,6 +7,7 @@
 # by that fold's model, ensembled and evaluated together), the test batch is every test subject (predicted
 # by the final `fold_all` models). A batch job writes one folder of per-subject files.
 
+import dataclasses
 import json
 import re
 import shlex
@@ -24,7 +25,8 @@ ENV = "../../envs/patchwork.yaml"
 
 # The whole config, every model spec included, is parsed and checked here by the package's torch-free
 # settings classes, so a wrong key or value stops the run before any job starts.
-MODELS = {spec.name: spec for spec in WorkflowConfig.from_dict(config, "config").models}
+WORKFLOW = WorkflowConfig.from_dict(config, "config")
+MODELS = {spec.name: spec for spec in WORKFLOW.models}
 # Models whose prediction also writes the per-voxel spread (`{subject}_std.nii.gz`), from the registry.
 STD_MODELS = [name for name, spec in MODELS.items() if "std" in MODEL_TYPES[spec.type].outputs]
 
@@ -103,9 +105,11 @@ def named_paths(names, paths):
 
 
 def ensemble_settings():
-    """The `ensemble` config section and each model's own threshold, as the command line's JSON."""
+    """The `ensemble` settings and each model's own threshold, as the command line's JSON: written from the
+    parsed settings, so a setting at a default they leave out (`min_peak`) changes no job's params."""
     thresholds = {name: spec.threshold for name, spec in MODELS.items()}
-    return json.dumps({**config["ensemble"], "model_thresholds": thresholds}, sort_keys=True)
+    settings = dataclasses.replace(WORKFLOW.ensemble, model_thresholds=thresholds)
+    return json.dumps(settings.to_dict(), sort_keys=True)
 
 
 def cohort():
