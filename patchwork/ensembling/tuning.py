@@ -41,6 +41,7 @@ import numpy as np
 from patchwork.config import EnsembleSettings
 from patchwork.ensembling.combine import combine, weighted_mean
 from patchwork.errors import PatchworkError
+from patchwork.evaluation.metrics import dice
 from patchwork.io import check_same_grid, read_image
 from patchwork.postprocessing.components import (
     MIN_PEAKS,
@@ -157,7 +158,7 @@ def tune_ensemble(cases: Sequence[Case], models: Sequence[str], hand_set: Ensemb
             fused = weighted_mean(case.probs, weights)
             bound[k] += dice_bound_per_threshold(fused, case.reference, THRESHOLDS)
         hand_seg = combine(dict(zip(models, case.probs, strict=True)), hand_set)[1]
-        hand_score += _dice_per_filter(hand_seg, case.reference, 0.5)[0, 0]
+        hand_score += dice(hand_seg, case.reference)
     order = [np.unravel_index(int(i), bound.shape) for i in np.argsort(-bound, axis=None, kind="stable")]
     best_score, best, scored = -1.0, (0, 0, 0, 0), 0
     while scored < len(order) and bound[order[scored]] > best_score + 1e-9:

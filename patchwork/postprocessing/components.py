@@ -68,6 +68,13 @@ def label_components(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels, int(n)
 
 
+def kept(volume: np.ndarray, peak: np.ndarray, min_volume: Any, min_peak: Any) -> np.ndarray:
+    """The keep rule of every component filter here: ``volume >= min_volume`` and ``peak >= min_peak``.
+    It broadcasts, so one filter (:func:`remove_components`) and the tuning's grid of them
+    (:func:`dice_grid`) apply the very same comparisons."""
+    return (volume >= min_volume) & (peak >= min_peak)
+
+
 def remove_components(
     mask: np.ndarray,
     min_size: float,
@@ -90,10 +97,9 @@ def remove_components(
     if min_size <= unit and not test_peak:
         return mask.copy()
     labels, n = label_components(mask)
-    keep = np.bincount(labels.ravel(), minlength=n + 1)[1:] * unit >= min_size
-    if test_peak:
-        keep &= component_peaks(prob, labels, mask, n) >= min_peak
-    return np.concatenate([[False], keep])[labels]
+    volume = np.bincount(labels.ravel(), minlength=n + 1)[1:] * unit
+    peak = component_peaks(prob, labels, mask, n) if test_peak else np.ones(n)
+    return np.concatenate([[False], kept(volume, peak, min_size, min_peak)])[labels]
 
 
 def voxel_volume(affine: np.ndarray) -> float:
@@ -148,8 +154,11 @@ class ComponentTable:
 def dice_grid(table: ComponentTable, min_volumes: Sequence[float], min_peaks: Sequence[float]) -> np.ndarray:
     """Dice ``[len(min_volumes), len(min_peaks)]`` of the mask without the components smaller than each
     volume (in ``table.unit``) or with a lower peak; an empty prediction of an empty reference scores 1."""
-    keep = (table.voxels * table.unit >= np.asarray(min_volumes, dtype=float)[:, None, None]) & (
-        table.peak >= np.asarray(min_peaks, dtype=float)[None, :, None]
+    keep = kept(
+        table.voxels * table.unit,
+        table.peak,
+        np.asarray(min_volumes, dtype=float)[:, None, None],
+        np.asarray(min_peaks, dtype=float)[None, :, None],
     )
     predicted = (keep * table.voxels).sum(axis=2)
     inter = (keep * table.overlap).sum(axis=2)
