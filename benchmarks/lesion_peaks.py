@@ -28,17 +28,10 @@ ORACLE_ML = (0.0, 0.2, 1.0, 5.0)
 SHELL_STEP = 2  # a lesion's contrast is measured against the voxels this many steps outside it
 
 
-def lesions(label: np.ndarray) -> tuple[np.ndarray, int]:
-    """The reference's 26-connected lesions, numbered 1..n."""
-    from patchwork.postprocessing.components import label_components
-
-    return label_components(label > 0)
-
-
 def contrast(image: np.ndarray, lesion: np.ndarray, label: np.ndarray) -> float:
     """``(mean inside - mean of the shell) / sd of the shell``; the shell is the voxels :data:`SHELL_STEP`
-    dilation steps outside ``lesion`` (its 2-step dilation minus its 1-step one) that are in the image
-    (non-zero) and in no lesion; NaN when it has under 5 voxels."""
+    dilation steps outside ``lesion`` (its dilation by that many steps minus its dilation by one fewer)
+    that are in the image (non-zero) and in no lesion; NaN when it has under 5 voxels."""
     from scipy import ndimage
 
     shell = (
@@ -66,9 +59,11 @@ def main() -> None:
     from scipy import ndimage
 
     from patchwork.io import read_image
-    from patchwork.postprocessing.components import voxel_volume
+    from patchwork.postprocessing.components import label_components, voxel_volume
 
     raw, pred = args.out / "raw", args.out / args.run / "pred"
+    if not pred.is_dir() or not (raw / "labelsTs").is_dir():
+        parser.exit(2, f"lesion_peaks.py: {pred} or {raw / 'labelsTs'}: not found (run quality.py first)\n")
     models = sorted(p.name for p in pred.iterdir() if p.is_dir())
     n_bins = len(BINS_ML) - 1
     contrasts: list[list[float]] = [[] for _ in range(n_bins)]
@@ -79,7 +74,7 @@ def main() -> None:
         label, affine = read_image(label_path)
         image = read_image(raw / "imagesTs" / f"{subject}_0000.nii.gz")[0]
         probs = {m: read_image(pred / m / f"{subject}_prob.nii.gz")[0] for m in models}
-        found, n = lesions(label)
+        found, n = label_components(label > 0)  # the reference's 26-connected lesions
         volumes = np.bincount(found.ravel(), minlength=n + 1)[1:] * voxel_volume(affine) / 1000.0
         volumes_per_subject.append(volumes)
         for k, volume in enumerate(volumes, start=1):
