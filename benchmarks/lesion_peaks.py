@@ -22,7 +22,7 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from quality import VOLUME_BINS_ML as BINS_ML  # the same bins as the tables' lesions found (this folder)
+from quality import VOLUME_BINS_ML, volume_bin  # the bins of the tables' lesions found (this folder)
 
 ORACLE_ML = (0.0, 0.2, 1.0, 5.0)
 SHELL_STEP = 2  # a lesion's contrast is measured against the voxels this many steps outside it
@@ -45,11 +45,6 @@ def contrast(image: np.ndarray, lesion: np.ndarray, label: np.ndarray) -> float:
     return float((image[lesion].mean() - image[shell].mean()) / image[shell].std())
 
 
-def bin_of(volume_ml: float) -> int:
-    """Index of the volume bin (:data:`BINS_ML`) of a lesion."""
-    return int(np.searchsorted(BINS_ML, volume_ml, side="right") - 1)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="quality.py's work folder")
@@ -65,7 +60,7 @@ def main() -> None:
     if not pred.is_dir() or not (raw / "labelsTs").is_dir():
         parser.exit(2, f"lesion_peaks.py: {pred} or {raw / 'labelsTs'}: not found (run quality.py first)\n")
     models = sorted(p.name for p in pred.iterdir() if p.is_dir())
-    n_bins = len(BINS_ML) - 1
+    n_bins = len(VOLUME_BINS_ML) - 1
     contrasts: list[list[float]] = [[] for _ in range(n_bins)]
     peaks = {m: [[] for _ in range(n_bins)] for m in models}
     volumes_per_subject = []
@@ -77,14 +72,14 @@ def main() -> None:
         found, n = label_components(label > 0)  # the reference's 26-connected lesions
         volumes = np.bincount(found.ravel(), minlength=n + 1)[1:] * voxel_volume(affine) / 1000.0
         volumes_per_subject.append(volumes)
-        for k, volume in enumerate(volumes, start=1):
+        for k, b in enumerate(volume_bin(volumes), start=1):
             lesion = found == k
             near = ndimage.binary_dilation(lesion)
-            contrasts[bin_of(volume)].append(contrast(image, lesion, label))
+            contrasts[b].append(contrast(image, lesion, label))
             for m in models:
-                peaks[m][bin_of(volume)].append(float(probs[m][near].max()))
+                peaks[m][b].append(float(probs[m][near].max()))
 
-    bounds = zip(BINS_ML, BINS_ML[1:])
+    bounds = zip(VOLUME_BINS_ML, VOLUME_BINS_ML[1:])
     names = [f"{lo:g}-{hi:g} ml" if np.isfinite(hi) else f"> {lo:g} ml" for lo, hi in bounds]
     print(f"{args.out} {args.run}: {len(volumes_per_subject)} test subjects")
     print("\ncontrast (median of (inside - shell) / shell sd), lesions per bin")

@@ -343,6 +343,11 @@ def ensembles(
     return ["ensemble", "ensemble_tuned"]
 
 
+def volume_bin(volume_ml: Any) -> Any:
+    """Index of the bin of :data:`VOLUME_BINS_ML` that holds each lesion volume (ml); broadcasts."""
+    return np.searchsorted(VOLUME_BINS_ML, volume_ml, side="right") - 1
+
+
 def found_by_volume(pred: np.ndarray, ref: np.ndarray, voxel_ml: float) -> np.ndarray:
     """``[found, total]`` reference lesions per bin of :data:`VOLUME_BINS_ML` (found: touched by ``pred``)."""
     from patchwork.postprocessing.components import label_components
@@ -353,7 +358,7 @@ def found_by_volume(pred: np.ndarray, ref: np.ndarray, voxel_ml: float) -> np.nd
         return counts
     volumes = np.bincount(components.ravel(), minlength=n + 1)[1:] * voxel_ml
     hit = np.bincount(components[pred], minlength=n + 1)[1:] > 0
-    bins = np.searchsorted(VOLUME_BINS_ML, volumes, side="right") - 1
+    bins = volume_bin(volumes)
     np.add.at(counts[0], bins, hit)
     np.add.at(counts[1], bins, 1)
     return counts

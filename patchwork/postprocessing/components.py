@@ -93,7 +93,7 @@ def remove_components(
     mask = np.asarray(mask, dtype=bool)
     if prob is None and min_peak > 0:
         raise ValueError("remove_components: a minimum peak needs the probabilities (prob)")
-    test_peak = prob is not None and min_peak > 0
+    test_peak = min_peak > 0  # with probabilities, as checked above
     if min_size <= unit and not test_peak:
         return mask.copy()
     labels, n = label_components(mask)
